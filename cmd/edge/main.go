@@ -1,0 +1,171 @@
+// Command edge is the access-layer gateway: it reads edge.hcl, serves client
+// traffic through the proxy and the admin API beside it, reloads on SIGHUP or
+// POST /reload, and stops gracefully on SIGTERM or SIGINT.
+//
+// This file is wiring only: flags, listeners, signals and the one reload loop.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/edge-gw/edge/admin"
+	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	configPath := flag.String("config", "edge.hcl", "config file")
+	check := flag.Bool("check", false, "parse and validate the config, print ok or every problem, and exit")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Printf("edge %s (%s)\n", fullVersion(), runtime.Version())
+		return
+	}
+	if *check {
+		os.Exit(runCheck(*configPath))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(*configPath, log); err != nil {
+		log.Error("edge stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func fullVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return version
+}
+
+// runCheck runs the startup path up to serving: load, validate, build.
+func runCheck(path string) int {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = proxy.Check(cfg)
+	}
+	if err != nil {
+		// Problems go to stdout, like "ok", so that one stream says the verdict.
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("ok")
+	return 0
+}
+
+func run(path string, log *slog.Logger) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "edge_build_info", Help: "Build of the running edge; always 1.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(fullVersion(), runtime.Version()).Set(1)
+	reg.MustRegister(buildInfo)
+
+	px := proxy.New(proxy.NewMetrics(reg))
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("cannot create state_dir: %w", err)
+	}
+	rl := newReloader(path, px, reg, log)
+	if err := rl.start(cfg); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("cannot listen on admin %s: %w", cfg.Admin.Listen, err)
+	}
+	if cfg.Admin.Token == "" {
+		log.Warn("admin has no token: mutating calls are open to local users", "admin", adminLn.Addr().String())
+	}
+
+	api := admin.New(reg, func() string { return px.Current().Config.Admin.Token })
+	api.Handle("POST /reload", rl.serveReload)
+	adminSrv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
+
+	srv := px.NewServer(cfg)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	go rl.loop()
+	log.Info("edge listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(),
+		"version", fullVersion(), "config", path)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				go rl.request() // the loop logs the outcome
+				continue
+			}
+			return shutdown(px, srv, adminSrv, log, sig)
+		}
+	}
+}
+
+type stopper interface {
+	ShutdownWithContext(ctx context.Context) error
+}
+
+// shutdown stops accepting, lets in-flight requests finish within
+// shutdown_timeout, and flushes the access log.
+func shutdown(px *proxy.Proxy, srv stopper, adminSrv *http.Server, log *slog.Logger, sig os.Signal) error {
+	timeout := px.Current().Config.ShutdownTimeout
+	log.Info("edge stopping", "signal", sig.String(), "timeout", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := srv.ShutdownWithContext(ctx)
+	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
+	defer cancelAdmin()
+	adminSrv.Shutdown(adminCtx)
+	px.Close()
+	if err != nil {
+		log.Warn("in-flight requests cut at shutdown_timeout", "error", err)
+	}
+	log.Info("edge stopped")
+	return nil
+}

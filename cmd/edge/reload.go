@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/edge-gw/edge/admin"
+	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// reloader is the one writer of the running config: SIGHUP and POST /reload send
+// requests to its loop, which loads, validates, builds and swaps one at a time.
+type reloader struct {
+	path string
+	px   *proxy.Proxy
+	log  *slog.Logger
+	reqs chan chan reloadResult
+
+	reloads     *prometheus.CounterVec
+	lastOK      prometheus.Gauge
+	lastSuccess prometheus.Gauge
+	version     prometheus.Gauge
+}
+
+type reloadResult struct {
+	version   int64
+	unchanged bool
+	err       error
+}
+
+func newReloader(path string, px *proxy.Proxy, reg prometheus.Registerer, log *slog.Logger) *reloader {
+	r := &reloader{
+		path: path, px: px, log: log, reqs: make(chan chan reloadResult),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_config_reloads_total", Help: "Config reloads by result (success, failure).",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_config_last_reload_successful", Help: "1 when the last reload succeeded, 0 when it failed and the previous config is still running.",
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_config_last_reload_success_timestamp_seconds", Help: "Unix time of the last successful load.",
+		}),
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_config_version", Help: "Version of the running config: 1 at start, +1 per applied reload.",
+		}),
+	}
+	reg.MustRegister(r.reloads, r.lastOK, r.lastSuccess, r.version)
+	r.reloads.WithLabelValues("success")
+	r.reloads.WithLabelValues("failure")
+	return r
+}
+
+// start applies the first config.
+func (r *reloader) start(cfg *config.Config) error {
+	s, err := r.px.Apply(cfg)
+	if err != nil {
+		return err
+	}
+	r.succeeded(s.Version)
+	return nil
+}
+
+func (r *reloader) succeeded(v int64) {
+	r.lastOK.Set(1)
+	r.lastSuccess.Set(float64(time.Now().Unix()))
+	r.version.Set(float64(v))
+}
+
+// loop serves reload requests one at a time until the process exits.
+func (r *reloader) loop() {
+	for reply := range r.reqs {
+		reply <- r.reload()
+	}
+}
+
+// request asks the loop for a reload and waits for its outcome.
+func (r *reloader) request() reloadResult {
+	reply := make(chan reloadResult, 1)
+	r.reqs <- reply
+	return <-reply
+}
+
+func (r *reloader) reload() reloadResult {
+	cur := r.px.Current()
+	cfg, err := config.Load(r.path)
+	if err == nil && cfg.Hash == cur.Config.Hash {
+		r.log.Info("config unchanged", "config", r.path, "version", cur.Version)
+		return reloadResult{version: cur.Version, unchanged: true}
+	}
+	var s *proxy.Snapshot
+	if err == nil {
+		s, err = r.px.Apply(cfg)
+	}
+	if err != nil {
+		r.reloads.WithLabelValues("failure").Inc()
+		r.lastOK.Set(0)
+		r.log.Error("reload failed; the running config stays", "config", r.path, "version", cur.Version, "error", err)
+		return reloadResult{version: cur.Version, err: err}
+	}
+	r.reloads.WithLabelValues("success").Inc()
+	r.succeeded(s.Version)
+	r.log.Info("config reloaded", "config", r.path, "version", s.Version)
+	return reloadResult{version: s.Version}
+}
+
+// serveReload is POST /reload.
+func (r *reloader) serveReload(w http.ResponseWriter, _ *http.Request) {
+	res := r.request()
+	if res.err != nil {
+		var ps config.Problems
+		errs := []string{res.err.Error()}
+		if errors.As(res.err, &ps) {
+			errs = errs[:0]
+			for _, p := range ps {
+				errs = append(errs, p.String())
+			}
+		}
+		admin.JSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": errs[0], "errors": errs, "version": res.version})
+		return
+	}
+	admin.JSON(w, http.StatusOK, map[string]any{"ok": true, "version": res.version, "unchanged": res.unchanged})
+}

@@ -1,0 +1,240 @@
+// Package config reads edge.hcl into plain data: no sockets, no goroutines.
+//
+// Parse and Load validate everything and return every problem at once as Problems,
+// each formatted FILE:LINE,COL: message. The structs below are the operator's
+// reference: each field says its HCL name, its default and what zero means.
+// A *Config is never modified after Load returns; the proxy builds its runtime
+// snapshot from it.
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config is one parsed and validated edge.hcl.
+type Config struct {
+	File string // path it was read from
+	Hash uint64 // xxhash of the file's bytes: equal hashes mean nothing changed
+
+	Listen          string         // listen: address of the public listener; default "127.0.0.1:8080"; cannot change on reload
+	TrustedProxies  []netip.Prefix // trusted_proxies: peers whose X-Forwarded-For is believed; default none
+	ShutdownTimeout time.Duration  // shutdown_timeout: how long a stop waits for in-flight requests; default 10s
+	StateDir        string         // state_dir: where admin changes (bans, switches) are kept; default "./state"
+	CacheSize       int64          // cache_size: bytes of the response cache; default 256MB
+
+	// Client-facing bounds, so that no client can hold resources without end.
+	ReadTimeout   time.Duration // read_timeout: whole request (headers and body) must arrive within; default 10s
+	WriteTimeout  time.Duration // write_timeout: the response must be written within; default 30s
+	IdleTimeout   time.Duration // idle_timeout: keep-alive connection idle limit; default 60s
+	MaxHeaderSize int64         // max_header_size: request line plus headers; default 16KB (431 beyond)
+	MaxBodySize   int64         // max_body_size: request body; default 4MB (413 beyond)
+	MaxConns      int           // max_conns: concurrent client connections; default 20000
+
+	AccessLog AccessLog
+	Admin     Admin
+	Upstreams []*Upstream
+	Cells     []*Cells
+	Routes    []*Route
+	Blacklist *Blacklist // nil without a blacklist block
+	Seckill   *Seckill   // nil without a seckill block
+	Cluster   *Cluster   // nil without a cluster block
+
+	ListenRange hcl.Range // where listen was set, for reload messages
+}
+
+// AccessLog is the access_log block. Without the block nothing is logged.
+type AccessLog struct {
+	Enabled bool   // true when the block is present
+	Path    string // path: "stdout" (default), "stderr" or a file (appended)
+	Format  string // format: "json" (default) or "text"
+	Buffer  int    // buffer: lines queued before new ones are dropped (counted); default 8192
+}
+
+// Admin is the admin block: the admin API listener.
+type Admin struct {
+	Listen string // listen: default "127.0.0.1:9901"; cannot change on reload
+	// Token (token) is the bearer token every mutating call needs. Empty is allowed only
+	// when Listen is a loopback address; then mutating calls are open to local users.
+	Token string
+}
+
+// Upstream is an upstream "NAME" block: a pool of servers balanced round robin.
+type Upstream struct {
+	Name    string
+	Servers []string // servers: "host:port" each; required
+
+	Timeout          time.Duration // timeout: for the whole upstream response; default 5s (504 beyond)
+	ConnectTimeout   time.Duration // connect_timeout: TCP connect; default 1s (502 beyond)
+	MaxConns         int           // max_conns: connections per server; default 512
+	KeepaliveTimeout time.Duration // keepalive_timeout: idle upstream connections are closed after; default 30s
+	MaxResponseSize  int64         // max_response_size: default 64MB (502 beyond)
+
+	HealthCheck *HealthCheck // health_check block; nil: passive detection only
+	MaxInflight int          // max_inflight: concurrent requests to this upstream; 0: unbounded
+
+	Pos hcl.Range
+}
+
+// HealthCheck is a health_check block of an upstream or cells block.
+type HealthCheck struct {
+	Path     string        // path: default "/healthz"
+	Interval time.Duration // interval: default 2s
+	Timeout  time.Duration // timeout: default 1s
+	Rise     int           // rise: passes to mark a server up; default 2
+	Fall     int           // fall: failures to mark a server down; default 3
+}
+
+// Cells is a cells "NAME" block: unit cells chosen by consistent hash of Key.
+type Cells struct {
+	Name string
+	Key  Key // key: the shard key; required
+	// MissingKey (missing_key) is what a request without a key gets: "reject" (400,
+	// default), "any" (spread over cells) or the name of a cell.
+	MissingKey string
+	Spill      bool // spill: users of a cell with no healthy server go to the next cell; default false (503)
+
+	Timeout          time.Duration // as in upstream; default 5s
+	ConnectTimeout   time.Duration // default 1s
+	MaxConns         int           // default 512 per server
+	KeepaliveTimeout time.Duration // default 30s
+	MaxResponseSize  int64         // default 64MB
+	HealthCheck      *HealthCheck
+
+	Cells []*Cell
+	Pos   hcl.Range
+}
+
+// Cell is a cell "NAME" block inside cells.
+type Cell struct {
+	Name    string
+	Servers []string // servers: required
+	Weight  float64  // weight: share of users relative to other cells; default 1
+	Pos     hcl.Range
+}
+
+// Route is a route "NAME" block. Routes are tried in file order; the first match wins.
+// Exactly one of Upstream, Cells, Seckill or Respond says where a request goes.
+type Route struct {
+	Name  string
+	Match Match
+
+	Upstream string  // upstream: name of an upstream block
+	Cells    string  // cells: name of a cells block
+	Seckill  bool    // seckill: this route issues seckill tokens
+	Respond  *Answer // respond block: edge answers itself
+
+	Cache        *Cache   // cache block; nil: not cached
+	Limits       []*Limit // limit "NAME" blocks; all must pass
+	Reject       Answer   // reject block: the answer when a limit says no; default 429 JSON
+	RequireToken bool     // require_token: X-Seckill-Token must be valid (order routes)
+
+	Priority    string       // priority: "core", "normal" (default) or "low"
+	MaxInflight int          // max_inflight: concurrent requests; 0: unbounded
+	Fallback    Answer       // fallback block: the degraded answer; default 503 JSON
+	Idempotency *Idempotency // idempotency block; nil: off
+
+	Pos hcl.Range
+}
+
+// Match is the match block of a route. Every field set must match.
+type Match struct {
+	Path    string            // path: prefix; default "/"
+	Methods []string          // methods: default any
+	Host    string            // host: exact Host header (port ignored); default any
+	Query   map[string]string // query: argument values that must be equal
+	Header  map[string]string // header: header values that must be equal
+}
+
+// Answer is a fixed response: respond, reject and fallback blocks.
+type Answer struct {
+	Status      int               // status
+	Body        string            // body
+	ContentType string            // content_type: default "application/json"
+	Headers     map[string]string // headers: extra response headers
+}
+
+// Cache is the cache block of a route.
+type Cache struct {
+	TTL   time.Duration // ttl: freshness when the origin gives none; default 1s
+	Stale time.Duration // stale: serve stale this long after expiry while refreshing or when the origin fails; default 0
+	// Key (key) adds key expressions to the default key of method, host, path and query.
+	Key         Key
+	Statuses    []int         // statuses: cacheable status codes; default 200, 203, 301, 404
+	MaxEntry    int64         // max_entry: larger bodies are not cached; default 8MB
+	AllowCookie bool          // allow_cookie: cache requests that carry Cookie or Authorization; default false
+	LockTimeout time.Duration // lock_timeout: how long concurrent misses wait for the first; default 5s
+}
+
+// Limit is a limit "NAME" block: a token bucket per key.
+type Limit struct {
+	Name  string
+	Key   Key  // key: required
+	Rate  Rate // rate: required
+	Burst int  // burst: bucket size; default 1
+	// MissingKey (missing_key): "skip" (default), "reject" or "shared".
+	MissingKey string
+	Delay      time.Duration // delay: wait up to this long for a token before rejecting; default 0
+	DryRun     bool          // dry_run: count rejections but let requests pass
+	Headers    bool          // headers: add RateLimit-* headers to answers
+	Scope      string        // scope: "local" (default), "cluster" or "redis"
+	FailOpen   bool          // fail_open: with scope "redis", pass when Redis is unreachable
+	MaxKeys    int           // max_keys: tracked keys; default 1048576
+	Pos        hcl.Range
+}
+
+// Idempotency is the idempotency block of a route.
+type Idempotency struct {
+	Header   string        // header: default "Idempotency-Key"
+	TTL      time.Duration // ttl: default 24h
+	Methods  []string      // methods: default ["POST"]
+	UserKey  Key           // user_key: default header:X-User-Id; the client IP when empty
+	Required bool          // required: a request without the header gets 400; default false
+	Store    string        // store: "memory" (default) or "redis" (the seckill Redis)
+	FailOpen bool          // fail_open: forward when the store is down; default false (503)
+}
+
+// Blacklist is the blacklist block.
+type Blacklist struct {
+	IPs     []netip.Prefix // ips: addresses and CIDRs
+	Users   []string       // users: user ids, matched against UserKey
+	UserKey Key            // user_key: default header:X-User-Id
+	File    string         // file: one entry a line (IP, CIDR or user:ID), re-read when it changes
+	AutoBan *AutoBan       // auto_ban block; nil: off
+}
+
+// AutoBan bans a client IP that keeps hitting limits.
+type AutoBan struct {
+	Rejects int           // rejects: limit rejections that trigger a ban; required
+	Window  time.Duration // window: required
+	Ban     time.Duration // ban: how long; required
+}
+
+// Seckill is the seckill block.
+type Seckill struct {
+	Store    string        // store: "memory" (default) or "redis"
+	Redis    *Redis        // redis block; required with store "redis"
+	Secret   string        // secret: HMAC key, at least 32 bytes; required
+	TokenTTL time.Duration // token_ttl: default 5m
+	UserKey  Key           // user_key: default header:X-User-Id
+	ItemKey  Key           // item_key: default path:2
+	Timeout  time.Duration // timeout: for one store call; default 200ms (503 beyond)
+}
+
+// Redis is a redis block: one server, or several addresses of a Redis Cluster.
+type Redis struct {
+	Addrs    []string // addrs: required
+	Username string   // username
+	Password string   // password: use env("…")
+}
+
+// Cluster is the cluster block: edge nodes that share state over memberlist.
+type Cluster struct {
+	Name      string   // name: this node's unique name; default hostname-port
+	Bind      string   // bind: gossip address; default "0.0.0.0:7946"
+	Advertise string   // advertise: address others reach this node at
+	Join      []string // join: addresses of nodes to join
+	Secret    string   // secret: gossip encryption key (16, 24 or 32 bytes); use env("…")
+}

@@ -1,0 +1,114 @@
+# edge.hcl — the example config. `make run` starts edge with it in front of the
+# sample origins (cmd/sample-origin). A test keeps this file valid.
+# Reference for every block and attribute: docs/config.md.
+
+listen           = "127.0.0.1:8080"
+trusted_proxies  = ["127.0.0.1/32"]   # X-Forwarded-For is believed only from these peers
+shutdown_timeout = "10s"
+state_dir        = "./state"          # what the admin API changes (bans, …) survives restarts here
+
+# Client-facing bounds (defaults shown).
+read_timeout    = "10s"
+write_timeout   = "30s"
+idle_timeout    = "60s"
+max_header_size = "16KB"
+max_body_size   = "4MB"
+max_conns       = 20000
+
+access_log {
+  path   = "stdout"
+  format = "json"
+}
+
+admin {
+  listen = "127.0.0.1:9901"
+  token  = env("EDGE_ADMIN_TOKEN")     # Bearer token for every mutating endpoint
+}
+
+upstream "catalog" {
+  servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+  timeout = "2s"
+}
+
+cells "shop" {                          # unit cells, chosen by consistent hash of key
+  key         = "header:X-User-Id"
+  missing_key = "reject"                # "reject" (400) | "any" | a cell name
+  cell "c1" { servers = ["127.0.0.1:9101"] }
+  cell "c2" { servers = ["127.0.0.1:9102"] }
+  cell "c3" { servers = ["127.0.0.1:9103"] }
+}
+
+route "hello" {
+  match { path = "/hello" }
+  respond {
+    status = 200
+    body   = "{\"hello\":\"from edge\"}"
+  }
+}
+
+route "detail" {                        # routes are tried in file order; first match wins
+  match {
+    path    = "/item/"                  # prefix
+    methods = ["GET", "HEAD"]
+  }
+  upstream = "catalog"
+  cache {
+    ttl   = "2s"                        # when the origin sends no Cache-Control max-age
+    stale = "30s"                       # serve stale while refreshing / when origin fails
+  }
+  limit "item" {
+    key   = "path:2"
+    rate  = "10000r/s"
+    burst = 100
+  }
+  limit "user" {
+    key   = "header:X-User-Id"
+    rate  = "6r/m"
+    burst = 1
+  }
+  reject {                              # the degraded answer when a limit says no
+    status = 429
+    body   = "{\"code\":429,\"msg\":\"busy, please retry\"}"
+  }
+}
+
+blacklist {
+  ips      = ["10.0.0.0/8"]
+  users    = ["u-banned"]
+  user_key = "header:X-User-Id"
+  auto_ban {                            # ban a client IP that keeps hitting limits
+    rejects = 20
+    window  = "10s"
+    ban     = "10m"
+  }
+}
+
+seckill {
+  store     = "memory"                  # "redis" | "memory" (the embedded default)
+  secret    = env("EDGE_SECKILL_SECRET")
+  token_ttl = "5m"
+  user_key  = "header:X-User-Id"
+  item_key  = "path:2"                  # POST /seckill/{item}/token
+}
+
+route "seckill" {
+  match {
+    path    = "/seckill/"
+    methods = ["POST"]
+  }
+  seckill = true
+}
+
+route "order" {
+  match {
+    path    = "/order/"
+    methods = ["POST"]
+  }
+  cells         = "shop"
+  require_token = true                  # X-Seckill-Token must be valid for this user and item
+}
+
+route "catalog" {                       # everything else goes to the catalog
+  match { path = "/" }
+  upstream = "catalog"
+}

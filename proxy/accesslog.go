@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/edge-gw/edge/config"
+	"github.com/valyala/fasthttp"
+)
+
+// accessLog formats one line per request on the request path into a pooled
+// buffer and hands it to a writer goroutine through a bounded queue. When the
+// writer falls behind, lines are dropped and counted instead of slowing requests.
+type accessLog struct {
+	cfg     config.AccessLog
+	queue   chan *[]byte
+	out     io.Writer
+	closer  io.Closer
+	dropped interface{ Inc() }
+	done    chan struct{}
+}
+
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// openAccessLog starts the writer. It returns nil when the log is off.
+func openAccessLog(c config.AccessLog, dropped interface{ Inc() }) (*accessLog, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	l := &accessLog{cfg: c, queue: make(chan *[]byte, c.Buffer), dropped: dropped, done: make(chan struct{})}
+	switch c.Path {
+	case "stdout", "":
+		l.out = os.Stdout
+	case "stderr":
+		l.out = os.Stderr
+	default:
+		f, err := os.OpenFile(c.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open access log: %w", err)
+		}
+		l.out, l.closer = f, f
+	}
+	go l.run()
+	return l, nil
+}
+
+func (l *accessLog) run() {
+	defer close(l.done)
+	w := bufio.NewWriterSize(l.out, 64<<10)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case b, ok := <-l.queue:
+			if !ok {
+				w.Flush()
+				if l.closer != nil {
+					l.closer.Close()
+				}
+				return
+			}
+			w.Write(*b)
+			*b = (*b)[:0]
+			lineBufs.Put(b)
+			if len(l.queue) == 0 {
+				w.Flush()
+			}
+		case <-tick.C:
+			w.Flush()
+		}
+	}
+}
+
+// close stops the writer after it has written every queued line.
+func (l *accessLog) close() {
+	if l == nil {
+		return
+	}
+	close(l.queue)
+	<-l.done
+}
+
+// entry is what one access log line says.
+type entry struct {
+	start    time.Time
+	client   netip.Addr
+	route    string
+	upstream string
+}
+
+// log formats and queues one line; it never blocks.
+func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
+	bp := lineBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	req, resp := &ctx.Request, &ctx.Response
+	dur := time.Since(e.start)
+	if l.cfg.Format == "text" {
+		b = e.client.AppendTo(b)
+		b = append(b, " - - ["...)
+		b = e.start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+		b = append(b, "] \""...)
+		b = appendText(b, req.Header.Method())
+		b = append(b, ' ')
+		b = appendText(b, req.Header.RequestURI())
+		b = append(b, ` HTTP/1.1" `...)
+		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(len(resp.Body())), 10)
+		b = append(b, ' ')
+		b = strconv.AppendFloat(b, dur.Seconds(), 'f', 6, 64)
+		b = append(b, ' ')
+		b = appendText(b, e.route)
+		b = append(b, ' ')
+		b = appendText(b, req.Header.Peek(hdrRequestID))
+		b = append(b, '\n')
+	} else {
+		b = append(b, `{"ts":"`...)
+		b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","client":"`...)
+		b = e.client.AppendTo(b)
+		b = append(b, `","method":"`...)
+		b = appendJSON(b, req.Header.Method())
+		b = append(b, `","host":"`...)
+		b = appendJSON(b, req.Header.Host())
+		b = append(b, `","uri":"`...)
+		b = appendJSON(b, req.Header.RequestURI())
+		b = append(b, `","status":`...)
+		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
+		b = append(b, `,"bytes":`...)
+		b = strconv.AppendInt(b, int64(len(resp.Body())), 10)
+		b = append(b, `,"duration_ms":`...)
+		b = strconv.AppendFloat(b, float64(dur.Microseconds())/1000, 'f', 3, 64)
+		b = append(b, `,"route":"`...)
+		b = appendJSON(b, e.route)
+		b = append(b, `","upstream":"`...)
+		b = appendJSON(b, e.upstream)
+		b = append(b, `","request_id":"`...)
+		b = appendJSON(b, req.Header.Peek(hdrRequestID))
+		b = append(b, "\"}\n"...)
+	}
+	*bp = b
+	select {
+	case l.queue <- bp:
+	default:
+		*bp = b[:0]
+		lineBufs.Put(bp)
+		l.dropped.Inc()
+	}
+}
+
+// appendJSON appends s as the inside of a JSON string.
+func appendJSON[T string | []byte](b []byte, s T) []byte {
+	const hex = "0123456789abcdef"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendText appends s with control characters and quotes escaped, so that one
+// request is always one line.
+func appendText[T string | []byte](b []byte, s T) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || c == '"' {
+			b = append(b, '\\', 'x', "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
+			continue
+		}
+		b = append(b, c)
+	}
+	return b
+}

@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 plus the common
+// non-standard ones. They are never forwarded, in either direction.
+var hopHeaders = [][]byte{
+	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
+	[]byte("Proxy-Authenticate"), []byte("Proxy-Authorization"), []byte("TE"),
+	[]byte("Trailer"), []byte("Transfer-Encoding"), []byte("Upgrade"),
+}
+
+var (
+	hdrXFF       = "X-Forwarded-For"
+	hdrRealIP    = "X-Real-IP"
+	hdrProto     = "X-Forwarded-Proto"
+	hdrRequestID = "X-Request-Id"
+	strHTTP      = []byte("http")
+)
+
+// isHop reports whether name is a hop-by-hop header name (case-insensitive).
+func isHop(name []byte) bool {
+	if len(name) < 2 || len(name) > 19 {
+		return false
+	}
+	for _, h := range hopHeaders {
+		if len(h) == len(name) && bytes.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// protectedHeaders may be named in Connection but are still needed to forward a
+// request correctly, so edge keeps them (as nginx does by ignoring Connection).
+func protected(name []byte) bool {
+	return bytes.EqualFold(name, []byte("Host")) || bytes.EqualFold(name, []byte("Content-Length"))
+}
+
+// stripConnectionTokens deletes the headers named in a Connection header value.
+// del is RequestHeader.DelBytes or ResponseHeader.DelBytes.
+func stripConnectionTokens(conn []byte, del func([]byte)) {
+	for len(conn) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(conn, ','); i >= 0 {
+			tok, conn = conn[:i], conn[i+1:]
+		} else {
+			tok, conn = conn, nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) || protected(tok) {
+			continue
+		}
+		del(tok)
+	}
+}
+
+// stripRequestHop removes hop-by-hop headers from a request about to be forwarded.
+// It allocates nothing.
+func stripRequestHop(h *fasthttp.RequestHeader) {
+	if !requestHasHop(h) {
+		return
+	}
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		stripConnectionTokens(conn, h.DelBytes)
+	}
+	for _, name := range hopHeaders {
+		h.DelBytes(name)
+	}
+}
+
+func requestHasHop(h *fasthttp.RequestHeader) bool {
+	if h.ConnectionClose() {
+		return true
+	}
+	found := false
+	h.VisitAll(func(k, _ []byte) {
+		if !found && isHop(k) {
+			found = true
+		}
+	})
+	return found
+}
+
+// stripResponseHop removes hop-by-hop headers from an upstream response. A
+// Connection: close from the upstream concerns the upstream connection only.
+func stripResponseHop(h *fasthttp.ResponseHeader) {
+	found := h.ConnectionClose()
+	h.VisitAll(func(k, _ []byte) {
+		if !found && isHop(k) {
+			found = true
+		}
+	})
+	if !found {
+		return
+	}
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		stripConnectionTokens(conn, h.DelBytes)
+	}
+	for _, name := range hopHeaders {
+		h.DelBytes(name)
+	}
+	h.ResetConnectionClose()
+}
+
+// trustedSet is a short list of prefixes; linear scan beats a trie at this size.
+type trustedSet []netip.Prefix
+
+func (t trustedSet) contains(a netip.Addr) bool {
+	for _, p := range t {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerAddr returns the address of the TCP peer.
+func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
+}
+
+// clientAddr returns the client address: the peer, or, when the peer is a trusted
+// proxy, the right-most address of X-Forwarded-For that is not itself trusted.
+func (t trustedSet) clientAddr(ctx *fasthttp.RequestCtx, peer netip.Addr) netip.Addr {
+	if len(t) == 0 || !t.contains(peer) {
+		return peer
+	}
+	xff := ctx.Request.Header.Peek(hdrXFF)
+	client := peer
+	for len(xff) > 0 {
+		var el []byte
+		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
+			el, xff = xff[i+1:], xff[:i]
+		} else {
+			el, xff = xff, nil
+		}
+		a, ok := parseAddr(bytes.TrimSpace(el))
+		if !ok {
+			break
+		}
+		client = a
+		if !t.contains(a) {
+			break
+		}
+	}
+	return client
+}
+
+// parseAddr parses an IP address from b without allocating. Ports and brackets
+// ("1.2.3.4:5", "[::1]:5") are accepted, as some proxies send them.
+func parseAddr(b []byte) (netip.Addr, bool) {
+	if len(b) == 0 || len(b) > 64 {
+		return netip.Addr{}, false
+	}
+	if b[0] == '[' {
+		if i := bytes.IndexByte(b, ']'); i > 0 {
+			b = b[1:i]
+		}
+	} else if i := bytes.IndexByte(b, ':'); i >= 0 && bytes.Count(b, []byte(":")) == 1 {
+		b = b[:i]
+	}
+	// The string is only read during the call; the error, which could keep it,
+	// is dropped at once.
+	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(b), len(b)))
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// setForwarded writes X-Forwarded-For (appended), X-Real-IP, X-Forwarded-Proto and
+// X-Request-Id (kept when sane, else generated) on a request about to be forwarded.
+// scratch is reused; the returned slice is the grown scratch.
+func setForwarded(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted bool, scratch []byte) []byte {
+	buf := scratch[:0]
+	if prior := h.Peek(hdrXFF); len(prior) > 0 {
+		buf = append(buf, prior...)
+		buf = append(buf, ", "...)
+	}
+	buf = peer.AppendTo(buf)
+	h.SetBytesV(hdrXFF, buf)
+
+	buf = client.AppendTo(buf[:0])
+	h.SetBytesV(hdrRealIP, buf)
+
+	if !trusted || len(h.Peek(hdrProto)) == 0 {
+		h.SetBytesV(hdrProto, strHTTP)
+	}
+	if !saneRequestID(h.Peek(hdrRequestID)) {
+		buf = appendRequestID(buf[:0])
+		h.SetBytesV(hdrRequestID, buf)
+	}
+	return buf
+}
+
+// saneRequestID accepts a client's request id of visible ASCII up to 128 bytes.
+func saneRequestID(id []byte) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	ridPrefix  [8]byte
+	ridCounter atomic.Uint64
+)
+
+func init() {
+	if _, err := rand.Read(ridPrefix[:]); err != nil {
+		panic("BUG: no randomness for request ids: " + err.Error())
+	}
+}
+
+// appendRequestID appends a new 32-hex-digit request id: a per-process random
+// prefix and a counter, unique without a syscall per request.
+func appendRequestID(dst []byte) []byte {
+	var raw [16]byte
+	copy(raw[:8], ridPrefix[:])
+	binary.BigEndian.PutUint64(raw[8:], ridCounter.Add(1))
+	const hex = "0123456789abcdef"
+	for _, c := range raw {
+		dst = append(dst, hex[c>>4], hex[c&15])
+	}
+	return dst
+}

@@ -1,0 +1,237 @@
+// Package proxy is edge's request hot path: the fasthttp handler, the runtime
+// snapshot built from a config, route matching, upstream pools and the mapping of
+// failures to answers.
+//
+// Contract of the hot path: a request loads the current *Snapshot once and keeps
+// it to the end; it allocates nothing in steady state (guarded by AllocsPerRun
+// tests); it keeps no reference to the *fasthttp.RequestCtx after returning.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edge-gw/edge/config"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Proxy serves client requests with the current snapshot. It owns what outlives a
+// config: upstream connection pools, metrics and the access log. Safe for
+// concurrent use; Apply is called by one goroutine (the reload loop).
+type Proxy struct {
+	snap    atomic.Pointer[Snapshot]
+	reg     *registry
+	metrics *Metrics
+	log     atomic.Pointer[accessLog]
+
+	applyMu sync.Mutex
+}
+
+// New returns a Proxy with no snapshot; call Apply before serving.
+func New(m *Metrics) *Proxy {
+	return &Proxy{reg: newRegistry(), metrics: m}
+}
+
+// Check builds the runtime form of cfg without keeping it: the same code path as
+// Apply, minus the swap. It is what `edge -check` runs after config.Load.
+func Check(cfg *config.Config) error {
+	s, err := build(cfg, newRegistry(), NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		return err
+	}
+	s.retire()
+	return nil
+}
+
+// ErrRestartNeeded wraps a reload refused because a setting changed that only a
+// restart can apply.
+var ErrRestartNeeded = errors.New("restart edge to apply")
+
+// restartOnly compares the settings that a running listener cannot change.
+func restartOnly(old, cfg *config.Config) error {
+	type setting struct {
+		name     string
+		old, new any
+	}
+	for _, s := range []setting{
+		{"listen", old.Listen, cfg.Listen},
+		{"admin listen", old.Admin.Listen, cfg.Admin.Listen},
+		{"read_timeout", old.ReadTimeout, cfg.ReadTimeout},
+		{"write_timeout", old.WriteTimeout, cfg.WriteTimeout},
+		{"idle_timeout", old.IdleTimeout, cfg.IdleTimeout},
+		{"max_header_size", old.MaxHeaderSize, cfg.MaxHeaderSize},
+		{"max_body_size", old.MaxBodySize, cfg.MaxBodySize},
+		{"max_conns", old.MaxConns, cfg.MaxConns},
+	} {
+		if s.old != s.new {
+			return fmt.Errorf("%s: %s changed from %v to %v: %w", cfg.File, s.name, s.old, s.new, ErrRestartNeeded)
+		}
+	}
+	return nil
+}
+
+// Apply builds a snapshot from cfg and makes it current. On error the running
+// snapshot stays and nothing of the new one is left behind.
+func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	old := p.snap.Load()
+	if old != nil {
+		if err := restartOnly(old.Config, cfg); err != nil {
+			return nil, err
+		}
+	}
+	s, err := build(cfg, p.reg, p.metrics)
+	if err != nil {
+		return nil, err
+	}
+	var newLog *accessLog
+	oldLog := p.log.Load()
+	logChanged := old == nil || old.Config.AccessLog != cfg.AccessLog
+	if logChanged {
+		if newLog, err = openAccessLog(cfg.AccessLog, p.metrics.accessDropped); err != nil {
+			s.retire()
+			return nil, err
+		}
+	}
+	s.Version = 1
+	if old != nil {
+		s.Version = old.Version + 1
+	}
+	p.snap.Store(s)
+	if logChanged {
+		p.log.Store(newLog)
+		oldLog.close()
+	}
+	if old != nil {
+		old.retire()
+	}
+	keep := map[string]bool{}
+	for _, rt := range s.routes {
+		keep[rt.name] = true
+	}
+	p.metrics.retain(keep)
+	return s, nil
+}
+
+// Current returns the snapshot in use.
+func (p *Proxy) Current() *Snapshot { return p.snap.Load() }
+
+// Close flushes the access log. Call after the server has stopped.
+func (p *Proxy) Close() {
+	p.log.Swap(nil).close()
+}
+
+// NewServer returns the public fasthttp server for cfg, bounded by its limits.
+func (p *Proxy) NewServer(cfg *config.Config) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       p.Handler,
+		ErrorHandler:                  p.ErrorHandler,
+		Name:                          "edge",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		ReadBufferSize:                int(cfg.MaxHeaderSize),
+		WriteBufferSize:               16 << 10,
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		MaxRequestBodySize:            int(cfg.MaxBodySize),
+		Concurrency:                   cfg.MaxConns,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+	}
+}
+
+// ErrorHandler answers requests fasthttp could not read, in JSON.
+func (p *Proxy) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		errBodyTooLarge.write(ctx)
+	case errors.As(err, &small):
+		errHeaderTooBig.write(ctx)
+	case isTimeout(err):
+		errRequestTimout.write(ctx)
+	default:
+		errBadRequest.write(ctx)
+	}
+	ctx.SetConnectionClose()
+	if s := p.snap.Load(); s != nil {
+		s.noRoute.count(ctx.Response.StatusCode())
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// scratch is per-request working memory, pooled so the hot path does not allocate.
+type scratch struct {
+	buf []byte
+	e   entry
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 256)} }}
+
+// Handler serves one client request: match a route, then answer it or forward it.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	s := p.snap.Load()
+	p.metrics.inflight.Inc()
+	sc := scratchPool.Get().(*scratch)
+	peer := peerAddr(ctx)
+	client := s.trusted.clientAddr(ctx, peer)
+
+	rm := s.noRoute
+	sc.e = entry{start: ctx.Time(), client: client}
+	rt := s.match(ctx)
+	if rt == nil {
+		errNoRoute.write(ctx)
+	} else {
+		rm = rt.metrics
+		sc.e.route = rt.name
+		switch rt.kind {
+		case kindRespond:
+			rt.respond.write(ctx)
+		case kindUpstream:
+			p.forward(ctx, s, rt.pool, peer, client, sc)
+		default:
+			// cells and seckill routes parse today; their behaviour arrives
+			// with their own packages.
+			errNotImplemented.write(ctx)
+		}
+	}
+	rm.count(ctx.Response.StatusCode())
+	rm.duration.Observe(time.Since(sc.e.start).Seconds())
+	if l := p.log.Load(); l != nil {
+		l.log(ctx, &sc.e)
+	}
+	sc.e = entry{}
+	scratchPool.Put(sc)
+	p.metrics.inflight.Dec()
+}
+
+// forward sends the request to a server of pl and writes its response, or the
+// answer for the failure, into ctx.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) {
+	req := &ctx.Request
+	stripRequestHop(&req.Header)
+	sc.buf = setForwarded(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
+	srv := pl.pick()
+	sc.e.upstream = srv.addr
+	err := srv.hc.DoTimeout(req, &ctx.Response, pl.timeout)
+	if err != nil {
+		f := classify(err)
+		pl.errs[f].Inc()
+		ctx.Response.Reset()
+		failureAnswer(f).write(ctx)
+		return
+	}
+	stripResponseHop(&ctx.Response.Header)
+}

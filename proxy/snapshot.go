@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/edge-gw/edge/config"
+	"github.com/valyala/fasthttp"
+)
+
+// Snapshot is the immutable runtime form of one config: compiled routes and the
+// pools they forward to. A request loads the current snapshot once and uses it to
+// the end, so a reload never changes a request mid-way. Long-lived state (upstream
+// connections, metrics) is shared with other snapshots by identity, not copied.
+type Snapshot struct {
+	Config  *config.Config
+	Version int64 // 1 for the first config, +1 per successful reload
+
+	trusted trustedSet
+	routes  []*route
+	pools   map[string]*pool
+	noRoute *routeMetrics
+	held    []poolSettings // servers acquired from the registry, released on retire
+	reg     *registry
+}
+
+type routeKind uint8
+
+const (
+	kindUpstream routeKind = iota + 1
+	kindRespond
+	kindCells
+	kindSeckill
+)
+
+type kv struct {
+	k string
+	v []byte
+}
+
+// route is one compiled route block.
+type route struct {
+	name    string
+	prefix  []byte
+	methods uint16 // bit per method; 0 matches any
+	host    []byte // lower case, without port; empty matches any
+	query   []kv
+	header  []kv
+
+	kind     routeKind
+	pool     *pool
+	respond  *answer
+	reject   *answer
+	fallback *answer
+	metrics  *routeMetrics
+	cfg      *config.Route
+}
+
+var methodBits = map[string]uint16{"GET": 1, "HEAD": 2, "POST": 4, "PUT": 8, "DELETE": 16,
+	"PATCH": 32, "OPTIONS": 64, "CONNECT": 128, "TRACE": 256}
+
+func methodBit(m []byte) uint16 {
+	return methodBits[string(m)]
+}
+
+// build compiles cfg. It acquires upstream servers from the registry; on error it
+// releases them again, so a failed build leaves nothing behind.
+func build(cfg *config.Config, reg *registry, m *Metrics) (s *Snapshot, err error) {
+	s = &Snapshot{Config: cfg, trusted: trustedSet(cfg.TrustedProxies), pools: map[string]*pool{}, reg: reg}
+	defer func() {
+		if err != nil {
+			s.retire()
+		}
+	}()
+	for _, u := range cfg.Upstreams {
+		p := &pool{name: u.Name, timeout: u.Timeout, errs: m.upstream(u.Name)}
+		for _, addr := range u.Servers {
+			ps := poolSettings{addr: addr, connectTimeout: u.ConnectTimeout, timeout: u.Timeout,
+				maxConns: u.MaxConns, keepalive: u.KeepaliveTimeout, maxResponseSize: u.MaxResponseSize}
+			p.settings = append(p.settings, ps)
+			p.servers = append(p.servers, reg.acquire(ps))
+			s.held = append(s.held, ps)
+		}
+		s.pools[u.Name] = p
+	}
+	s.noRoute = m.route("")
+	for _, rc := range cfg.Routes {
+		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
+			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc}
+		for _, meth := range rc.Match.Methods {
+			rt.methods |= methodBits[meth]
+		}
+		rt.query = sortedKV(rc.Match.Query, false)
+		rt.header = sortedKV(rc.Match.Header, true)
+		switch {
+		case rc.Respond != nil:
+			rt.kind, rt.respond = kindRespond, newAnswer(*rc.Respond)
+		case rc.Upstream != "":
+			rt.kind, rt.pool = kindUpstream, s.pools[rc.Upstream]
+		case rc.Cells != "":
+			rt.kind = kindCells
+		case rc.Seckill:
+			rt.kind = kindSeckill
+		}
+		if rt.kind == kindUpstream && rt.pool == nil {
+			return nil, fmt.Errorf("route %q: upstream %q is not defined", rc.Name, rc.Upstream)
+		}
+		s.routes = append(s.routes, rt)
+	}
+	return s, nil
+}
+
+func normHost(h string) string {
+	return string(bytes.ToLower([]byte(h)))
+}
+
+// sortedKV turns a match map into a slice in a fixed order; header names are
+// normalized the way fasthttp stores them.
+func sortedKV(m map[string]string, header bool) []kv {
+	out := make([]kv, 0, len(m))
+	for k, v := range m {
+		key := k
+		if header {
+			key = fasthttpCanonical(k)
+		}
+		out = append(out, kv{key, []byte(v)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].k < out[j].k })
+	return out
+}
+
+func fasthttpCanonical(k string) string {
+	var h fasthttp.RequestHeader
+	h.Set(k, "x")
+	var out string
+	h.VisitAll(func(key, _ []byte) { out = string(key) })
+	return out
+}
+
+// retire releases what the snapshot holds. In-flight requests may still use its
+// servers; their connections stay usable, only idle ones of unused servers close.
+func (s *Snapshot) retire() {
+	for _, ps := range s.held {
+		s.reg.release(ps)
+	}
+	s.held = nil
+}
+
+// match returns the first route that matches the request, or nil.
+func (s *Snapshot) match(ctx *fasthttp.RequestCtx) *route {
+	path := ctx.Path()
+	var mbit uint16
+	var host []byte
+	for _, rt := range s.routes {
+		if !bytes.HasPrefix(path, rt.prefix) {
+			continue
+		}
+		if rt.methods != 0 {
+			if mbit == 0 {
+				mbit = methodBit(ctx.Method())
+			}
+			if rt.methods&mbit == 0 {
+				continue
+			}
+		}
+		if len(rt.host) > 0 {
+			if host == nil {
+				host = hostOnly(ctx.Host())
+			}
+			if !bytes.EqualFold(host, rt.host) {
+				continue
+			}
+		}
+		if !matchKV(rt.query, ctx.QueryArgs().Peek) || !matchKV(rt.header, ctx.Request.Header.Peek) {
+			continue
+		}
+		return rt
+	}
+	return nil
+}
+
+func matchKV(want []kv, peek func(string) []byte) bool {
+	for _, w := range want {
+		if !bytes.Equal(peek(w.k), w.v) {
+			return false
+		}
+	}
+	return true
+}
+
+// hostOnly strips a port from a Host header value.
+func hostOnly(h []byte) []byte {
+	if len(h) > 0 && h[0] == '[' {
+		if i := bytes.IndexByte(h, ']'); i > 0 {
+			return h[1:i]
+		}
+		return h
+	}
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 {
+		return h[:i]
+	}
+	return h
+}
