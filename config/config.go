@@ -59,6 +59,7 @@ type Admin struct {
 	// Token (token) is the bearer token every mutating call needs. Empty is allowed only
 	// when Listen is a loopback address; then mutating calls are open to local users.
 	Token string
+	Pprof bool // pprof: serve Go's /debug/pprof/ profiles on the admin listener; default false
 }
 
 // Upstream is an upstream "NAME" block: a pool of servers balanced round robin.

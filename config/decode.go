@@ -52,7 +52,9 @@ func (ps *Problems) addDiags(diags hcl.Diagnostics) {
 			r = *d.Subject
 		}
 		msg := d.Summary
-		if d.Detail != "" {
+		if d.Summary == "Error in function call" && d.Detail != "" {
+			msg = strings.TrimSuffix(d.Detail, ".")
+		} else if d.Detail != "" {
 			msg += ": " + strings.TrimSuffix(d.Detail, ".")
 		}
 		*ps = append(*ps, Problem{Range: r, Msg: msg})
@@ -276,12 +278,19 @@ func (b *body) strMap(name string, dst *map[string]string) {
 }
 
 func (b *body) duration(name string, dst *time.Duration) {
-	var s string
-	r, ok := b.str(name, &s)
+	v, r, ok := b.value(name)
 	if !ok {
 		return
 	}
+	s := ""
+	if v.Type() == cty.String {
+		s = v.AsString()
+	}
 	d, err := time.ParseDuration(s)
+	if v.Type() != cty.String {
+		b.ps.add(r, "%s must be a duration string like \"5s\"", name)
+		return
+	}
 	if err != nil || d <= 0 {
 		b.ps.add(r, "%s: %q is not a positive duration like \"250ms\" or \"5s\"", name, s)
 		return

@@ -213,6 +213,7 @@ func decodeAdmin(b *body) Admin {
 		ok = checkHostPort(b.ps, r, "admin listen", a.Listen)
 	}
 	ab.str("token", &a.Token)
+	ab.boolean("pprof", &a.Pprof)
 	if ok && a.Token == "" && !isLoopback(a.Listen) {
 		b.ps.add(r, "admin listen %q is not a loopback address, so admin needs a token (token = env(\"EDGE_ADMIN_TOKEN\"))", a.Listen)
 	}

@@ -82,25 +82,18 @@ func requestHasHop(h *fasthttp.RequestHeader) bool {
 	if h.ConnectionClose() {
 		return true
 	}
-	found := false
-	h.VisitAll(func(k, _ []byte) {
-		if !found && isHop(k) {
-			found = true
+	for k := range h.All() {
+		if isHop(k) {
+			return true
 		}
-	})
-	return found
+	}
+	return false
 }
 
 // stripResponseHop removes hop-by-hop headers from an upstream response. A
 // Connection: close from the upstream concerns the upstream connection only.
 func stripResponseHop(h *fasthttp.ResponseHeader) {
-	found := h.ConnectionClose()
-	h.VisitAll(func(k, _ []byte) {
-		if !found && isHop(k) {
-			found = true
-		}
-	})
-	if !found {
+	if !h.ConnectionClose() && !responseHasHop(h) {
 		return
 	}
 	if conn := h.Peek("Connection"); len(conn) > 0 {
@@ -110,6 +103,15 @@ func stripResponseHop(h *fasthttp.ResponseHeader) {
 		h.DelBytes(name)
 	}
 	h.ResetConnectionClose()
+}
+
+func responseHasHop(h *fasthttp.ResponseHeader) bool {
+	for k := range h.All() {
+		if isHop(k) {
+			return true
+		}
+	}
+	return false
 }
 
 // trustedSet is a short list of prefixes; linear scan beats a trie at this size.

@@ -40,7 +40,7 @@ func New(m *Metrics) *Proxy {
 // Check builds the runtime form of cfg without keeping it: the same code path as
 // Apply, minus the swap. It is what `edge -check` runs after config.Load.
 func Check(cfg *config.Config) error {
-	s, err := build(cfg, newRegistry(), NewMetrics(prometheus.NewRegistry()))
+	s, err := New(NewMetrics(prometheus.NewRegistry())).build(cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
 			return nil, err
 		}
 	}
-	s, err := build(cfg, p.reg, p.metrics)
+	s, err := p.build(cfg, old)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +104,7 @@ func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
 		s.Version = old.Version + 1
 	}
 	p.snap.Store(s)
+	s.start()
 	if logChanged {
 		p.log.Store(newLog)
 		oldLog.close()
@@ -180,7 +181,8 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 256)} }}
 
-// Handler serves one client request: match a route, then answer it or forward it.
+// Handler serves one client request through the funnel: blacklist, route,
+// limits, then the route's target (answer, seckill, cache, upstream or cell).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	s := p.snap.Load()
 	p.metrics.inflight.Inc()
@@ -190,21 +192,13 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 
 	rm := s.noRoute
 	sc.e = entry{start: ctx.Time(), client: client}
-	rt := s.match(ctx)
-	if rt == nil {
-		errNoRoute.write(ctx)
-	} else {
-		rm = rt.metrics
-		sc.e.route = rt.name
-		switch rt.kind {
-		case kindRespond:
-			rt.respond.write(ctx)
-		case kindUpstream:
-			p.forward(ctx, s, rt.pool, peer, client, sc)
-		default:
-			// cells and seckill routes parse today; their behaviour arrives
-			// with their own packages.
-			errNotImplemented.write(ctx)
+	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
+		if rt := s.match(ctx); rt == nil {
+			errNoRoute.write(ctx)
+		} else {
+			rm = rt.metrics
+			sc.e.route = rt.name
+			p.serveRoute(ctx, s, rt, peer, client, sc)
 		}
 	}
 	rm.count(ctx.Response.StatusCode())
@@ -215,6 +209,37 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	sc.e = entry{}
 	scratchPool.Put(sc)
 	p.metrics.inflight.Dec()
+}
+
+// serveRoute runs the route's stages after matching.
+func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	if rt.limits != nil && !p.allowLimits(ctx, s, rt, client) {
+		return
+	}
+	switch rt.kind {
+	case kindRespond:
+		rt.respond.write(ctx)
+	case kindSeckill:
+		p.issueToken(ctx, s, rt, client)
+	default:
+		if rt.cfg.RequireToken && !p.checkToken(ctx, s, rt, client) {
+			return
+		}
+		if rt.cache != nil {
+			p.serveCached(ctx, s, rt, peer, client, sc)
+			return
+		}
+		p.forwardRoute(ctx, s, rt, peer, client, sc)
+	}
+}
+
+// forwardRoute sends the request to the route's upstream pool or cell.
+func (p *Proxy) forwardRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	if rt.kind == kindCells {
+		p.forwardCells(ctx, s, rt, peer, client, sc)
+		return
+	}
+	p.forward(ctx, s, rt.pool, peer, client, sc)
 }
 
 // forward sends the request to a server of pl and writes its response, or the

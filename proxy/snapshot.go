@@ -23,6 +23,14 @@ type Snapshot struct {
 	noRoute *routeMetrics
 	held    []poolSettings // servers acquired from the registry, released on retire
 	reg     *registry
+
+	// Feature state of this config, built by the feature's file (nil when unused).
+	blacklist *snapBlacklist
+	cells     map[string]*cellGroup
+	seckill   *snapSeckill
+
+	starts []func() // run once when the snapshot becomes current (start goroutines)
+	stops  []func() // run when it is retired
 }
 
 type routeKind uint8
@@ -55,6 +63,10 @@ type route struct {
 	fallback *answer
 	metrics  *routeMetrics
 	cfg      *config.Route
+
+	limits *routeLimits // nil without limit blocks
+	cache  *routeCache  // nil without a cache block
+	cells  *cellGroup   // set for kindCells
 }
 
 var methodBits = map[string]uint16{"GET": 1, "HEAD": 2, "POST": 4, "PUT": 8, "DELETE": 16,
@@ -64,9 +76,12 @@ func methodBit(m []byte) uint16 {
 	return methodBits[string(m)]
 }
 
-// build compiles cfg. It acquires upstream servers from the registry; on error it
-// releases them again, so a failed build leaves nothing behind.
-func build(cfg *config.Config, reg *registry, m *Metrics) (s *Snapshot, err error) {
+// build compiles cfg; prev is the running snapshot (nil at start), whose state a
+// feature may carry over. It acquires upstream servers from the registry; on error
+// it releases them again, so a failed build leaves nothing behind. build starts no
+// goroutines: that is start's job, once the snapshot is current.
+func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err error) {
+	reg, m := p.reg, p.metrics
 	s = &Snapshot{Config: cfg, trusted: trustedSet(cfg.TrustedProxies), pools: map[string]*pool{}, reg: reg}
 	defer func() {
 		if err != nil {
@@ -85,6 +100,15 @@ func build(cfg *config.Config, reg *registry, m *Metrics) (s *Snapshot, err erro
 		s.pools[u.Name] = p
 	}
 	s.noRoute = m.route("")
+	if err := p.buildBlacklist(s, prev); err != nil {
+		return nil, err
+	}
+	if err := p.buildCells(s, prev); err != nil {
+		return nil, err
+	}
+	if err := p.buildSeckill(s, prev); err != nil {
+		return nil, err
+	}
 	for _, rc := range cfg.Routes {
 		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
 			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc}
@@ -99,12 +123,18 @@ func build(cfg *config.Config, reg *registry, m *Metrics) (s *Snapshot, err erro
 		case rc.Upstream != "":
 			rt.kind, rt.pool = kindUpstream, s.pools[rc.Upstream]
 		case rc.Cells != "":
-			rt.kind = kindCells
+			rt.kind, rt.cells = kindCells, s.cells[rc.Cells]
 		case rc.Seckill:
 			rt.kind = kindSeckill
 		}
 		if rt.kind == kindUpstream && rt.pool == nil {
 			return nil, fmt.Errorf("route %q: upstream %q is not defined", rc.Name, rc.Upstream)
+		}
+		if err := p.buildLimits(s, prev, rt); err != nil {
+			return nil, err
+		}
+		if err := p.buildCache(s, prev, rt); err != nil {
+			return nil, err
 		}
 		s.routes = append(s.routes, rt)
 	}
@@ -133,18 +163,31 @@ func sortedKV(m map[string]string, header bool) []kv {
 func fasthttpCanonical(k string) string {
 	var h fasthttp.RequestHeader
 	h.Set(k, "x")
-	var out string
-	h.VisitAll(func(key, _ []byte) { out = string(key) })
-	return out
+	for key := range h.All() {
+		return string(key)
+	}
+	return k
 }
 
 // retire releases what the snapshot holds. In-flight requests may still use its
 // servers; their connections stay usable, only idle ones of unused servers close.
 func (s *Snapshot) retire() {
+	for _, stop := range s.stops {
+		stop()
+	}
+	s.stops = nil
 	for _, ps := range s.held {
 		s.reg.release(ps)
 	}
 	s.held = nil
+}
+
+// start runs the snapshot's start hooks; called once, after it became current.
+func (s *Snapshot) start() {
+	for _, f := range s.starts {
+		f()
+	}
+	s.starts = nil
 }
 
 // match returns the first route that matches the request, or nil.

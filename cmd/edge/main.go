@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -116,6 +117,11 @@ func run(path string, log *slog.Logger) error {
 
 	api := admin.New(reg, func() string { return px.Current().Config.Admin.Token })
 	api.Handle("POST /reload", rl.serveReload)
+	px.RegisterAdmin(api)
+	if cfg.Admin.Pprof {
+		api.Handle("GET /debug/pprof/", pprof.Index)
+		api.Handle("GET /debug/pprof/profile", pprof.Profile)
+	}
 	adminSrv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
 

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edge-gw/edge/internal/edgetest"
+	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/valyala/fasthttp"
+)
+
+const testToken = "test-token-123"
+
+func runEdge(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(edgetest.Binary(t), args...)
+	cmd.Env = append(os.Environ(), "EDGE_ADMIN_TOKEN=tok", "EDGE_SECKILL_SECRET=0123456789abcdef0123456789abcdef")
+	out, _ := cmd.Output()
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+func TestCheck(t *testing.T) {
+	out, code := runEdge(t, "-check", "-config", "../../edge.hcl")
+	if code != 0 || out != "ok\n" {
+		t.Errorf("edge -check edge.hcl = %d %q, want 0 \"ok\\n\"", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.hcl")
+	os.WriteFile(bad, []byte("listen = \"x\"\nroute \"r\" {\n  upstream = \"nope\"\n}\nwat = 1\n"), 0o644)
+	out, code = runEdge(t, "-check", "-config", bad)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 1 || len(lines) != 3 {
+		t.Fatalf("edge -check bad.hcl = %d %q, want exit 1 and 3 problems", code, out)
+	}
+	place := regexp.MustCompile(`^` + regexp.QuoteMeta(bad) + `:\d+,\d+: `)
+	for _, l := range lines {
+		if !place.MatchString(l) {
+			t.Errorf("problem %q is not FILE:LINE,COL: message", l)
+		}
+	}
+	out, code = runEdge(t, "-check", "-config", filepath.Join(t.TempDir(), "missing.hcl"))
+	if code != 1 || !strings.Contains(out, "missing.hcl") {
+		t.Errorf("missing file: %d %q", code, out)
+	}
+	out, code = runEdge(t, "-version")
+	if code != 0 || !strings.HasPrefix(out, "edge ") {
+		t.Errorf("edge -version = %d %q", code, out)
+	}
+}
+
+func writeConfig(t *testing.T, path, upstream string, extra string) {
+	t.Helper()
+	src := fmt.Sprintf(`
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+state_dir = "state"
+admin {
+  listen = "127.0.0.1:0"
+  token  = env("TEST_ADMIN_TOKEN")
+}
+access_log {
+  path = "stdout"
+}
+upstream "app" {
+  servers = [%q]
+}
+route "app" {
+  match { path = "/" }
+  upstream = "app"
+}
+%s`, upstream, extra)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func adminPost(t *testing.T, e *edgetest.Edge, path, token string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+e.AdminAddr+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("POST %s: answer is not JSON: %v", path, err)
+	}
+	return resp.StatusCode, body
+}
+
+func origin(t *testing.T, name string) *origintest.Origin {
+	return origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			time.Sleep(800 * time.Millisecond)
+		}
+		ctx.SetBodyString(name)
+	})
+}
+
+// inflight starts a slow request and returns a channel with its outcome.
+func inflight(addr string) chan string {
+	out := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/slow")
+		if err != nil {
+			out <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	return out
+}
+
+func TestBinaryReloadAndStop(t *testing.T) {
+	a, b := origin(t, "a"), origin(t, "b")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "edge.hcl")
+	writeConfig(t, cfg, a.Addr, "")
+	e := edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)
+
+	if code, body := get(t, "http://"+e.Addr+"/x"); code != 200 || body != "a" {
+		t.Fatalf("GET = %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+e.AdminAddr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("healthz = %d %q", code, body)
+	}
+
+	// SIGHUP with a request in flight: it finishes on the old config.
+	slow := inflight(e.Addr)
+	time.Sleep(100 * time.Millisecond) // the request must be at the origin before the reload
+	writeConfig(t, cfg, b.Addr, "")
+	e.Signal(t, syscall.SIGHUP)
+	e.WaitLog(t, "config reloaded", 5*time.Second)
+	if got := <-slow; got != "200 a" {
+		t.Errorf("in-flight request across SIGHUP = %q, want 200 a", got)
+	}
+	if code, body := get(t, "http://"+e.Addr+"/x"); code != 200 || body != "b" {
+		t.Errorf("after SIGHUP GET = %d %q, want b", code, body)
+	}
+
+	// POST /reload: token required; a bad file keeps the running config.
+	if code, body := adminPost(t, e, "/reload", ""); code != 401 || body["error"] != "unauthorized" {
+		t.Errorf("reload without token = %d %v", code, body)
+	}
+	os.WriteFile(cfg, []byte("listen = \"127.0.0.1:0\"\nroute \"r\" {\n  upstream = \"gone\"\n}\n"), 0o644)
+	code, body := adminPost(t, e, "/reload", testToken)
+	if code != 400 || body["ok"] != false || !strings.HasPrefix(fmt.Sprint(body["error"]), cfg+":2,1: ") {
+		t.Errorf("bad reload = %d %v, want 400 with %s:2,1", code, body, cfg)
+	}
+	if code, body := get(t, "http://"+e.Addr+"/x"); code != 200 || body != "b" {
+		t.Errorf("after bad reload GET = %d %q, want the old config's b", code, body)
+	}
+	if _, metrics := get(t, "http://"+e.AdminAddr+"/metrics"); !strings.Contains(metrics, "edge_config_last_reload_successful 0") ||
+		!strings.Contains(metrics, `edge_config_reloads_total{result="failure"} 1`) {
+		t.Errorf("metrics after failed reload:\n%s", grep(metrics, "edge_config"))
+	}
+	writeConfig(t, cfg, a.Addr, "")
+	if code, body := adminPost(t, e, "/reload", testToken); code != 200 || body["ok"] != true || body["version"] != 3.0 {
+		t.Errorf("good reload = %d %v, want 200 version 3", code, body)
+	}
+	if code, body := get(t, "http://"+e.Addr+"/x"); code != 200 || body != "a" {
+		t.Errorf("after reload GET = %d %q", code, body)
+	}
+	// A listen change is refused with a clear message.
+	src, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(src), `listen = "127.0.0.1:0"`, `listen = "127.0.0.1:1"`, 1)), 0o644)
+	if code, body := adminPost(t, e, "/reload", testToken); code != 400 || !strings.Contains(fmt.Sprint(body["error"]), "listen changed") {
+		t.Errorf("listen change = %d %v", code, body)
+	}
+
+	// SIGTERM with a request in flight: it finishes, then edge exits 0.
+	slow = inflight(e.Addr)
+	time.Sleep(100 * time.Millisecond)
+	e.Signal(t, syscall.SIGTERM)
+	if got := <-slow; got != "200 a" {
+		t.Errorf("in-flight request across SIGTERM = %q, want 200 a", got)
+	}
+	if code := e.Wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0\n%s", code, e.Log())
+	}
+	if _, err := http.Get("http://" + e.Addr + "/x"); err == nil {
+		t.Errorf("edge still accepts after stopping")
+	}
+	if lines := strings.Count(e.Stdout(), "\n"); lines < 6 || !strings.Contains(e.Stdout(), `"uri":"/slow","status":200`) {
+		t.Errorf("access log has %d lines, want one per request:\n%s", lines, e.Stdout())
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestRefusesOpenAdmin(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "edge.hcl")
+	os.WriteFile(cfg, []byte("admin {\n  listen = \"0.0.0.0:0\"\n}\n"), 0o644)
+	out, code := runEdge(t, "-check", "-config", cfg)
+	if code != 1 || !strings.Contains(out, "needs a token") {
+		t.Errorf("non-loopback admin without token: %d %q", code, out)
+	}
+}

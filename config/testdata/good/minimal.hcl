@@ -1,0 +1,6 @@
+route "hello" {
+  respond {
+    status = 200
+    body   = "hello"
+  }
+}
