@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/edge-gw/edge/admin"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -18,3 +19,12 @@ func (p *Proxy) blocked(ctx *fasthttp.RequestCtx, s *Snapshot, client netip.Addr
 
 // onLimitReject is told of every limit rejection, for auto-ban.
 func (p *Proxy) onLimitReject(s *Snapshot, client netip.Addr) {}
+
+// blacklistState is what this feature keeps across reloads (created by initBlacklist in New).
+type blacklistState struct{}
+
+// initBlacklist creates the feature's long-lived state and registers its metrics.
+func (p *Proxy) initBlacklist() { p.blacklistState = &blacklistState{} }
+
+// adminBlacklist registers the feature's admin endpoints.
+func (p *Proxy) adminBlacklist(api *admin.API) {}

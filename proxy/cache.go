@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/edge-gw/edge/admin"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -16,3 +17,12 @@ func (p *Proxy) buildCache(s *Snapshot, prev *Snapshot, rt *route) error { retur
 func (p *Proxy) serveCached(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
 	p.forwardRoute(ctx, s, rt, peer, client, sc)
 }
+
+// cacheState is what this feature keeps across reloads (created by initCache in New).
+type cacheState struct{}
+
+// initCache creates the feature's long-lived state and registers its metrics.
+func (p *Proxy) initCache() { p.cacheState = &cacheState{} }
+
+// adminCache registers the feature's admin endpoints.
+func (p *Proxy) adminCache(api *admin.API) {}

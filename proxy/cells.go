@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/edge-gw/edge/admin"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -16,3 +17,12 @@ func (p *Proxy) buildCells(s *Snapshot, prev *Snapshot) error { return nil }
 func (p *Proxy) forwardCells(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
 	errNotImplemented.write(ctx)
 }
+
+// cellState is what this feature keeps across reloads (created by initCells in New).
+type cellState struct{}
+
+// initCells creates the feature's long-lived state and registers its metrics.
+func (p *Proxy) initCells() { p.cellState = &cellState{} }
+
+// adminUpstreams registers the feature's admin endpoints.
+func (p *Proxy) adminUpstreams(api *admin.API) {}

@@ -17,3 +17,9 @@ func (p *Proxy) buildLimits(s *Snapshot, prev *Snapshot, rt *route) error { retu
 func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, client netip.Addr) bool {
 	return true
 }
+
+// limitState is what this feature keeps across reloads (created by initLimits in New).
+type limitState struct{}
+
+// initLimits creates the feature's long-lived state and registers its metrics.
+func (p *Proxy) initLimits() { p.limitState = &limitState{} }

@@ -18,6 +18,10 @@ type Metrics struct {
 	inflight      prometheus.Gauge
 	accessDropped prometheus.Counter
 
+	// Reg is where feature files register their own metrics, once, from their
+	// initX function.
+	Reg prometheus.Registerer
+
 	mu     sync.Mutex
 	routes map[string]*routeMetrics
 }
@@ -42,6 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_access_log_dropped_total", Help: "Access log lines dropped because the writer fell behind.",
 		}),
 		routes: map[string]*routeMetrics{},
+		Reg:    reg,
 	}
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrs, m.inflight, m.accessDropped)
 	return m

@@ -30,11 +30,24 @@ type Proxy struct {
 	log     atomic.Pointer[accessLog]
 
 	applyMu sync.Mutex
+
+	// Feature state that outlives snapshots, owned by each feature's file.
+	limitState     *limitState
+	blacklistState *blacklistState
+	cellState      *cellState
+	cacheState     *cacheState
+	seckillState   *seckillState
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
 func New(m *Metrics) *Proxy {
-	return &Proxy{reg: newRegistry(), metrics: m}
+	p := &Proxy{reg: newRegistry(), metrics: m}
+	p.initLimits()
+	p.initBlacklist()
+	p.initCells()
+	p.initCache()
+	p.initSeckill()
+	return p
 }
 
 // Check builds the runtime form of cfg without keeping it: the same code path as

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/edge-gw/edge/admin"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -23,3 +24,12 @@ func (p *Proxy) checkToken(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cli
 	errNotImplemented.write(ctx)
 	return false
 }
+
+// seckillState is what this feature keeps across reloads (created by initSeckill in New).
+type seckillState struct{}
+
+// initSeckill creates the feature's long-lived state and registers its metrics.
+func (p *Proxy) initSeckill() { p.seckillState = &seckillState{} }
+
+// adminSeckill registers the feature's admin endpoints.
+func (p *Proxy) adminSeckill(api *admin.API) {}
