@@ -131,7 +131,7 @@ func jsonProblem(err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &syn):
+	case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
 		return "malformed JSON"
 	case errors.As(err, &typ):
 		return "field " + typ.Field + " has the wrong type"
