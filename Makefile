@@ -51,8 +51,9 @@ bench: ## edge vs nginx side by side; writes bench/results/<date>.md and .json
 	@scripts/ensure-deps nginx
 	$(GO) run ./bench run
 
-plan: ## capacity planner, e.g. make plan ARGS="-users 100000000 -clicks 30 -factor 4 -peak-hours 5"
-	$(GO) run ./bench plan $(ARGS)
+PLAN_ARGS ?= -users 100000000 -clicks 30 -factor 4 -peak-hours 5
+plan: ## capacity planner; override with PLAN_ARGS="-users N -clicks C -factor F -peak-hours H [-layer app=2000]"
+	$(GO) run ./bench plan $(PLAN_ARGS)
 
 clean: ## remove build output
 	rm -rf bin
