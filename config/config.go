@@ -195,6 +195,20 @@ type Idempotency struct {
 	Required bool          // required: a request without the header gets 400; default false
 	Store    string        // store: "memory" (default) or "redis" (the seckill Redis)
 	FailOpen bool          // fail_open: forward when the store is down; default false (503)
+
+	// Wait (wait, an edge addition): how long a repeat that arrives while the first
+	// request is still running waits for its answer before getting 409 in_progress;
+	// default 0 (409 at once).
+	Wait time.Duration
+	// Lease (lease, an edge addition): how long a claim holds its key when the edge
+	// that took it never completes it (a crash). It must outlast the upstream's
+	// timeout; default 0: twice the timeout of the route's upstream or cells, at
+	// least 10s.
+	Lease time.Duration
+	// MaxEntries (max_entries, an edge addition): keys the memory store of this route
+	// holds, in flight and recorded; the oldest records are forgotten first beyond it.
+	// Default 100000. Ignored with store "redis" (Redis's maxmemory bounds it).
+	MaxEntries int
 }
 
 // Blacklist is the blacklist block.

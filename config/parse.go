@@ -537,7 +537,7 @@ func decodeLimit(b *body, blk *hclsyntax.Block) *Limit {
 }
 
 func decodeIdempotency(b *body) *Idempotency {
-	id := &Idempotency{Header: "Idempotency-Key", TTL: 24 * time.Hour, Methods: []string{"POST"}, Store: "memory"}
+	id := &Idempotency{Header: "Idempotency-Key", TTL: 24 * time.Hour, Methods: []string{"POST"}, Store: "memory", MaxEntries: 100000}
 	if r, ok := b.str("header", &id.Header); ok && !isToken(id.Header) {
 		b.ps.add(r, "header %q is not a valid header name", id.Header)
 	}
@@ -556,6 +556,9 @@ func decodeIdempotency(b *body) *Idempotency {
 	b.boolean("required", &id.Required)
 	b.oneOf("store", &id.Store, "memory", "redis")
 	b.boolean("fail_open", &id.FailOpen)
+	b.duration("wait", &id.Wait)
+	b.duration("lease", &id.Lease)
+	b.integer("max_entries", &id.MaxEntries, 1)
 	b.finish()
 	return id
 }
@@ -669,6 +672,9 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 		}
 		if rt.Seckill && rt.Cache != nil {
 			ps.add(rt.Pos, "route %q: a seckill route cannot be cached", rt.Name)
+		}
+		if rt.Idempotency != nil && (rt.Seckill || rt.Respond != nil) {
+			ps.add(rt.Pos, "route %q: idempotency needs a route with upstream or cells", rt.Name)
 		}
 		if rt.Idempotency != nil && rt.Idempotency.Store == "redis" && (c.Seckill == nil || c.Seckill.Redis == nil) {
 			ps.add(rt.Pos, "route %q: idempotency store \"redis\" needs a seckill redis block", rt.Name)

@@ -39,15 +39,14 @@ func (a *answer) write(ctx *fasthttp.RequestCtx) {
 // Error bodies. Every error a client sees is JSON {"error":"<code>"}; nothing from
 // a Go error reaches a client.
 var (
-	errNoRoute        = jsonError(404, "no_route")
-	errBadGateway     = jsonError(502, "bad_gateway")
-	errTimeout        = jsonError(504, "gateway_timeout")
-	errBusy           = jsonError(503, "upstream_busy")
-	errBodyTooLarge   = jsonError(413, "body_too_large")
-	errHeaderTooBig   = jsonError(431, "header_too_large")
-	errBadRequest     = jsonError(400, "bad_request")
-	errRequestTimout  = jsonError(408, "request_timeout")
-	errNotImplemented = jsonError(501, "not_implemented")
+	errNoRoute       = jsonError(404, "no_route")
+	errBadGateway    = jsonError(502, "bad_gateway")
+	errTimeout       = jsonError(504, "gateway_timeout")
+	errBusy          = jsonError(503, "upstream_busy")
+	errBodyTooLarge  = jsonError(413, "body_too_large")
+	errHeaderTooBig  = jsonError(431, "header_too_large")
+	errBadRequest    = jsonError(400, "bad_request")
+	errRequestTimout = jsonError(408, "request_timeout")
 )
 
 func jsonError(status int, code string) *answer {

@@ -136,8 +136,11 @@ func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
 // Current returns the snapshot in use.
 func (p *Proxy) Current() *Snapshot { return p.snap.Load() }
 
-// Close flushes the access log. Call after the server has stopped.
+// Close flushes the access log, saves unsaved blacklist bans and closes the seckill
+// store. Call after the server has stopped.
 func (p *Proxy) Close() {
+	p.closeBlacklist()
+	p.closeSeckill()
 	p.log.Swap(nil).close()
 }
 
@@ -188,8 +191,9 @@ func isTimeout(err error) bool {
 
 // scratch is per-request working memory, pooled so the hot path does not allocate.
 type scratch struct {
-	buf []byte
-	e   entry
+	buf   []byte
+	e     entry
+	limit limitNote // RateLimit-* headers for the answer (limit.go)
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 256)} }}
@@ -212,6 +216,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			rm = rt.metrics
 			sc.e.route = rt.name
 			p.serveRoute(ctx, s, rt, peer, client, sc)
+			p.limitHeaders(ctx, sc)
 		}
 	}
 	rm.count(ctx.Response.StatusCode())
@@ -226,7 +231,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 
 // serveRoute runs the route's stages after matching.
 func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
-	if rt.limits != nil && !p.allowLimits(ctx, s, rt, client) {
+	if rt.limits != nil && !p.allowLimits(ctx, s, rt, client, sc) {
 		return
 	}
 	switch rt.kind {
@@ -257,19 +262,61 @@ func (p *Proxy) forwardRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, p
 
 // forward sends the request to a server of pl and writes its response, or the
 // answer for the failure, into ctx.
+//
+// It skips servers that are down (health.go). A failed attempt is repeated on
+// another server of pl only when that is safe (retryable: the request never
+// reached the first server, or the method is idempotent and the exchange broke
+// before a response was complete), at most maxTries servers, all within the
+// pool's timeout. Each attempt feeds passive health detection.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) {
 	req := &ctx.Request
 	stripRequestHop(&req.Header)
 	sc.buf = setForwarded(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
-	srv := pl.pick()
-	sc.e.upstream = srv.addr
-	err := srv.hc.DoTimeout(req, &ctx.Response, pl.timeout)
-	if err != nil {
+	idempotent := methodBit(req.Header.Method())&idempotentMethods != 0
+	start := time.Now()
+	var tried uint64
+	last := failNone
+	for try := 1; ; try++ {
+		i, up := pl.pick(tried)
+		if !up && (pl.strict || i < 0) {
+			if last != failNone {
+				failureAnswer(last).write(ctx) // no server left to retry on
+			} else if pl.unavailable != nil {
+				pl.unavailable.write(ctx)
+			} else {
+				errBadGateway.write(ctx)
+			}
+			return
+		}
+		if i < 64 {
+			tried |= 1 << i
+		}
+		srv := pl.servers[i]
+		sc.e.upstream = srv.addr
+		budget := pl.timeout - time.Since(start)
+		err := srv.hc.DoTimeout(req, &ctx.Response, budget)
 		f := classify(err)
+		if f == failNone {
+			if ctx.Response.StatusCode() >= 500 {
+				srv.health.failure()
+			} else {
+				srv.health.success()
+			}
+			stripResponseHop(&ctx.Response.Header)
+			return
+		}
+		last = f
 		pl.errs[f].Inc()
+		if f != failBusy { // a full local pool says nothing about the server
+			srv.health.failure()
+		}
 		ctx.Response.Reset()
-		failureAnswer(f).write(ctx)
-		return
+		if try >= maxTries || !retryable(f, idempotent) || time.Since(start) >= pl.timeout {
+			failureAnswer(f).write(ctx)
+			return
+		}
+		if pl.retries != nil {
+			pl.retries.Inc()
+		}
 	}
-	stripResponseHop(&ctx.Response.Header)
 }

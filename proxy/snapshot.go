@@ -83,9 +83,10 @@ func methodBit(m []byte) uint16 {
 func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err error) {
 	reg, m := p.reg, p.metrics
 	s = &Snapshot{Config: cfg, trusted: trustedSet(cfg.TrustedProxies), pools: map[string]*pool{}, reg: reg}
+	built := s // the error returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.retire()
+			built.retire()
 		}
 	}()
 	for _, u := range cfg.Upstreams {

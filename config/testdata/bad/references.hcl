@@ -24,3 +24,12 @@ route "two" {
 route "none" {
   match { path = "/none" }
 }
+route "idem" {
+  match { path = "/idem" }
+  respond { status = 200 }
+  idempotency {
+    wait        = "0s"
+    lease       = "soon"
+    max_entries = 0
+  }
+}

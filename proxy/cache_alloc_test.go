@@ -1,0 +1,61 @@
+//go:build !race
+
+package proxy
+
+import (
+	"testing"
+
+	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/valyala/fasthttp"
+)
+
+func cacheBenchOrigin(tb testing.TB) *origintest.Origin {
+	body := make([]byte, 2048)
+	for i := range body {
+		body[i] = 'a' + byte(i%26)
+	}
+	return origintest.Start(tb, func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		ctx.Response.Header.Set("ETag", `"v1"`)
+		ctx.Response.Header.SetContentType("application/json")
+		ctx.SetBody(body)
+	})
+}
+
+func TestCacheZeroAllocs(t *testing.T) {
+	o := cacheBenchOrigin(t)
+	px := benchProxy(t, cacheConfig(o.Addr, `ttl = "1m"`))
+	f := func(name string, ctx *fasthttp.RequestCtx, status int) {
+		t.Helper()
+		if n := allocs(t, px, ctx, status); n != 0 {
+			t.Errorf("%s: %v allocs per request, want 0", name, n)
+		}
+		if got := string(ctx.Response.Header.Peek("X-Cache")); got != "HIT" {
+			t.Errorf("%s: X-Cache %q, want HIT", name, got)
+		}
+	}
+	f("hit", handlerCtx("GET", "/item/42?x=1"), 200)
+	f("HEAD hit", handlerCtx("HEAD", "/item/42?x=1"), 200)
+	f("conditional hit (304)", handlerCtx("GET", "/item/42?x=1", "If-None-Match", `"v1"`), 304)
+
+	pk := benchProxy(t, cacheConfig(o.Addr, "ttl = \"1m\"\nkey = [\"header:X-Lang\", \"host\", \"ip\"]"))
+	ctx := handlerCtx("GET", "/item/42", "X-Lang", "en")
+	if n := allocs(t, pk, ctx, 200); n != 0 {
+		t.Errorf("hit with key expressions: %v allocs per request, want 0", n)
+	}
+}
+
+// BenchmarkCacheHit is one cache hit of a 2 KB body through the whole handler.
+func BenchmarkCacheHit(b *testing.B) {
+	o := cacheBenchOrigin(b)
+	px := benchProxy(b, cacheConfig(o.Addr, `ttl = "1m"`))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := handlerCtx("GET", "/item/42")
+		var req fasthttp.Request
+		ctx.Request.CopyTo(&req)
+		for pb.Next() {
+			serveOnce(px, ctx, &req)
+		}
+	})
+}
