@@ -41,6 +41,7 @@ type Config struct {
 	Blacklist *Blacklist // nil without a blacklist block
 	Seckill   *Seckill   // nil without a seckill block
 	Cluster   *Cluster   // nil without a cluster block
+	Overload  *Overload  // overload block (edge): priority shedding; nil: off
 
 	ListenRange hcl.Range // where listen was set, for reload messages
 }
@@ -75,6 +76,7 @@ type Upstream struct {
 
 	HealthCheck *HealthCheck // health_check block; nil: passive detection only
 	MaxInflight int          // max_inflight: concurrent requests to this upstream; 0: unbounded
+	Breaker     *Breaker     // breaker block (edge): circuit breaker of the pool; nil: none
 
 	Pos hcl.Range
 }
@@ -86,6 +88,29 @@ type HealthCheck struct {
 	Timeout  time.Duration // timeout: default 1s
 	Rise     int           // rise: passes to mark a server up; default 2
 	Fall     int           // fall: failures to mark a server down; default 3
+}
+
+// Breaker is the breaker block (an edge addition) of an upstream or cells block: a
+// circuit breaker over a sliding window of the pool's requests (docs/degrade.md).
+// While open, requests get their route's fallback answer at once.
+type Breaker struct {
+	Window        time.Duration // window: sliding window of counted requests; default 10s
+	MinRequests   int           // min_requests: requests in the window before it may open; default 20
+	FailureRatio  float64       // failure_ratio: share of failures (connect errors, timeouts, 5xx) that opens it; default 0.5
+	SlowRatio     float64       // slow_ratio: share of slow requests that opens it; default 0.5
+	SlowThreshold time.Duration // slow_threshold: a request taking this long is slow; default 0: slowness not counted
+	CoolOff       time.Duration // cool_off: how long it stays open before probing; default 5s
+	Probes        int           // probes: requests let through half-open, all must succeed to close; default 3
+}
+
+// Overload is the overload block (an edge addition): priority shedding when the edge
+// itself has too many requests in flight (docs/degrade.md). Routed requests in flight
+// are counted; a new request of a route is shed with its fallback when the count
+// would exceed its priority's bound.
+type Overload struct {
+	MaxInflight int     // max_inflight: the bound for core routes; required
+	Low         float64 // low: share of max_inflight beyond which low routes are shed; default 0.5
+	Normal      float64 // normal: share beyond which normal routes are shed; default 0.8
 }
 
 // Cells is a cells "NAME" block: unit cells chosen by consistent hash of Key.
@@ -103,6 +128,7 @@ type Cells struct {
 	KeepaliveTimeout time.Duration // default 30s
 	MaxResponseSize  int64         // default 64MB
 	HealthCheck      *HealthCheck
+	Breaker          *Breaker // breaker block (edge): one circuit breaker per cell; nil: none
 
 	Cells []*Cell
 	Pos   hcl.Range

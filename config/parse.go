@@ -120,6 +120,9 @@ func (c *Config) decodeTop(b *body) {
 	if blk := b.block("cluster"); blk != nil {
 		c.Cluster = decodeCluster(b.child(blk, "cluster"))
 	}
+	if blk := b.block("overload"); blk != nil {
+		c.Overload = decodeOverload(b.child(blk, "overload"), blk)
+	}
 	c.crossCheck(b.ps, names)
 }
 
@@ -238,6 +241,7 @@ type poolSettings struct {
 	maxConns                    *int
 	maxResp                     *int64
 	hc                          **HealthCheck
+	brk                         **Breaker
 }
 
 // decodePool reads the connection settings upstream and cells blocks share.
@@ -262,6 +266,64 @@ func decodePool(b *body, s poolSettings) {
 		hb.finish()
 		*s.hc = hc
 	}
+	if blk := b.block("breaker"); blk != nil {
+		*s.brk = decodeBreaker(b.child(blk, b.what+" breaker"))
+	}
+}
+
+// decodeBreaker reads a breaker block; the defaults are the breaker package's.
+func decodeBreaker(b *body) *Breaker {
+	br := &Breaker{Window: 10 * time.Second, MinRequests: 20, FailureRatio: 0.5, SlowRatio: 0.5,
+		CoolOff: 5 * time.Second, Probes: 3}
+	b.duration("window", &br.Window)
+	if br.Window < 10*time.Millisecond {
+		b.ps.add(b.rangeOf("window"), "breaker window must be at least 10ms")
+	}
+	b.integer("min_requests", &br.MinRequests, 1)
+	b.ratio("failure_ratio", &br.FailureRatio)
+	b.ratio("slow_ratio", &br.SlowRatio)
+	b.duration("slow_threshold", &br.SlowThreshold)
+	b.duration("cool_off", &br.CoolOff)
+	b.integer("probes", &br.Probes, 1)
+	if br.Probes > 1<<20 {
+		b.ps.add(b.rangeOf("probes"), "breaker probes must be at most %d", 1<<20)
+	}
+	b.finish()
+	return br
+}
+
+// ratio reads a number in (0, 1].
+func (b *body) ratio(name string, dst *float64) {
+	v, r, ok := b.value(name)
+	if !ok {
+		return
+	}
+	if v.Type() != cty.Number {
+		b.ps.add(r, "%s must be a number between 0 and 1", name)
+		return
+	}
+	f, _ := v.AsBigFloat().Float64()
+	if !(f > 0 && f <= 1) {
+		b.ps.add(r, "%s must be above 0 and at most 1, got %v", name, f)
+		return
+	}
+	*dst = f
+}
+
+// decodeOverload reads the overload block.
+func decodeOverload(b *body, blk *hclsyntax.Block) *Overload {
+	o := &Overload{Low: 0.5, Normal: 0.8}
+	if !b.has("max_inflight") {
+		b.ps.add(blk.DefRange(), "overload needs max_inflight = N (routed requests in flight at which even core routes are shed)")
+	}
+	b.integer("max_inflight", &o.MaxInflight, 1)
+	b.ratio("low", &o.Low)
+	b.ratio("normal", &o.Normal)
+	if o.Low > o.Normal {
+		b.ps.add(b.rangeOf("low"), "overload low (%v) must not be above normal (%v): low routes are shed first", o.Low, o.Normal)
+	}
+	b.finish()
+	return o
 }
 
 func decodeServers(b *body, what string) []string {
@@ -284,7 +346,7 @@ func decodeUpstream(top *body, blk *hclsyntax.Block) *Upstream {
 	u := &Upstream{Name: blk.Labels[0], Pos: blk.DefRange()}
 	b := top.child(blk, fmt.Sprintf("upstream %q", u.Name))
 	u.Servers = decodeServers(b, fmt.Sprintf("upstream %q", u.Name))
-	decodePool(b, poolSettings{&u.Timeout, &u.ConnectTimeout, &u.KeepaliveTimeout, &u.MaxConns, &u.MaxResponseSize, &u.HealthCheck})
+	decodePool(b, poolSettings{&u.Timeout, &u.ConnectTimeout, &u.KeepaliveTimeout, &u.MaxConns, &u.MaxResponseSize, &u.HealthCheck, &u.Breaker})
 	b.integer("max_inflight", &u.MaxInflight, 0)
 	b.finish()
 	return u
@@ -297,7 +359,7 @@ func decodeCells(top *body, blk *hclsyntax.Block) *Cells {
 	cs.Key = b.key("key", true)
 	b.str("missing_key", &cs.MissingKey)
 	b.boolean("spill", &cs.Spill)
-	decodePool(b, poolSettings{&cs.Timeout, &cs.ConnectTimeout, &cs.KeepaliveTimeout, &cs.MaxConns, &cs.MaxResponseSize, &cs.HealthCheck})
+	decodePool(b, poolSettings{&cs.Timeout, &cs.ConnectTimeout, &cs.KeepaliveTimeout, &cs.MaxConns, &cs.MaxResponseSize, &cs.HealthCheck, &cs.Breaker})
 	seen := map[string]bool{}
 	for _, cb := range b.blocks("cell", 1) {
 		c := &Cell{Name: cb.Labels[0], Weight: 1, Pos: cb.DefRange()}

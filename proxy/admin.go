@@ -10,4 +10,5 @@ func (p *Proxy) RegisterAdmin(api *admin.API) {
 	p.adminCache(api)
 	p.adminSeckill(api)
 	p.adminUpstreams(api)
+	p.adminDegrade(api)
 }

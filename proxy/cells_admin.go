@@ -20,7 +20,7 @@ func (p *Proxy) adminUpstreams(api *admin.API) {
 					continue
 				}
 				out = append(out, upstreamInfo{Name: u.Name, Timeout: u.Timeout.String(),
-					HealthCheck: checkInfoOf(u.HealthCheck), Servers: p.serverInfos(pl)})
+					HealthCheck: checkInfoOf(u.HealthCheck), Servers: p.serverInfos(pl), Breaker: guardInfo(pl)})
 			}
 		}
 		admin.JSON(w, http.StatusOK, map[string]any{"upstreams": out})
@@ -42,7 +42,7 @@ func (p *Proxy) adminUpstreams(api *admin.API) {
 				}
 				for _, c := range g.cells {
 					ci.Cells = append(ci.Cells, cellInfo{Name: c.name, Weight: c.weight, Share: c.weight / total,
-						Available: c.pool.available(), Servers: p.serverInfos(c.pool)})
+						Available: c.pool.available(), Servers: p.serverInfos(c.pool), Breaker: guardInfo(c.pool)})
 				}
 				out = append(out, ci)
 			}
@@ -56,6 +56,7 @@ type upstreamInfo struct {
 	Timeout     string       `json:"timeout"`
 	HealthCheck *checkInfo   `json:"health_check"`
 	Servers     []serverInfo `json:"servers"`
+	Breaker     *breakerInfo `json:"breaker,omitempty"` // breaker and bulkhead (breaker.go); absent: none
 }
 
 type cellsInfo struct {
@@ -74,6 +75,7 @@ type cellInfo struct {
 	Share     float64      `json:"share"`     // weight / Σ weights: expected share of users
 	Available bool         `json:"available"` // some server is up
 	Servers   []serverInfo `json:"servers"`
+	Breaker   *breakerInfo `json:"breaker,omitempty"` // the cell's breaker (breaker.go); absent: none
 }
 
 type serverInfo struct {

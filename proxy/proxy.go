@@ -37,16 +37,21 @@ type Proxy struct {
 	cellState      *cellState
 	cacheState     *cacheState
 	seckillState   *seckillState
+	idemState      *idemState
+	degradeState   *degradeState
+	redis          *redisRegistry // Redis clients shared by features (redis.go)
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
 func New(m *Metrics) *Proxy {
-	p := &Proxy{reg: newRegistry(), metrics: m}
+	p := &Proxy{reg: newRegistry(), metrics: m, redis: newRedisRegistry()}
 	p.initLimits()
 	p.initBlacklist()
 	p.initCells()
 	p.initCache()
 	p.initSeckill()
+	p.initIdempotency()
+	p.initDegrade()
 	return p
 }
 
@@ -136,11 +141,18 @@ func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
 // Current returns the snapshot in use.
 func (p *Proxy) Current() *Snapshot { return p.snap.Load() }
 
-// Close flushes the access log, saves unsaved blacklist bans and closes the seckill
-// store. Call after the server has stopped.
+// Close stops the current snapshot's goroutines, flushes the access log, saves
+// unsaved blacklist bans and closes the seckill store. Call once, after the
+// server has stopped.
 func (p *Proxy) Close() {
+	p.applyMu.Lock()
+	if cur := p.snap.Load(); cur != nil {
+		cur.retire() // stops health checks, sweeps and pollers of the last config
+	}
+	p.applyMu.Unlock()
 	p.closeBlacklist()
 	p.closeSeckill()
+	p.redis.close()
 	p.log.Swap(nil).close()
 }
 
@@ -194,6 +206,7 @@ type scratch struct {
 	buf   []byte
 	e     entry
 	limit limitNote // RateLimit-* headers for the answer (limit.go)
+	guard *guard    // route of the request being forwarded: fallback of pool guards (breaker.go)
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 256)} }}
@@ -231,6 +244,12 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 
 // serveRoute runs the route's stages after matching.
 func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	if rt.guard != nil { // kill switch, overload shedding, bulkhead (degrade.go)
+		if !p.admit(ctx, s, rt, sc) {
+			return
+		}
+		defer p.release(rt)
+	}
 	if rt.limits != nil && !p.allowLimits(ctx, s, rt, client, sc) {
 		return
 	}
@@ -240,35 +259,56 @@ func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pee
 	case kindSeckill:
 		p.issueToken(ctx, s, rt, client)
 	default:
-		if rt.cfg.RequireToken && !p.checkToken(ctx, s, rt, client) {
+		if rt.idem != nil && rt.idem.methods&methodBit(ctx.Method()) != 0 {
+			p.serveIdempotent(ctx, s, rt, peer, client, sc) // wraps serveTarget (idempotency.go)
 			return
 		}
-		if rt.cache != nil {
-			p.serveCached(ctx, s, rt, peer, client, sc)
-			return
-		}
-		p.forwardRoute(ctx, s, rt, peer, client, sc)
+		p.serveTarget(ctx, s, rt, peer, client, sc)
 	}
+}
+
+// serveTarget runs the stages of an upstream or cells route: token check, cache, forward.
+func (p *Proxy) serveTarget(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	if rt.cfg.RequireToken && !p.checkToken(ctx, s, rt, client) {
+		return
+	}
+	if rt.cache != nil {
+		p.serveCached(ctx, s, rt, peer, client, sc)
+		return
+	}
+	p.forwardRoute(ctx, s, rt, peer, client, sc)
 }
 
 // forwardRoute sends the request to the route's upstream pool or cell.
 func (p *Proxy) forwardRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	sc.guard = rt.guard
 	if rt.kind == kindCells {
 		p.forwardCells(ctx, s, rt, peer, client, sc)
-		return
+	} else {
+		p.forward(ctx, s, rt.pool, peer, client, sc)
 	}
-	p.forward(ctx, s, rt.pool, peer, client, sc)
+	sc.guard = nil
 }
 
 // forward sends the request to a server of pl and writes its response, or the
-// answer for the failure, into ctx.
+// answer for the failure, into ctx. A pool with a bulkhead or breaker goes through
+// forwardGuarded (breaker.go), which may answer the route's fallback instead.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) {
+	if pl.guard != nil {
+		p.forwardGuarded(ctx, s, pl, peer, client, sc)
+		return
+	}
+	p.send(ctx, s, pl, peer, client, sc)
+}
+
+// send is forward without the pool's guard; its outcome feeds the breaker.
 //
 // It skips servers that are down (health.go). A failed attempt is repeated on
 // another server of pl only when that is safe (retryable: the request never
 // reached the first server, or the method is idempotent and the exchange broke
 // before a response was complete), at most maxTries servers, all within the
 // pool's timeout. Each attempt feeds passive health detection.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) {
+func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
 	req := &ctx.Request
 	stripRequestHop(&req.Header)
 	sc.buf = setForwarded(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
@@ -286,7 +326,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 			} else {
 				errBadGateway.write(ctx)
 			}
-			return
+			return outcomeOf(last)
 		}
 		if i < 64 {
 			tried |= 1 << i
@@ -297,13 +337,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 		err := srv.hc.DoTimeout(req, &ctx.Response, budget)
 		f := classify(err)
 		if f == failNone {
+			o := outcomeOK
 			if ctx.Response.StatusCode() >= 500 {
 				srv.health.failure()
+				o = outcomeFailed
 			} else {
 				srv.health.success()
 			}
 			stripResponseHop(&ctx.Response.Header)
-			return
+			return o
 		}
 		last = f
 		pl.errs[f].Inc()
@@ -313,7 +355,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 		ctx.Response.Reset()
 		if try >= maxTries || !retryable(f, idempotent) || time.Since(start) >= pl.timeout {
 			failureAnswer(f).write(ctx)
-			return
+			return outcomeOf(f)
 		}
 		if pl.retries != nil {
 			pl.retries.Inc()

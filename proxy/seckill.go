@@ -3,10 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +21,6 @@ var (
 	// seckillReclaimEvery is how often a snapshot returns the units of tokens that expired
 	// unused to stock.
 	seckillReclaimEvery = 5 * time.Second
-	// seckillRetryEvery is the pause between attempts to connect a store that could not be
-	// reached (Redis down at startup or after a change of redis settings).
-	seckillRetryEvery = 500 * time.Millisecond
 	// seckillFlagFor is how long the edge answers 410 for an item from its own sold-out
 	// flag before it asks the Gate again (which has its own flag and rechecks the store
 	// once per seckill.DefaultSoldOutRecheck).
@@ -83,21 +78,21 @@ type snapSeckill struct {
 	stop     chan struct{} // closed on retire: ends the reclaim loop
 }
 
-// seckillConn is one store: a Memory, or a Redis client that is connected in the
-// background until Redis answers. It is created unconnected by a build (so edge -check
-// and a failed reload connect nothing), connected when a snapshot using it starts, and
-// closed when a later snapshot stops using it. Safe for concurrent use.
+// seckillConn is one store: a Memory, or a seckill.Redis on the proxy's shared Redis
+// client (redis.go), which connects in the background until Redis answers. It is created
+// unconnected by a build (so edge -check and a failed reload connect nothing), started
+// when a snapshot using it starts, and closed when a later snapshot stops using it. Safe
+// for concurrent use.
 type seckillConn struct {
-	key  string // store settings; a change of key means a new store
-	cfg  config.Seckill
-	addr string // for logs
+	key string // store settings; a change of key means a new store
+	cfg config.Seckill
 
-	store atomic.Pointer[storeRef] // nil until connected
+	store atomic.Pointer[storeRef]  // nil until connected
+	rc    atomic.Pointer[redisConn] // the shared client, from start to close (redis only)
 
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	done    chan struct{} // closed by close: ends the connect loop
 }
 
 type storeRef struct{ s seckill.Store }
@@ -256,10 +251,7 @@ func (p *Proxy) buildSeckill(s *Snapshot, prev *Snapshot) error {
 	case cur != nil && cur.conn.key == skey && cur.gateKey == gkey:
 		b = cur
 	default:
-		conn := &seckillConn{key: skey, cfg: *c, addr: "memory", done: make(chan struct{})}
-		if c.Store == "redis" && c.Redis != nil {
-			conn.addr = strings.Join(c.Redis.Addrs, ",")
-		}
+		conn := &seckillConn{key: skey, cfg: *c}
 		if cur != nil && cur.conn.key == skey {
 			conn = cur.conn
 		}
@@ -294,7 +286,7 @@ func (p *Proxy) adoptSeckill(b *seckillBackend) {
 	}
 	st.mu.Unlock()
 	if b != nil {
-		b.conn.start()
+		b.conn.start(p)
 	}
 	if old != nil && (b == nil || old.conn != b.conn) {
 		grace := max(2*old.conn.cfg.Timeout, time.Second)
@@ -338,77 +330,52 @@ func (p *Proxy) reclaimLoop(sk *snapSeckill) {
 	}
 }
 
-// get returns the store, or nil while it is not connected.
+// get returns the store, or nil while it is not connected. The first call after the
+// shared client connected builds the Redis store on it (loading its scripts).
 func (c *seckillConn) get() seckill.Store {
 	if r := c.store.Load(); r != nil {
 		return r.s
 	}
-	return nil
+	rc := c.rc.Load()
+	if rc == nil {
+		return nil
+	}
+	client := rc.Client()
+	if client == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.store.Load(); r != nil {
+		return r.s
+	}
+	if c.closed {
+		return nil
+	}
+	st := seckill.NewRedisOn(client, c.cfg.Timeout)
+	c.store.Store(&storeRef{s: st})
+	return st
 }
 
-// start connects the store, once: a Memory at once; Redis with one attempt now and, if
-// Redis does not answer, further attempts every seckillRetryEvery in the background
-// until it does (requests meanwhile get 503 store_unavailable).
-func (c *seckillConn) start() {
+// start connects the store, once: a Memory at once; Redis through p's shared client,
+// which keeps trying in the background while Redis does not answer (requests meanwhile
+// get 503 store_unavailable).
+func (c *seckillConn) start(p *Proxy) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.started || c.closed {
-		c.mu.Unlock()
 		return
 	}
 	c.started = true
-	c.mu.Unlock()
 	if c.cfg.Store != "redis" || c.cfg.Redis == nil {
 		c.store.Store(&storeRef{s: seckill.NewMemory(seckill.MemoryOptions{})})
 		return
 	}
-	if c.connect() {
-		return
-	}
-	go func() {
-		t := time.NewTicker(seckillRetryEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-c.done:
-				return
-			case <-t.C:
-				if c.connect() {
-					slog.Default().Info("seckill: redis store connected", "addrs", c.addr)
-					return
-				}
-			}
-		}
-	}()
+	c.rc.Store(p.acquireRedis(c.cfg.Redis))
 }
 
-// connect makes one attempt to connect Redis and reports whether the store is ready
-// (or closed, when there is nothing more to try).
-func (c *seckillConn) connect() bool {
-	opts := seckill.RedisOptions{Addrs: c.cfg.Redis.Addrs, Username: c.cfg.Redis.Username,
-		Password: c.cfg.Redis.Password, Timeout: c.cfg.Timeout}
-	r, err := seckill.NewRedis(opts)
-	if err != nil {
-		c.mu.Lock()
-		first := c.started && c.store.Load() == nil
-		c.mu.Unlock()
-		if first {
-			slog.Default().Warn("seckill: redis store unavailable; answering 503 store_unavailable and retrying",
-				"addrs", c.addr, "every", seckillRetryEvery.String(), "error", err)
-		}
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		r.Close()
-		return true
-	}
-	c.store.Store(&storeRef{s: r})
-	return true
-}
-
-// close ends the connect loop and closes the store. Calls on it fail afterwards with
-// ErrUnavailable.
+// close releases the store (and this store's reference to the shared client). Calls on
+// it fail afterwards with ErrUnavailable.
 func (c *seckillConn) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -416,9 +383,11 @@ func (c *seckillConn) close() {
 		return
 	}
 	c.closed = true
-	close(c.done)
-	if s := c.get(); s != nil {
-		s.Close()
+	if r := c.store.Load(); r != nil {
+		r.s.Close()
+	}
+	if rc := c.rc.Load(); rc != nil {
+		rc.release()
 	}
 }
 

@@ -78,7 +78,7 @@ route "seckill" {
 			t.Errorf("edge %d with redis down: %d %+v, want 503 store_unavailable", i, code, g)
 		}
 	}
-	edges[0].WaitLog(t, "seckill: redis store unavailable", 5*time.Second)
+	edges[0].WaitLog(t, "redis unavailable; retrying in the background", 5*time.Second)
 
 	srv.Restart()
 	for i, e := range edges {

@@ -578,9 +578,9 @@ func TestSeckillRedisFailure(t *testing.T) {
 // TestSeckillRedisDownAtStart: edge starts without Redis, answers 503 with Retry-After,
 // and serves sales once Redis comes up.
 func TestSeckillRedisDownAtStart(t *testing.T) {
-	old := seckillRetryEvery
-	seckillRetryEvery = 50 * time.Millisecond
-	t.Cleanup(func() { seckillRetryEvery = old })
+	old := redisRetryEvery
+	redisRetryEvery = 50 * time.Millisecond
+	t.Cleanup(func() { redisRetryEvery = old })
 	srv := redistest.Start(t)
 	srv.Kill()
 	e := startSeckill(t, seckillConfig(redisStore(srv.Addr), "127.0.0.1:1"))

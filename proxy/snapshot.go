@@ -67,6 +67,8 @@ type route struct {
 	limits *routeLimits // nil without limit blocks
 	cache  *routeCache  // nil without a cache block
 	cells  *cellGroup   // set for kindCells
+	idem   *routeIdem   // nil without an idempotency block (idempotency.go)
+	guard  *guard       // kill switch, bulkhead, shedding (degrade.go)
 }
 
 var methodBits = map[string]uint16{"GET": 1, "HEAD": 2, "POST": 4, "PUT": 8, "DELETE": 16,
@@ -110,6 +112,9 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 	if err := p.buildSeckill(s, prev); err != nil {
 		return nil, err
 	}
+	if err := p.buildDegrade(s, prev); err != nil {
+		return nil, err
+	}
 	for _, rc := range cfg.Routes {
 		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
 			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc}
@@ -135,6 +140,12 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 			return nil, err
 		}
 		if err := p.buildCache(s, prev, rt); err != nil {
+			return nil, err
+		}
+		if err := p.buildIdempotency(s, prev, rt); err != nil {
+			return nil, err
+		}
+		if err := p.buildGuard(s, prev, rt); err != nil {
 			return nil, err
 		}
 		s.routes = append(s.routes, rt)

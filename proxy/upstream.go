@@ -191,6 +191,7 @@ type pool struct {
 	strict      bool
 	unavailable *answer            // strict pools' answer when no server is up
 	retries     prometheus.Counter // edge_upstream_retries_total child; nil: not counted
+	guard       *poolGuard         // bulkhead and breaker (breaker.go); nil: none
 }
 
 // pick returns the index of the next server round robin that is up and not in

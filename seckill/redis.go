@@ -64,6 +64,7 @@ type RedisOptions struct {
 type Redis struct {
 	client  rueidis.Client
 	timeout time.Duration
+	owned   bool // Close closes client
 }
 
 // NewRedis connects to opts.Addrs (detecting a Cluster) and returns the store. It fails when
@@ -91,6 +92,18 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect seckill redis store to %v: %w", opts.Addrs, err)
 	}
+	r := NewRedisOn(client, timeout)
+	r.owned = true
+	return r, nil
+}
+
+// NewRedisOn returns a store on a client the caller owns and shares (the edge keeps one
+// client per Redis for every feature); Close then leaves the client open. timeout bounds
+// each call (DefaultTimeout when ≤ 0).
+func NewRedisOn(client rueidis.Client, timeout time.Duration) *Redis {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
 	// Load the scripts on every node now, so the first burst of a sale does not pay
 	// NOSCRIPT + EVAL per call. Best effort: Exec falls back to EVAL anyway.
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Second))
@@ -100,11 +113,16 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 			_ = node.Do(ctx, node.B().ScriptLoad().Script(src).Build()).Error()
 		}
 	}
-	return &Redis{client: client, timeout: timeout}, nil
+	return &Redis{client: client, timeout: timeout}
 }
 
-// Close closes the connections.
-func (r *Redis) Close() { r.client.Close() }
+// Close closes the connections of a client NewRedis made; a shared client (NewRedisOn)
+// stays open.
+func (r *Redis) Close() {
+	if r.owned {
+		r.client.Close()
+	}
+}
 
 // keys of one item; they share the hash tag {item}, so one script may touch all of them on
 // a Redis Cluster.

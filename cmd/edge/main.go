@@ -45,6 +45,7 @@ func main() {
 		os.Exit(runCheck(*configPath))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(log) // features log through slog.Default
 	if err := run(*configPath, log); err != nil {
 		log.Error("edge stopped", "error", err)
 		os.Exit(1)
