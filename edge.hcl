@@ -106,6 +106,11 @@ route "order" {
   }
   cells         = "shop"
   require_token = true                  # X-Seckill-Token must be valid for this user and item
+  priority      = "core"                # shed last under overload
+  idempotency {                         # one order per Idempotency-Key, however often it is sent
+    header = "Idempotency-Key"
+    ttl    = "24h"
+  }
 }
 
 route "catalog" {                       # everything else goes to the catalog
