@@ -169,10 +169,22 @@ func (p *Proxy) forwardGuarded(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, 
 // (which sets sc.guard); no such caller exists, but a nil must not crash.
 var defaultFallback = newAnswer(config.DefaultFallback)
 
-// refuseForward writes the fallback of the request's route for why.
+// hdrSurrogateControl with no-store keeps a fallback out of the response cache,
+// whatever its status; the cache strips Surrogate-* before the client sees them.
+var (
+	hdrSurrogateControl = []byte("Surrogate-Control")
+	noStore             = []byte("no-store")
+)
+
+// refuseForward writes the fallback of the request's route for why. On a cached
+// route the fallback comes back to the cache as if from the origin, so it is
+// marked no-store: a fallback of status 200 must never be served as content.
 func refuseForward(ctx *fasthttp.RequestCtx, sc *scratch, why shedReason, retry time.Duration) {
 	if g := sc.guard; g != nil {
 		g.refuse(ctx, why, retry)
+		if g.cached {
+			ctx.Response.Header.SetCanonical(hdrSurrogateControl, noStore)
+		}
 		return
 	}
 	defaultFallback.write(ctx)

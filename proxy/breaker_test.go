@@ -300,3 +300,44 @@ func TestBreakerSurvivesReload(t *testing.T) {
 		t.Errorf("after a reload with new breaker settings: %d, want the origin's 500", resp.StatusCode())
 	}
 }
+
+// On a cached route, the fallback of an open breaker is never stored, even with
+// status 200: once the origin recovers, clients get its content, not the fallback.
+func TestBreakerFallbackNotCached(t *testing.T) {
+	o := startCommanded(t)
+	e := startEdge(t, fmt.Sprintf(`
+state_dir = %q
+upstream "cat" {
+  servers = [%q]
+  breaker {
+    min_requests = 1
+    cool_off     = "200ms"
+    probes       = 1
+  }
+}
+route "cat" {
+  match { path = "/cat/" }
+  upstream = "cat"
+  cache { ttl = "1m" }
+  fallback {
+    status = 200
+    body   = "{\"items\":[]}"
+  }
+}
+`, t.TempDir(), o.Addr))
+	o.mode.Store(mode5xx)
+	if resp := e.do(t, "GET", "/cat/1"); resp.StatusCode() != 500 {
+		t.Fatalf("failing origin: %d", resp.StatusCode())
+	}
+	resp := e.do(t, "GET", "/cat/1")
+	if resp.StatusCode() != 200 || string(resp.Body()) != `{"items":[]}` || len(resp.Header.Peek("Surrogate-Control")) != 0 {
+		t.Fatalf("open breaker: %d %q Surrogate-Control %q", resp.StatusCode(), resp.Body(), resp.Header.Peek("Surrogate-Control"))
+	}
+	if xc := string(resp.Header.Peek("X-Cache")); xc != "BYPASS" {
+		t.Errorf("X-Cache %q on the fallback, want BYPASS (not stored)", xc)
+	}
+	o.mode.Store(modeOK)
+	blEventually(t, 5*time.Second, "origin content after recovery", func() bool {
+		return string(e.do(t, "GET", "/cat/1").Body()) == "ok from origin"
+	})
+}

@@ -97,6 +97,7 @@ type guard struct {
 	shedAt   int64 // in-flight bound of the route's priority; 0: no overload block
 	fallback *answer
 	ownRetry bool // the fallback block sets Retry-After itself
+	cached   bool // the route has a cache block (see refuseForward)
 }
 
 // degradeState is the feature's long-lived state (created by initDegrade in New).
@@ -151,7 +152,7 @@ func (p *Proxy) buildGuard(s *Snapshot, prev *Snapshot, rt *route) error {
 			st.guardLocked(sw.Route).set(sw)
 		}
 	}
-	g := &guard{rg: st.guardLocked(rt.name), max: int64(rt.cfg.MaxInflight), fallback: rt.fallback}
+	g := &guard{rg: st.guardLocked(rt.name), max: int64(rt.cfg.MaxInflight), fallback: rt.fallback, cached: rt.cache != nil}
 	for _, h := range rt.fallback.headers {
 		if bytes.EqualFold(h[0], hdrRetryAfter) {
 			g.ownRetry = true
