@@ -271,11 +271,30 @@ type Redis struct {
 	Password string   // password: use env("…")
 }
 
-// Cluster is the cluster block: edge nodes that share state over memberlist.
+// Cluster is the cluster block: edge nodes that share bans, cache purges, seckill
+// sold-out flags, degrade switches and the live-node count of scope = "cluster"
+// limits over memberlist gossip (docs/cluster.md). A reload may change join (the
+// new addresses are contacted); any other change of the block, or adding or
+// removing it, needs a restart.
 type Cluster struct {
-	Name      string   // name: this node's unique name; default hostname-port
-	Bind      string   // bind: gossip address; default "0.0.0.0:7946"
-	Advertise string   // advertise: address others reach this node at
-	Join      []string // join: addresses of nodes to join
-	Secret    string   // secret: gossip encryption key (16, 24 or 32 bytes); use env("…")
+	// name: the CLUSTER's name, the same on every node of it: nodes only talk to
+	// nodes with the same name, so two clusters on one network never merge.
+	// Default "" (no check).
+	Name string
+	// node_name: this node's name, unique in the cluster (memberlist misbehaves
+	// silently on duplicates). Default "<hostname>-<port>-<4 random hex>".
+	NodeName string
+	// bind: gossip address, UDP and TCP on one port; default "0.0.0.0:7946".
+	// Port 0 picks a free port (tests).
+	Bind string
+	// advertise: host:port the other nodes reach this node at; default: the bind
+	// address, or a private IP of this host when bind is 0.0.0.0.
+	Advertise string
+	// join: host:port of existing nodes (any subset; a DNS name tries every A
+	// record). Joined in the background with retries until one answers. Default
+	// none: this node starts a cluster and waits to be joined.
+	Join []string
+	// secret: gossip encryption key (AES-GCM), 16, 24 or 32 bytes, the same on
+	// every node; use env("…"). Default none: gossip in clear.
+	Secret string
 }

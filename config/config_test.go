@@ -106,7 +106,7 @@ func TestSpecExample(t *testing.T) {
 	if o.Priority != "core" || o.MaxInflight != 2000 || o.Fallback.Status != 503 || o.Idempotency.TTL != 24*time.Hour {
 		t.Errorf("route orders: %+v", o)
 	}
-	if c.Cluster.Name != "edge-prod" || len(c.Cluster.Join) != 2 {
+	if c.Cluster.Name != "edge-prod" || c.Cluster.NodeName != "" || c.Cluster.Bind != "10.0.0.5:7946" || len(c.Cluster.Join) != 2 {
 		t.Errorf("cluster: %+v", c.Cluster)
 	}
 }

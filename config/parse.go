@@ -696,6 +696,7 @@ func decodeSeckill(b *body, blk *hclsyntax.Block) *Seckill {
 func decodeCluster(b *body) *Cluster {
 	c := &Cluster{Bind: "0.0.0.0:7946"}
 	b.str("name", &c.Name)
+	b.str("node_name", &c.NodeName)
 	if r, ok := b.str("bind", &c.Bind); ok {
 		checkHostPort(b.ps, r, "cluster bind", c.Bind)
 	}

@@ -11,4 +11,5 @@ func (p *Proxy) RegisterAdmin(api *admin.API) {
 	p.adminSeckill(api)
 	p.adminUpstreams(api)
 	p.adminDegrade(api)
+	p.adminCluster(api)
 }

@@ -191,6 +191,7 @@ func (p *Proxy) onLimitReject(s *Snapshot, client netip.Addr) {
 	}
 	if b.list.RecordReject(client, time.Now()) {
 		p.blacklistState.autoBans.Inc()
+		p.clusterAutoBanned(s, client) // cluster.go: tell the other edge nodes
 	}
 }
 
@@ -370,6 +371,7 @@ func (p *Proxy) adminBan(w http.ResponseWriter, r *http.Request) {
 			"detail": "the ban could not be saved to state_dir and was not made; see the edge log"})
 		return
 	}
+	p.clusterBanned(e) // cluster.go: tell the other edge nodes
 	admin.JSON(w, http.StatusOK, e)
 }
 
@@ -394,10 +396,11 @@ func (p *Proxy) adminUnban(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	var err error
+	var pfx netip.Prefix
 	what := user
 	if ip != "" {
-		pfx, perr := blacklist.ParsePrefix(ip)
-		if perr != nil {
+		var perr error
+		if pfx, perr = blacklist.ParsePrefix(ip); perr != nil {
 			badRequest(w, "bad_ip", perr.Error())
 			return
 		}
@@ -411,6 +414,7 @@ func (p *Proxy) adminUnban(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case err == nil:
+		p.clusterUnbanned(pfx, user) // cluster.go: tell the other edge nodes
 		admin.JSON(w, http.StatusOK, map[string]any{"removed": true, "entry": what})
 	case errors.Is(err, blacklist.ErrNotFound):
 		admin.JSON(w, http.StatusNotFound, map[string]string{"error": "not_found",

@@ -47,6 +47,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 		if inst != nil {
 			inst.c.PurgeURL(u)
 		}
+		p.clusterPurged("url", u) // cluster.go: purge on the other edge nodes too
 	case in.Route != nil:
 		s := p.Current()
 		if s == nil || cachedRoute(s, *in.Route) == nil {
@@ -54,6 +55,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		inst.c.PurgeRoute(*in.Route)
+		p.clusterPurged("route", *in.Route)
 	case in.Tag != nil:
 		t := *in.Tag
 		if t == "" || strings.ContainsAny(t, " \t\r\n") {
@@ -63,6 +65,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 		if inst != nil {
 			inst.c.PurgeTag(t)
 		}
+		p.clusterPurged("tag", t)
 	}
 	admin.JSON(w, http.StatusOK, map[string]any{"purged": in})
 }

@@ -7,8 +7,14 @@ package proxy
 // expression and max_keys: a reload that keeps those keeps the buckets, and a changed
 // rate or burst is applied to them in place (limiter.Store.Update, no refill) when the
 // new snapshot becomes current. A store is dropped when no snapshot uses it any more.
+//
+// A limit with scope "redis" keeps its buckets in the Redis of the seckill block instead
+// (limiter.RedisBucket: one Lua script, one round trip per decision), shared exactly by
+// every edge node on that Redis. It still holds an (empty) local entry, which carries
+// its metric series across reloads like any other limit's.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -17,12 +23,14 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/limiter"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
 	"github.com/valyala/fasthttp"
 )
 
@@ -35,8 +43,13 @@ const maxRouteLimits = 32
 var limitSweepEvery = 10 * time.Second
 
 // ErrNoLimit is wrapped by SetLimitScale when the current config has no such route or
-// limit.
+// limit, or the limit has scope "redis" (one exact bucket for every node: nothing to
+// scale).
 var ErrNoLimit = errors.New("no such limit")
+
+// errLimitRedisDown is what a redis-scoped decision gets while the shared client has not
+// connected yet.
+var errLimitRedisDown = errors.New("limit redis not connected")
 
 type limitMissing uint8
 
@@ -64,8 +77,66 @@ type compiledLimit struct {
 	store   *limiter.Store
 	shared  uint64 // bucket of key-less requests with missing_key = "shared"
 	seed    uint64
+	redis   *redisLimit // scope "redis"; nil: the local store decides
 
 	pass, reject, delayed, dryReject prometheus.Counter
+}
+
+// redisLimit is the Redis side of a limit with scope "redis" in one snapshot.
+type redisLimit struct {
+	bucket   *limiter.RedisBucket
+	conn     *limitRedisConn
+	timeout  time.Duration // per call: the seckill block's timeout
+	failOpen bool
+
+	failPass, unavailable, errors prometheus.Counter
+}
+
+// limitRedisConn is the shared Redis client of a route's redis-scoped limits: acquired by
+// the snapshot's start hook, released by its stop hook, nil before and after.
+type limitRedisConn struct {
+	c atomic.Pointer[redisConn]
+}
+
+// take runs one decision in Redis, bounded by the timeout. It allocates (the command, its
+// reply, the context).
+func (r *redisLimit) take(h uint64) (ok bool, wait time.Duration, left int, err error) {
+	rc := r.conn.c.Load()
+	if rc == nil {
+		return false, 0, 0, errLimitRedisDown
+	}
+	c := rc.Client()
+	if c == nil {
+		return false, 0, 0, errLimitRedisDown
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	return r.bucket.Take(ctx, c, h)
+}
+
+// refund gives the token of bucket h back; a failure loses it (counted as an error).
+func (r *redisLimit) refund(h uint64) {
+	var c rueidis.Client
+	if rc := r.conn.c.Load(); rc != nil {
+		c = rc.Client()
+	}
+	if c == nil {
+		r.errors.Inc()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	if _, err := r.bucket.Refund(ctx, c, h); err != nil {
+		r.errors.Inc()
+	}
+}
+
+// params returns the rate and burst in force.
+func (l *compiledLimit) params() (rate float64, burst int) {
+	if l.redis != nil {
+		return l.redis.bucket.Rate(), l.redis.bucket.Burst()
+	}
+	return l.store.Rate(), l.store.Burst()
 }
 
 // limitNote carries the RateLimit-* values of a request that passed to the end of the
@@ -96,6 +167,7 @@ func (p *Proxy) buildLimits(s *Snapshot, prev *Snapshot, rt *route) error {
 	st := p.limitState
 	st.registerSweeper(s)
 	rl := &routeLimits{}
+	var rconn *limitRedisConn // shared by the route's redis-scoped limits
 	for _, lc := range cfgs {
 		e, err := st.acquire(rt.name, lc)
 		if err != nil {
@@ -126,6 +198,35 @@ func (p *Proxy) buildLimits(s *Snapshot, prev *Snapshot, rt *route) error {
 		l.reject = d.WithLabelValues(rt.name, lc.Name, "reject")
 		l.delayed = d.WithLabelValues(rt.name, lc.Name, "delayed")
 		l.dryReject = d.WithLabelValues(rt.name, lc.Name, "dry_run_reject")
+		if lc.Scope == "redis" {
+			sk := s.Config.Seckill
+			if sk == nil || sk.Redis == nil {
+				return fmt.Errorf("route %q limit %q: scope \"redis\" needs a seckill redis block", rt.name, lc.Name)
+			}
+			b, err := limiter.NewRedisBucket(rt.name+":"+lc.Name, rate, burst, lc.Delay)
+			if err != nil {
+				return fmt.Errorf("route %q limit %q: %w", rt.name, lc.Name, err)
+			}
+			if rconn == nil {
+				rconn = &limitRedisConn{}
+				cfg := sk.Redis
+				s.starts = append(s.starts, func() { rconn.c.Store(p.acquireRedis(cfg)) })
+				s.stops = append(s.stops, func() {
+					if c := rconn.c.Swap(nil); c != nil {
+						c.release()
+					}
+				})
+			}
+			// Every node must hash a key alike to share its bucket; a seed from the
+			// secret they share keeps clients from computing collisions offline.
+			l.seed = xxhash.Sum64String("edge limit redis\x00" + sk.Secret)
+			l.shared = sharedHash(l.seed)
+			l.redis = &redisLimit{bucket: b, conn: rconn, timeout: sk.Timeout, failOpen: lc.FailOpen,
+				failPass:    d.WithLabelValues(rt.name, lc.Name, "fail_open"),
+				unavailable: d.WithLabelValues(rt.name, lc.Name, "unavailable"),
+				errors:      st.redisErrors.WithLabelValues(rt.name, lc.Name),
+			}
+		}
 		rl.list = append(rl.list, l)
 	}
 	rt.limits = rl
@@ -173,16 +274,37 @@ func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cl
 				}
 				l.reject.Inc()
 				refundLimits(list[:i], &taken, took, now)
-				retry := time.Duration(float64(time.Second) / l.store.Rate())
+				rate, _ := l.params()
+				retry := time.Duration(float64(time.Second) / rate)
 				p.rejectLimit(ctx, s, rt, l, client, retry)
 				return false
 			}
 		}
-		ok, retry, left := l.store.Take(h, now)
-		var w time.Duration
-		if !ok && l.delay > 0 {
-			if w, ok = l.store.Reserve(h, now, l.delay); !ok {
-				retry = w
+		var retry, w time.Duration
+		var left int
+		if r := l.redis; r != nil {
+			var err error
+			if ok, w, left, err = r.take(h); err != nil {
+				r.errors.Inc()
+				if r.failOpen || l.dryRun {
+					r.failPass.Inc()
+					continue
+				}
+				r.unavailable.Inc()
+				refundLimits(list[:i], &taken, took, now)
+				// Not the client's doing: no Retry-After from a bucket, no auto_ban.
+				errStoreUnavailable.write(ctx)
+				return false
+			}
+			if !ok {
+				retry, w = w, 0
+			}
+		} else {
+			ok, retry, left = l.store.Take(h, now)
+			if !ok && l.delay > 0 {
+				if w, ok = l.store.Reserve(h, now, l.delay); !ok {
+					retry = w
+				}
 			}
 		}
 		if !ok {
@@ -203,7 +325,7 @@ func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cl
 			l.pass.Inc()
 		}
 		if l.headers && (!note.set || int64(left) < note.remaining) {
-			burst, rate := l.store.Burst(), l.store.Rate()
+			rate, burst := l.params()
 			note = limitNote{set: true, limit: int64(burst), remaining: int64(left),
 				reset: ceilSeconds(time.Duration(float64(burst-left)/rate*float64(time.Second)) + w)}
 		}
@@ -221,7 +343,11 @@ func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cl
 func refundLimits(list []*compiledLimit, taken *[maxRouteLimits]uint64, took uint32, now int64) {
 	for i, l := range list {
 		if took&(1<<i) != 0 {
-			l.store.Refund(taken[i], now)
+			if l.redis != nil {
+				l.redis.refund(taken[i])
+			} else {
+				l.store.Refund(taken[i], now)
+			}
 		}
 	}
 }
@@ -234,7 +360,8 @@ func (p *Proxy) rejectLimit(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, l 
 	h := &ctx.Response.Header
 	setInt(h, hdrRetryAfter, secs)
 	if l.headers {
-		setInt(h, hdrRateLimitLimit, int64(l.store.Burst()))
+		_, burst := l.params()
+		setInt(h, hdrRateLimitLimit, int64(burst))
 		setInt(h, hdrRateLimitRemaining, 0)
 		setInt(h, hdrRateLimitReset, secs)
 	}
@@ -267,8 +394,9 @@ func ceilSeconds(d time.Duration) int64 {
 // limitState is what this feature keeps across reloads (created by initLimits in New):
 // the stores, by identity, and the metrics.
 type limitState struct {
-	seed      uint64 // xxhash seed of bucket keys, random per process
-	decisions *prometheus.CounterVec
+	seed        uint64 // xxhash seed of bucket keys, random per process
+	decisions   *prometheus.CounterVec
+	redisErrors *prometheus.CounterVec
 
 	mu        sync.Mutex
 	entries   map[string]*limitEntry
@@ -297,13 +425,17 @@ func (p *Proxy) initLimits() {
 		seed: binary.LittleEndian.Uint64(seed[:]),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_limit_decisions_total",
-			Help: "Limit decisions by route, limit and result (pass, reject, delayed, dry_run_reject).",
+			Help: "Limit decisions by route, limit and result (pass, reject, delayed, dry_run_reject; scope redis also fail_open: passed with Redis unreachable, unavailable: answered 503 with Redis unreachable).",
 		}, []string{"route", "limit", "result"}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_limit_redis_errors_total",
+			Help: "Calls of scope redis limits that got no answer from Redis (not connected, timeout, error), takes and refunds.",
+		}, []string{"route", "limit"}),
 		entries: map[string]*limitEntry{},
 		scales:  map[[2]string]float64{},
 	}
 	p.limitState = st
-	p.metrics.Reg.MustRegister(st.decisions, &limitCollector{
+	p.metrics.Reg.MustRegister(st.decisions, st.redisErrors, &limitCollector{
 		st: st,
 		keys: prometheus.NewDesc("edge_limit_keys",
 			"Keys tracked by a limit: buckets not full, plus full ones until the next sweep.", []string{"route", "limit"}, nil),
@@ -378,9 +510,10 @@ func (st *limitState) release(e *limitEntry) {
 		}
 	}
 	delete(st.scales, [2]string{e.route, e.limit})
-	for _, r := range []string{"pass", "reject", "delayed", "dry_run_reject"} {
+	for _, r := range []string{"pass", "reject", "delayed", "dry_run_reject", "fail_open", "unavailable"} {
 		st.decisions.DeleteLabelValues(e.route, e.limit, r)
 	}
+	st.redisErrors.DeleteLabelValues(e.route, e.limit)
 }
 
 // registerSweeper adds, once per snapshot, the hooks that run the background sweep
@@ -438,7 +571,8 @@ func (st *limitState) sweep(now int64) {
 // their tokens, clamped to the scaled burst. The scale survives reloads while the
 // route keeps that limit, even when its key or max_keys change; removing the limit
 // forgets it. It fails, changing nothing, when the current config has no such limit
-// (ErrNoLimit) or f is not a positive number that keeps rate and burst in range
+// (ErrNoLimit; also for f other than 1 on a limit with scope "redis", which is exact
+// across nodes) or f is not a positive number that keeps rate and burst in range
 // (limiter.ErrInvalid). Safe for concurrent use; serialised with reloads.
 func (p *Proxy) SetLimitScale(route, limit string, f float64) error {
 	p.applyMu.Lock()
@@ -458,6 +592,11 @@ func (p *Proxy) SetLimitScale(route, limit string, f float64) error {
 	}
 	if l == nil {
 		return fmt.Errorf("route %q limit %q: %w", route, limit, ErrNoLimit)
+	}
+	if l.redis != nil && f != 1 {
+		// Scale 1 is allowed: it clears a scale left from when the limit had scope
+		// "cluster", which would come back if it became local again.
+		return fmt.Errorf("route %q limit %q has scope \"redis\", one exact bucket for every node: %w", route, limit, ErrNoLimit)
 	}
 	st := p.limitState
 	st.mu.Lock()

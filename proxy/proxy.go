@@ -39,6 +39,7 @@ type Proxy struct {
 	seckillState   *seckillState
 	idemState      *idemState
 	degradeState   *degradeState
+	clusterState   *clusterState  // cluster.go
 	redis          *redisRegistry // Redis clients shared by features (redis.go)
 }
 
@@ -52,6 +53,7 @@ func New(m *Metrics) *Proxy {
 	p.initSeckill()
 	p.initIdempotency()
 	p.initDegrade()
+	p.initCluster()
 	return p
 }
 

@@ -536,6 +536,7 @@ func (p *Proxy) issueToken(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cli
 	switch a {
 	case errSoldOut:
 		b.flags.set(itemStr, gen, now.UnixNano()+int64(seckillFlagFor))
+		p.clusterSoldOut(itemStr) // cluster.go: the other edge nodes answer 410 too
 		m.soldOut.Inc()
 	case errNoSale:
 		m.storeIssue.Observe(time.Since(now).Seconds())

@@ -88,6 +88,7 @@ func (p *Proxy) adminSetStock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.flags.clear(item)
+	p.clusterRestocked(item) // cluster.go: clear the other edge nodes' flags
 	admin.JSON(w, http.StatusOK, map[string]any{"item": item, "stock": *body.Stock, "issued": 0})
 }
 
@@ -135,6 +136,7 @@ func (p *Proxy) adminRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	if released {
 		b.flags.clear(item)
+		p.clusterRestocked(item)
 	}
 	admin.JSON(w, http.StatusOK, map[string]bool{"released": released})
 }

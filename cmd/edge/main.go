@@ -102,14 +102,32 @@ func run(path string, log *slog.Logger) error {
 	if err := rl.start(cfg); err != nil {
 		return err
 	}
+	// The cluster node comes after the first config, which the proxy replays
+	// received state into, and before serving, so limits are split from the start
+	// (by 1 until the background join succeeds).
+	var node *clusterNode
+	if cfg.Cluster != nil {
+		if node, err = startCluster(cfg.Cluster, px, log); err != nil {
+			px.Close()
+			return err
+		}
+		rl.cluster = node.c
+	}
+	leave := func() {
+		if node != nil {
+			node.stop()
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		leave()
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		ln.Close()
+		leave()
 		return fmt.Errorf("cannot listen on admin %s: %w", cfg.Admin.Listen, err)
 	}
 	if cfg.Admin.Token == "" {
@@ -143,13 +161,14 @@ func run(path string, log *slog.Logger) error {
 	for {
 		select {
 		case err := <-errc:
+			leave()
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				go rl.request() // the loop logs the outcome
 				continue
 			}
-			return shutdown(px, srv, adminSrv, log, sig)
+			return shutdown(px, srv, adminSrv, log, sig, leave)
 		}
 	}
 }
@@ -160,12 +179,25 @@ type stopper interface {
 
 // shutdown stops accepting, lets in-flight requests finish within
 // shutdown_timeout, and flushes the access log.
-func shutdown(px *proxy.Proxy, srv stopper, adminSrv *http.Server, log *slog.Logger, sig os.Signal) error {
+//
+// The cluster node leaves while the server drains, not after: the server stops
+// accepting at once, so the requests still running have already passed their
+// limits, and the other nodes should take over this node's share of cluster
+// limits now (a leave is seen in well under a second) rather than run short of it
+// for up to shutdown_timeout. Leaving before closing the listener would, the other
+// way round, let this node admit its full share while the others already
+// enforce a larger one.
+func shutdown(px *proxy.Proxy, srv stopper, adminSrv *http.Server, log *slog.Logger, sig os.Signal, leave func()) error {
 	timeout := px.Current().Config.ShutdownTimeout
 	log.Info("edge stopping", "signal", sig.String(), "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := srv.ShutdownWithContext(ctx)
+	drained := make(chan error, 1)
+	go func() { drained <- srv.ShutdownWithContext(ctx) }()
+	if leave != nil {
+		leave()
+	}
+	err := <-drained
 	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
 	defer cancelAdmin()
 	adminSrv.Shutdown(adminCtx)

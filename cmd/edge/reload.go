@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/admin"
+	"github.com/edge-gw/edge/cluster"
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/proxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,8 +18,11 @@ import (
 type reloader struct {
 	path string
 	px   *proxy.Proxy
-	log  *slog.Logger
-	reqs chan chan reloadResult
+	// cluster is this node when the config has a cluster block (set once, before
+	// the loop runs); reloads apply a changed join list to it.
+	cluster *cluster.Cluster
+	log     *slog.Logger
+	reqs    chan chan reloadResult
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -92,6 +96,10 @@ func (r *reloader) reload() reloadResult {
 		return reloadResult{version: cur.Version, unchanged: true}
 	}
 	var s *proxy.Snapshot
+	var join []string
+	if err == nil {
+		join, err = checkClusterReload(cur.Config, cfg)
+	}
 	if err == nil {
 		s, err = r.px.Apply(cfg)
 	}
@@ -104,6 +112,15 @@ func (r *reloader) reload() reloadResult {
 	r.reloads.WithLabelValues("success").Inc()
 	r.succeeded(s.Version)
 	r.log.Info("config reloaded", "config", r.path, "version", s.Version)
+	if join != nil && r.cluster != nil {
+		go func(c *cluster.Cluster) {
+			if n, err := c.Join(join); err != nil {
+				r.log.Warn("cluster: cannot join the new join list", "join", join, "error", err)
+			} else {
+				r.log.Info("cluster: joined the new join list", "join", join, "contacted", n)
+			}
+		}(r.cluster)
+	}
 	return reloadResult{version: s.Version}
 }
 
