@@ -9,7 +9,7 @@ EDGE_ADMIN_TOKEN    ?= dev-admin-token
 EDGE_SECKILL_SECRET ?= dev-seckill-secret-0123456789abcdef
 ORIGINS   := 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
 
-.PHONY: help build run check test test-race lint fuzz bench plan clean
+.PHONY: help build run check test lint fuzz bench plan clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,14 +26,11 @@ run: build ## start the sample origins and edge with ./edge.hcl (Ctrl-C stops bo
 check: build ## validate ./edge.hcl the way startup and reload do
 	EDGE_ADMIN_TOKEN=$(EDGE_ADMIN_TOKEN) EDGE_SECKILL_SECRET=$(EDGE_SECKILL_SECRET) ./bin/edge -check -config edge.hcl
 
-test: ## vet and run every test (installs redis-server when missing and root)
+test: ## vet, every test, then every test again under the race detector (installs redis-server when missing and root)
 	@scripts/ensure-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
-
-test-race: ## every test under the race detector (slower)
-	@scripts/ensure-deps
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 lint: ## gofmt, go vet and staticcheck must all be clean
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
