@@ -113,6 +113,23 @@ route "order" {
   }
 }
 
+route "orders" {                        # plain order API: one effect per Idempotency-Key
+  match {
+    path    = "/api/orders"
+    methods = ["POST"]
+  }
+  upstream = "catalog"
+  priority = "core"
+  idempotency {
+    header = "Idempotency-Key"
+    ttl    = "24h"
+  }
+  fallback {
+    status = 503
+    body   = "{\"code\":503,\"msg\":\"ordering is busy, retry in a moment\"}"
+  }
+}
+
 route "catalog" {                       # everything else goes to the catalog
   match { path = "/" }
   upstream = "catalog"
