@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/valyala/fasthttp"
 )
 
 func blAllocConfig(tb testing.TB) string {
@@ -58,26 +56,10 @@ func TestBlacklistZeroAllocs(t *testing.T) {
 
 func BenchmarkBlacklistReject(b *testing.B) {
 	px := benchProxy(b, blAllocConfig(b))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/hello", "X-Forwarded-For", "10.1.1.1")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/hello", "X-Forwarded-For", "10.1.1.1")
 }
 
 func BenchmarkBlacklistPass(b *testing.B) {
 	px := benchProxy(b, blAllocConfig(b))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/hello", "X-Forwarded-For", "203.0.113.1", "X-User-Id", "u-ok")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/hello", "X-Forwarded-For", "203.0.113.1", "X-User-Id", "u-ok")
 }

@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,9 +57,7 @@ blacklist {
   }
 }
 `
-	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.WriteConfig(t, cfg, src)
 	os.WriteFile(filepath.Join(dir, "banned.txt"), []byte("172.16.0.0/12\n172.16.0.0/99\nuser:u-file\n"), 0o644)
 	env := "TEST_ADMIN_TOKEN=" + blToken
 	var getPath func(e *edgetest.Edge, path, xff, user string) int
@@ -72,20 +68,15 @@ blacklist {
 	}
 	getPath = func(e *edgetest.Edge, path, xff, user string) int {
 		t.Helper()
-		req, _ := http.NewRequest("GET", "http://"+e.Addr+path, nil)
+		var h []string
 		if xff != "" {
-			req.Header.Set("X-Forwarded-For", xff)
+			h = append(h, "X-Forwarded-For", xff)
 		}
 		if user != "" {
-			req.Header.Set("X-User-Id", user)
+			h = append(h, "X-User-Id", user)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == 403 && string(b) != `{"error":"blocked"}` {
+		resp, b := edgetest.Do(t, "GET", "http://"+e.Addr+path, "", h...)
+		if resp.StatusCode == 403 && b != `{"error":"blocked"}` {
 			t.Errorf("403 body %q", b)
 		}
 		return resp.StatusCode
@@ -96,18 +87,6 @@ blacklist {
 			t.Errorf("%s: X-Forwarded-For %q X-User-Id %q = %d, want %d", when, xff, user, got, want)
 		}
 	}
-	adminCall := func(e *edgetest.Edge, method, path, body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+e.AdminAddr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+blToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 
 	e := edgetest.Start(t, cfg, env)
 	e.WaitLog(t, "banned.txt:2: ", 5*time.Second)
@@ -115,10 +94,10 @@ blacklist {
 	expect(e, "file entry", "172.16.5.5", "", 403)
 	expect(e, "file user", "", "u-file", 403)
 	expect(e, "not banned", "198.51.100.7", "", 200)
-	if code, out := adminCall(e, "POST", "/blacklist", `{"ip":"198.51.100.7","reason":"fraud"}`); code != 200 {
+	if code, out := e.Admin(t, blToken, "POST", "/blacklist", `{"ip":"198.51.100.7","reason":"fraud"}`); code != 200 {
 		t.Fatalf("POST /blacklist = %d %s", code, out)
 	}
-	if code, out := adminCall(e, "POST", "/blacklist", `{"user":"u9","ttl":"1h"}`); code != 200 {
+	if code, out := e.Admin(t, blToken, "POST", "/blacklist", `{"user":"u9","ttl":"1h"}`); code != 200 {
 		t.Fatalf("POST /blacklist = %d %s", code, out)
 	}
 	var codes []int
@@ -147,13 +126,13 @@ blacklist {
 	expect(e2, "after restart", "", "u9", 403)
 	expect(e2, "after restart", "198.51.100.8", "", 200)
 	expect(e2, "auto-ban after restart", "198.51.100.99", "", 403)
-	code, out := adminCall(e2, "GET", "/blacklist", "")
+	code, out := e2.Admin(t, blToken, "GET", "/blacklist", "")
 	if code != 200 || !strings.Contains(out, `{"ip":"198.51.100.7","kind":"ip","source":"api","reason":"fraud"`) ||
 		!strings.Contains(out, `"user":"u9","kind":"user","source":"api"`) ||
 		!strings.Contains(out, `{"ip":"198.51.100.99","kind":"ip","source":"auto","reason":"auto-ban: 2 rejects in 1m0s"`) || !strings.Contains(out, `"expires_at"`) {
 		t.Errorf("GET /blacklist after restart = %d %s", code, out)
 	}
-	if code, out := adminCall(e2, "DELETE", "/blacklist?ip=172.16.0.0/12", ""); code != 409 {
+	if code, out := e2.Admin(t, blToken, "DELETE", "/blacklist?ip=172.16.0.0/12", ""); code != 409 {
 		t.Errorf("DELETE of a file entry = %d %s, want 409", code, out)
 	}
 }

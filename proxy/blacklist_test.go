@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-gw/edge/admin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -54,40 +51,6 @@ func blExpect(t *testing.T, e *testEdge, blocked bool, headers ...string) {
 	}
 }
 
-// blEventually polls cond every 10ms until it holds or timeout passes.
-func blEventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// blGauge returns the gauge of family name whose label has value.
-func blGauge(t testing.TB, g prometheus.Gatherer, name, value string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return -1
-}
-
 func TestBlacklistIPsThroughTrustedXFF(t *testing.T) {
 	e := startEdge(t, blConfig(t.TempDir(), `["127.0.0.1/32", "192.168.0.0/16"]`,
 		`ips = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "2001:db8:ffff::1/128"]`))
@@ -113,20 +76,20 @@ func TestBlacklistIPsThroughTrustedXFF(t *testing.T) {
 	f("203.0.113.5, 10.1.1.1", true) // the right-most untrusted address is the client
 	blExpect(t, e, false)            // no X-Forwarded-For: the peer 127.0.0.1
 
-	if got := counterValue(t, e.reg, "edge_blacklist_blocked_total", "cidr"); got != 8 {
+	if got := gathered(t, e.reg, "edge_blacklist_blocked_total", "kind", "cidr"); got != 8 {
 		t.Errorf("edge_blacklist_blocked_total{kind=cidr} = %v, want 8", got)
 	}
-	if got := counterValue(t, e.reg, "edge_blacklist_blocked_total", "ip"); got != 1 {
+	if got := gathered(t, e.reg, "edge_blacklist_blocked_total", "kind", "ip"); got != 1 {
 		t.Errorf("edge_blacklist_blocked_total{kind=ip} = %v, want 1", got)
 	}
-	if got := blGauge(t, e.reg, "edge_blacklist_entries", "cidr"); got != 2 {
+	if got := metricValue(t, e.reg, "edge_blacklist_entries", "kind", "cidr"); got != 2 {
 		t.Errorf("edge_blacklist_entries{kind=cidr} = %v, want 2", got)
 	}
-	if got := blGauge(t, e.reg, "edge_blacklist_entries", "ip"); got != 2 {
+	if got := metricValue(t, e.reg, "edge_blacklist_entries", "kind", "ip"); got != 2 {
 		t.Errorf("edge_blacklist_entries{kind=ip} = %v, want 2", got)
 	}
 	// Blocked requests are counted as 403s of no route: the blacklist runs before routing.
-	if got := counterValue(t, e.reg, "edge_requests_total", "403"); got != 9 {
+	if got := gathered(t, e.reg, "edge_requests_total", "code", "403"); got != 9 {
 		t.Errorf("edge_requests_total{code=403} = %v, want 9", got)
 	}
 }
@@ -174,7 +137,7 @@ func TestBlacklistUsers(t *testing.T) {
 	blExpect(t, e, false, "X-User-Id", "u-ok")
 	blExpect(t, e, false, "X-User-Id", "u-banned2")
 	blExpect(t, e, false)
-	if got := counterValue(t, e.reg, "edge_blacklist_blocked_total", "user"); got != 2 {
+	if got := gathered(t, e.reg, "edge_blacklist_blocked_total", "kind", "user"); got != 2 {
 		t.Errorf("edge_blacklist_blocked_total{kind=user} = %v, want 2", got)
 	}
 
@@ -198,34 +161,6 @@ func TestBlacklistUsers(t *testing.T) {
 	f("path:2", false, "/hello")
 }
 
-// blAPI is the admin API with only the blacklist endpoints, on a test server.
-type blAPI struct{ url string }
-
-func startBlacklistAPI(t *testing.T, px *Proxy) *blAPI {
-	api := admin.New(prometheus.NewRegistry(), func() string { return blToken })
-	px.adminBlacklist(api)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return &blAPI{url: srv.URL}
-}
-
-// call sends an admin request with the token and returns the status and the body.
-func (a *blAPI) call(t *testing.T, method, path, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, a.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+blToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
-	}
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
 type blListing struct {
 	Count   int `json:"count"`
 	Entries []struct {
@@ -239,7 +174,8 @@ type blListing struct {
 	} `json:"entries"`
 }
 
-func (a *blAPI) list(t *testing.T) blListing {
+// list is GET /blacklist, checked for a 200 and a consistent count.
+func (a *adminAPI) list(t *testing.T) blListing {
 	t.Helper()
 	code, body := a.call(t, "GET", "/blacklist", "")
 	var l blListing
@@ -269,7 +205,7 @@ func TestBlacklistAdminAPI(t *testing.T) {
 	src := blConfig(dir, `["127.0.0.1/32"]`, `ips = ["10.0.0.0/8"]
   users = ["u-static"]`)
 	e := startEdge(t, src)
-	a := startBlacklistAPI(t, e.px)
+	a := startAdmin(t, prometheus.NewRegistry(), blToken, e.px.adminBlacklist)
 	xff := func(ip string) []string { return []string{"X-Forwarded-For", ip} }
 
 	// Mutating calls need the token.
@@ -317,7 +253,7 @@ func TestBlacklistAdminAPI(t *testing.T) {
 	if got := a.list(t).find("1.2.3.0/24"); got != "cidr api scraper expires" {
 		t.Errorf("listing of the ban: %q", got)
 	}
-	blEventually(t, 5*time.Second, "TTL ban expires", func() bool {
+	waitUntil(t, 5*time.Second, "TTL ban expires", func() bool {
 		code, _ := blStatus(t, e, xff("1.2.3.4")...)
 		return code == 200
 	})
@@ -337,7 +273,7 @@ func TestBlacklistAdminAPI(t *testing.T) {
 	if got := a.list(t).find("2001:db8::7"); got != "ip api " {
 		t.Errorf("listing of a ban without ttl: %q", got)
 	}
-	if got := blGauge(t, e.reg, "edge_blacklist_entries", "user"); got != 2 {
+	if got := metricValue(t, e.reg, "edge_blacklist_entries", "kind", "user"); got != 2 {
 		t.Errorf("edge_blacklist_entries{kind=user} = %v, want 2", got)
 	}
 
@@ -374,7 +310,7 @@ func TestBlacklistAdminAPI(t *testing.T) {
 
 	// Without a blacklist block the endpoints say so.
 	e4 := startEdge(t, blConfig(t.TempDir(), `[]`, ""))
-	a4 := startBlacklistAPI(t, e4.px)
+	a4 := startAdmin(t, prometheus.NewRegistry(), blToken, e4.px.adminBlacklist)
 	if code, out := a4.call(t, "GET", "/blacklist", ""); code != 404 || !strings.Contains(out, "no_blacklist") {
 		t.Errorf("GET without a blacklist block = %d %s", code, out)
 	}
@@ -427,7 +363,7 @@ func TestBlacklistFile(t *testing.T) {
 
 	// A change of the file is picked up without a reload.
 	os.WriteFile(file, []byte("10.8.0.0/16\n"), 0o644)
-	blEventually(t, 5*time.Second, "changed file applied", func() bool {
+	waitUntil(t, 5*time.Second, "changed file applied", func() bool {
 		code, _ := blStatus(t, e, "X-Forwarded-For", "10.8.1.1")
 		return code == 403
 	})
@@ -447,7 +383,7 @@ func TestBlacklistFile(t *testing.T) {
 func TestBlacklistReload(t *testing.T) {
 	dir := t.TempDir()
 	e := startEdge(t, blConfig(dir, `["127.0.0.1/32"]`, `ips = ["10.0.0.0/8"]`))
-	a := startBlacklistAPI(t, e.px)
+	a := startAdmin(t, prometheus.NewRegistry(), blToken, e.px.adminBlacklist)
 	if code, out := a.call(t, "POST", "/blacklist", `{"ip":"198.51.100.1"}`); code != 200 {
 		t.Fatalf("POST = %d %s", code, out)
 	}
@@ -502,7 +438,7 @@ func TestBlacklistAutoBan(t *testing.T) {
     ban     = "400ms"
   }`)
 	e := startEdge(t, src)
-	a := startBlacklistAPI(t, e.px)
+	a := startAdmin(t, prometheus.NewRegistry(), blToken, e.px.adminBlacklist)
 	bad := netip.MustParseAddr("203.0.113.50")
 	other := netip.MustParseAddr("203.0.113.51")
 	s := e.px.Current()
@@ -513,13 +449,13 @@ func TestBlacklistAutoBan(t *testing.T) {
 	e.px.onLimitReject(s, bad)
 	blExpect(t, e, true, "X-Forwarded-For", "203.0.113.50")
 	blExpect(t, e, false, "X-Forwarded-For", "203.0.113.51")
-	if got := blCounter(t, e.reg, "edge_autoban_bans_total"); got != 1 {
+	if got := metricValue(t, e.reg, "edge_autoban_bans_total"); got != 1 {
 		t.Errorf("edge_autoban_bans_total = %v, want 1", got)
 	}
 	if got := a.list(t).find("203.0.113.50"); got != "ip auto auto-ban: 3 rejects in 10s expires" {
 		t.Errorf("listing of the auto-ban: %q", got)
 	}
-	blEventually(t, 5*time.Second, "auto-ban expires", func() bool {
+	waitUntil(t, 5*time.Second, "auto-ban expires", func() bool {
 		code, _ := blStatus(t, e, "X-Forwarded-For", "203.0.113.50")
 		return code == 200
 	})
@@ -530,21 +466,6 @@ func TestBlacklistAutoBan(t *testing.T) {
 		e2.px.onLimitReject(e2.px.Current(), bad)
 	}
 	blExpect(t, e2, false, "X-Forwarded-For", "203.0.113.50")
-}
-
-// blCounter returns the value of the unlabelled counter name.
-func blCounter(t testing.TB, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 // End to end: limit rejections on a limited route lead to an auto-ban of the client,
@@ -580,8 +501,8 @@ route "limited" {
 	}
 	blExpect(t, e, true, "X-Forwarded-For", "203.0.113.70")  // banned everywhere, not only on the route
 	blExpect(t, e, false, "X-Forwarded-For", "203.0.113.71") // another client is not
-	if got := blCounter(t, e.reg, "edge_autoban_bans_total"); got != 1 {
+	if got := metricValue(t, e.reg, "edge_autoban_bans_total"); got != 1 {
 		t.Errorf("edge_autoban_bans_total = %v, want 1", got)
 	}
-	blEventually(t, 5*time.Second, "auto-ban expires", func() bool { return get("203.0.113.70") == 429 })
+	waitUntil(t, 5*time.Second, "auto-ban expires", func() bool { return get("203.0.113.70") == 429 })
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -80,7 +81,7 @@ func breakerState(t *testing.T, e *testEdge, upstream string) float64 {
 // again and closes; every answer before that must be the fallback.
 func waitRecovered(t *testing.T, e *testEdge, uri string) {
 	t.Helper()
-	blEventually(t, 10*time.Second, "breaker half-opens after cool_off", func() bool {
+	waitUntil(t, 10*time.Second, "breaker half-opens after cool_off", func() bool {
 		resp := e.do(t, "GET", uri)
 		if resp.StatusCode() == 200 {
 			return true
@@ -100,7 +101,7 @@ func TestBreakerOpensOn5xxAndRecovers(t *testing.T) {
     failure_ratio = 0.5
     cool_off = "300ms"
     probes = 2`))
-	api := startDegradeAPI(t, e.px)
+	api := startAdmin(t, prometheus.NewRegistry(), dgToken, e.px.RegisterAdmin)
 	for i := 0; i < 3; i++ {
 		if resp := e.do(t, "GET", "/pay/1"); resp.StatusCode() != 200 {
 			t.Fatalf("healthy origin: %d", resp.StatusCode())
@@ -179,7 +180,7 @@ func TestBreakerOpensOnTimeouts(t *testing.T) {
 		t.Error("origin reached while open")
 	}
 	// Still hanging after cool_off: the probe times out and the breaker reopens.
-	blEventually(t, 5*time.Second, "probe let through", func() bool {
+	waitUntil(t, 5*time.Second, "probe let through", func() bool {
 		return e.do(t, "GET", "/pay/1").StatusCode() == 504
 	})
 	if s := breakerState(t, e, "pay"); s != 2 {
@@ -337,7 +338,7 @@ route "cat" {
 		t.Errorf("X-Cache %q on the fallback, want BYPASS (not stored)", xc)
 	}
 	o.mode.Store(modeOK)
-	blEventually(t, 5*time.Second, "origin content after recovery", func() bool {
+	waitUntil(t, 5*time.Second, "origin content after recovery", func() bool {
 		return string(e.do(t, "GET", "/cat/1").Body()) == "ok from origin"
 	})
 }

@@ -49,13 +49,5 @@ func TestCacheZeroAllocs(t *testing.T) {
 func BenchmarkCacheHit(b *testing.B) {
 	o := cacheBenchOrigin(b)
 	px := benchProxy(b, cacheConfig(o.Addr, `ttl = "1m"`))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/item/42")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/item/42")
 }

@@ -5,17 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/valyala/fasthttp"
 )
@@ -232,10 +228,10 @@ func TestCacheMissThenHit(t *testing.T) {
 	if n := o.Requests.Load(); n != 4 {
 		t.Errorf("origin saw %d requests, want 4", n)
 	}
-	if hits := counterValue(t, e.reg, "edge_cache_requests_total", "hit"); hits != 5 {
+	if hits := gathered(t, e.reg, "edge_cache_requests_total", "result", "hit"); hits != 5 {
 		t.Errorf("edge_cache_requests_total{result=hit} = %v, want 5", hits)
 	}
-	if misses := counterValue(t, e.reg, "edge_cache_requests_total", "miss"); misses != 4 {
+	if misses := gathered(t, e.reg, "edge_cache_requests_total", "result", "miss"); misses != 4 {
 		t.Errorf("edge_cache_requests_total{result=miss} = %v, want 4", misses)
 	}
 }
@@ -268,7 +264,7 @@ func TestCacheNeverStored(t *testing.T) {
 	if n := o.fetches("/item/i?status=500"); n != 2 {
 		t.Errorf("500: origin fetched %d times, want 2", n)
 	}
-	if got := counterValue(t, e.reg, "edge_cache_requests_total", "bypass"); got != 18 {
+	if got := gathered(t, e.reg, "edge_cache_requests_total", "result", "bypass"); got != 18 {
 		t.Errorf("edge_cache_requests_total{result=bypass} = %v, want 18", got)
 	}
 }
@@ -355,34 +351,10 @@ func TestCacheBigBody(t *testing.T) {
 	}
 }
 
-// adminServer serves the edge's admin API with token "tok".
-func adminServer(t *testing.T, e *testEdge) *httptest.Server {
-	api := admin.New(e.reg, func() string { return "tok" })
-	e.px.RegisterAdmin(api)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func adminPost(t *testing.T, srv *httptest.Server, path, body, token string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
 func TestCachePurge(t *testing.T) {
 	o := startCacheOrigin(t)
 	e := startEdge(t, cacheConfig(o.Addr, `ttl = "1m"`))
-	srv := adminServer(t, e)
+	srv := startAdmin(t, e.reg, "tok", e.px.RegisterAdmin)
 	warm := func(uris ...string) {
 		t.Helper()
 		for _, u := range uris {
@@ -392,7 +364,7 @@ func TestCachePurge(t *testing.T) {
 	}
 	purge := func(body, want string) {
 		t.Helper()
-		if code, got := adminPost(t, srv, "/cache/purge", body, "tok"); code != 200 || got != want {
+		if code, got := srv.callAs(t, "tok", "POST", "/cache/purge", body); code != 200 || got != want {
 			t.Fatalf("purge %s = %d %s, want 200 %s", body, code, got, want)
 		}
 	}
@@ -418,7 +390,7 @@ func TestCachePurge(t *testing.T) {
 
 	f := func(body, token string, wantCode int, wantBody string) {
 		t.Helper()
-		if code, got := adminPost(t, srv, "/cache/purge", body, token); code != wantCode || !strings.Contains(got, wantBody) {
+		if code, got := srv.callAs(t, token, "POST", "/cache/purge", body); code != wantCode || !strings.Contains(got, wantBody) {
 			t.Errorf("purge %s = %d %s, want %d %s", body, code, got, wantCode, wantBody)
 		}
 	}
@@ -460,7 +432,7 @@ func TestCacheStale(t *testing.T) {
 		}
 		resp = e.expect(t, "GET", uri2, 200, "STALE")
 	}
-	if got := counterValue(t, e.reg, "edge_cache_requests_total", "stale"); got < 7 {
+	if got := gathered(t, e.reg, "edge_cache_requests_total", "result", "stale"); got < 7 {
 		t.Errorf("edge_cache_requests_total{result=stale} = %v, want at least 7", got)
 	}
 }
@@ -513,7 +485,7 @@ func TestCacheRevalidate(t *testing.T) {
 	if n, c := o.fetches(uri), o.conditionals(uri); n != 2 || c != 1 {
 		t.Errorf("origin: %d requests, %d conditional; want 2 and 1", n, c)
 	}
-	if got := counterValue(t, e.reg, "edge_cache_requests_total", "revalidated"); got != 1 {
+	if got := gathered(t, e.reg, "edge_cache_requests_total", "result", "revalidated"); got != 1 {
 		t.Errorf("edge_cache_requests_total{result=revalidated} = %v, want 1", got)
 	}
 	e.expect(t, "GET", uri, 200, "HIT") // renewed: fresh again
@@ -543,35 +515,15 @@ func TestCacheMemoryBound(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	bytesNow := gaugeValue(t, e, "edge_cache_bytes")
-	maxBytes := gaugeValue(t, e, "edge_cache_max_bytes")
-	evicted := gaugeValue(t, e, "edge_cache_evictions_bytes_total")
+	bytesNow := mustMetric(t, e.reg, "edge_cache_bytes")
+	maxBytes := mustMetric(t, e.reg, "edge_cache_max_bytes")
+	evicted := mustMetric(t, e.reg, "edge_cache_evictions_bytes_total")
 	if maxBytes < 32<<20 || maxBytes > 33<<20 || bytesNow > maxBytes || bytesNow < 16<<20 {
 		t.Errorf("edge_cache_bytes %v, edge_cache_max_bytes %v: want at most about 32 MiB, and filled", bytesNow, maxBytes)
 	}
 	if evicted == 0 {
 		t.Errorf("96 MiB into 32 MiB evicted nothing")
 	}
-}
-
-// gaugeValue reads the single (unlabelled) sample of a metric family.
-func gaugeValue(t *testing.T, e *testEdge, name string) float64 {
-	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not exported", name)
-	return 0
 }
 
 func TestCacheSurvivesReload(t *testing.T) {

@@ -55,13 +55,5 @@ func BenchmarkProxyCellGET(b *testing.B) {
 		defs = append(defs, cellDef{name: name, servers: []string{o.Addr}})
 	}
 	px := benchProxy(b, cellsConfig(defs, ""))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/shop/cart", "X-User-Id", "user-42")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/shop/cart", "X-User-Id", "user-42")
 }

@@ -150,7 +150,7 @@ func TestCellsBalanceAndStickiness(t *testing.T) {
 			t.Errorf("origin of %s served %d requests, want %d", name, got, 3*count[name])
 		}
 	}
-	if got := counterValue(t, e1.reg, "edge_cell_requests_total", "c1"); got != float64(2*count["c1"]) {
+	if got := gathered(t, e1.reg, "edge_cell_requests_total", "cell", "c1"); got != float64(2*count["c1"]) {
 		t.Errorf("edge_cell_requests_total{cell=c1} = %v, want %d", got, 2*count["c1"])
 	}
 }
@@ -481,41 +481,18 @@ upstream "catalog" {
 	if s0.Addr != up.Addr || !s0.Up || s0.Active != "up" || s1.Addr != dead || s1.Up || ups.Upstreams[0].HealthCheck == nil {
 		t.Errorf("GET /upstreams = %+v", ups)
 	}
-	if v := upGauge(t, e, "edge_upstream_up", dead); v != 0 {
+	if v := mustMetric(t, e.reg, "edge_upstream_up", "server", dead); v != 0 {
 		t.Errorf("edge_upstream_up{server=%s} = %v, want 0", dead, v)
 	}
-	if v := upGauge(t, e, "edge_upstream_up", up.Addr); v != 1 {
+	if v := mustMetric(t, e.reg, "edge_upstream_up", "server", up.Addr); v != 1 {
 		t.Errorf("edge_upstream_up{server=%s} = %v, want 1", up.Addr, v)
 	}
-	if v := counterValue(t, e.reg, "edge_health_checks_total", "fail"); v < 1 {
+	if v := gathered(t, e.reg, "edge_health_checks_total", "result", "fail"); v < 1 {
 		t.Errorf("edge_health_checks_total{result=fail} = %v, want ≥ 1", v)
 	}
-	waitFor(t, "a passed probe counted", func() bool {
-		return counterValue(t, e.reg, "edge_health_checks_total", "pass") >= 1
+	waitUntil(t, 5*time.Second, "a passed probe counted", func() bool {
+		return gathered(t, e.reg, "edge_health_checks_total", "result", "pass") >= 1
 	})
-}
-
-// upGauge returns the gauge of family name with a label equal to value.
-func upGauge(t *testing.T, e *testEdge, name, value string) float64 {
-	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{…=%q}", name, value)
-	return 0
 }
 
 // Hot/cold routing: today's data from the hot store, the rest from the cold one,

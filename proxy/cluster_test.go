@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -42,7 +41,7 @@ func clusterTestOptions(name string, join []string) cluster.Options {
 type clusterEdge struct {
 	*testEdge
 	c      *cluster.Cluster
-	admin  string
+	admin  *adminAPI
 	detach func()
 }
 
@@ -57,11 +56,7 @@ func startClusterEdge(t *testing.T, name, src string, join ...string) *clusterEd
 	}
 	ce := &clusterEdge{testEdge: e, c: c, detach: e.px.SetCluster(c)}
 	t.Cleanup(func() { ce.leave() })
-	api := admin.New(e.reg, func() string { return testAdminToken })
-	e.px.RegisterAdmin(api)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	ce.admin = srv.URL
+	ce.admin = startAdmin(t, e.reg, testAdminToken, e.px.RegisterAdmin)
 	return ce
 }
 
@@ -79,7 +74,7 @@ func startClusterEdges(t *testing.T, n int, src func(i int) string) []*clusterEd
 	for i := 1; i < n; i++ {
 		edges = append(edges, startClusterEdge(t, fmt.Sprintf("edge-%d", i), src(i), edges[0].c.Addr()))
 	}
-	waitUntil(t, fmt.Sprintf("%d members everywhere", n), func() bool {
+	waitUntil(t, clusterDeadline, fmt.Sprintf("%d members everywhere", n), func() bool {
 		for _, e := range edges {
 			if e.c.NumAlive() != n {
 				return false
@@ -90,38 +85,9 @@ func startClusterEdges(t *testing.T, n int, src func(i int) string) []*clusterEd
 	return edges
 }
 
-// waitUntil polls cond and returns how long it took to hold.
-func waitUntil(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > clusterDeadline {
-			t.Fatalf("no %s after %v", what, clusterDeadline)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-func (e *clusterEdge) call(t *testing.T, method, path, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, e.admin+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
-}
-
 func (e *clusterEdge) mustCall(t *testing.T, method, path, body string) string {
 	t.Helper()
-	code, out := e.call(t, method, path, body)
+	code, out := e.admin.call(t, method, path, body)
 	if code != 200 {
 		t.Fatalf("%s %s %s: %d %s", method, path, body, code, out)
 	}
@@ -163,7 +129,7 @@ func TestClusterMembersSeeEachOther(t *testing.T) {
 		if got.Stats["udp_bytes_sent"]+got.Stats["tcp_bytes_sent"] == 0 {
 			t.Errorf("edge %d: no gossip sent: %v", i, got.Stats)
 		}
-		if v := blGauge(t, e.reg, "edge_cluster_members", "alive"); v != 3 {
+		if v := metricValue(t, e.reg, "edge_cluster_members", "state", "alive"); v != 3 {
 			t.Errorf("edge %d edge_cluster_members{state=alive} = %v, want 3", i, v)
 		}
 	}
@@ -219,7 +185,7 @@ func TestClusterBansSpreadAndExpire(t *testing.T) {
 	a.mustCall(t, "POST", "/blacklist", `{"ip":"203.0.113.7","ttl":"3s","reason":"scraper"}`)
 	banned := time.Now()
 	for i, e := range []*clusterEdge{b, c} {
-		d := waitUntil(t, "ban on edge "+fmt.Sprint(i+1), func() bool { return e.status(t, "/", from("203.0.113.7")...) == 403 })
+		d := waitUntil(t, clusterDeadline, "ban on edge "+fmt.Sprint(i+1), func() bool { return e.status(t, "/", from("203.0.113.7")...) == 403 })
 		t.Logf("API ban on A blocks on edge %d after %v", i+1, time.Since(banned).Round(time.Millisecond))
 		_ = d
 	}
@@ -233,17 +199,17 @@ func TestClusterBansSpreadAndExpire(t *testing.T) {
 
 	// A node that joins later receives the ban (push/pull on join).
 	d := startClusterEdge(t, "edge-3", src(3), b.c.Addr())
-	waitUntil(t, "late joiner blocks", func() bool { return d.status(t, "/", from("203.0.113.7")...) == 403 })
+	waitUntil(t, clusterDeadline, "late joiner blocks", func() bool { return d.status(t, "/", from("203.0.113.7")...) == 403 })
 	t.Logf("late joiner blocks %v after the ban", time.Since(banned).Round(time.Millisecond))
 
 	// A user ban on B, lifted on C, is lifted everywhere.
 	b.mustCall(t, "POST", "/blacklist", `{"user":"mallory"}`)
 	for i, e := range append(edges, d) {
-		waitUntil(t, "user ban on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", "X-User-Id", "mallory") == 403 })
+		waitUntil(t, clusterDeadline, "user ban on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", "X-User-Id", "mallory") == 403 })
 	}
 	c.mustCall(t, "DELETE", "/blacklist?user=mallory", "")
 	for i, e := range append(edges, d) {
-		waitUntil(t, "unban on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", "X-User-Id", "mallory") == 200 })
+		waitUntil(t, clusterDeadline, "unban on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", "X-User-Id", "mallory") == 200 })
 	}
 
 	// An auto-ban on C (two limit rejections) blocks on A.
@@ -254,7 +220,7 @@ func TestClusterBansSpreadAndExpire(t *testing.T) {
 		t.Fatalf("auto-ban on C itself: %d, want 403", code)
 	}
 	autoBanned := time.Now()
-	waitUntil(t, "auto-ban on A", func() bool { return a.status(t, "/", from("198.51.100.9")...) == 403 })
+	waitUntil(t, clusterDeadline, "auto-ban on A", func() bool { return a.status(t, "/", from("198.51.100.9")...) == 403 })
 	t.Logf("auto-ban on C blocks on A after %v", time.Since(autoBanned).Round(time.Millisecond))
 	if list := a.mustCall(t, "GET", "/blacklist", ""); !strings.Contains(list, `"source":"auto"`) {
 		t.Errorf("A lists the auto-ban without source auto: %s", list)
@@ -262,7 +228,7 @@ func TestClusterBansSpreadAndExpire(t *testing.T) {
 
 	// The API ban expires everywhere, joiner included.
 	for i, e := range append(edges, d) {
-		waitUntil(t, "expiry on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", from("203.0.113.7")...) == 200 })
+		waitUntil(t, clusterDeadline, "expiry on edge "+fmt.Sprint(i), func() bool { return e.status(t, "/", from("203.0.113.7")...) == 200 })
 	}
 	t.Logf("ban with ttl 3s gone everywhere %v after it was made", time.Since(banned).Round(time.Millisecond))
 }
@@ -302,7 +268,7 @@ route "pages" {
 		t.Helper()
 		a.mustCall(t, "POST", "/cache/purge", body)
 		start := time.Now()
-		waitUntil(t, "purge "+body+" on B", func() bool { return xcache(b, uri) == "MISS" })
+		waitUntil(t, clusterDeadline, "purge "+body+" on B", func() bool { return xcache(b, uri) == "MISS" })
 		t.Logf("purge %s on A empties B's entry after %v", body, time.Since(start).Round(time.Millisecond))
 		if got := xcache(b, uri); got != "HIT" {
 			t.Errorf("after the purge %s on B: X-Cache %q, want HIT again", uri, got)
@@ -314,7 +280,7 @@ route "pages" {
 	f(`{"url":"/p/1"}`, "/p/1", "/p/2")
 	f(`{"tag":"item-2"}`, "/p/2", "/p/1")
 	a.mustCall(t, "POST", "/cache/purge", `{"route":"pages"}`)
-	waitUntil(t, "route purge on B", func() bool { return xcache(b, "/p/1") == "MISS" })
+	waitUntil(t, clusterDeadline, "route purge on B", func() bool { return xcache(b, "/p/1") == "MISS" })
 	if got := xcache(b, "/p/2"); got != "MISS" {
 		t.Errorf("route purge left /p/2 on B: %q", got)
 	}
@@ -331,7 +297,7 @@ func TestClusterSoldOutWithoutStoreCall(t *testing.T) {
 	}
 	scriptCalls := func(e *clusterEdge) uint64 { return e.px.seckillState.gateCounters()[1] }
 
-	if code, out := a.call(t, "PUT", "/seckill/items/hot", `{"stock":1}`); code != 200 {
+	if code, out := a.admin.call(t, "PUT", "/seckill/items/hot", `{"stock":1}`); code != 200 {
 		t.Fatalf("stock: %d %s", code, out)
 	}
 	// Warm B's Gate up (it connects lazily) on another item.
@@ -345,7 +311,7 @@ func TestClusterSoldOutWithoutStoreCall(t *testing.T) {
 		t.Fatalf("u2 on A: %d, want 410", code)
 	}
 	soldOut := time.Now()
-	waitUntil(t, "sold-out flag on B", func() bool { _, ok := b.c.Get(kindSoldOut, "hot"); return ok })
+	waitUntil(t, clusterDeadline, "sold-out flag on B", func() bool { _, ok := b.c.Get(kindSoldOut, "hot"); return ok })
 	t.Logf("sold-out on A reaches B after %v", time.Since(soldOut).Round(time.Millisecond))
 	before := scriptCalls(b)
 	for i := range 20 {
@@ -358,11 +324,11 @@ func TestClusterSoldOutWithoutStoreCall(t *testing.T) {
 	}
 
 	// A restock on C clears the flag everywhere: B sells again.
-	if code, out := c.call(t, "PUT", "/seckill/items/hot", `{"stock":5}`); code != 200 {
+	if code, out := c.admin.call(t, "PUT", "/seckill/items/hot", `{"stock":5}`); code != 200 {
 		t.Fatalf("restock: %d %s", code, out)
 	}
 	restocked := time.Now()
-	waitUntil(t, "restock on B", func() bool { return issueOn(b, "u3") == 200 })
+	waitUntil(t, clusterDeadline, "restock on B", func() bool { return issueOn(b, "u3") == 200 })
 	t.Logf("restock on C lets B sell after %v", time.Since(restocked).Round(time.Millisecond))
 }
 
@@ -385,11 +351,11 @@ route "recommend" {
 	body := func(e *clusterEdge) string { return string(e.do(t, "GET", "/recommend").Body()) }
 	edges[0].mustCall(t, "POST", "/routes/recommend/degrade", `{"on":true,"reason":"slow","ttl":"1m"}`)
 	start := time.Now()
-	waitUntil(t, "switch on C", func() bool { return body(edges[2]) == "degraded" })
+	waitUntil(t, clusterDeadline, "switch on C", func() bool { return body(edges[2]) == "degraded" })
 	t.Logf("degrade switch on A reaches C after %v", time.Since(start).Round(time.Millisecond))
 	edges[1].mustCall(t, "POST", "/routes/recommend/degrade", `{"on":false}`)
 	for i, e := range edges {
-		waitUntil(t, "switch off on edge "+fmt.Sprint(i), func() bool { return body(e) == "" })
+		waitUntil(t, clusterDeadline, "switch off on edge "+fmt.Sprint(i), func() bool { return body(e) == "" })
 	}
 }
 
@@ -473,7 +439,7 @@ route "probe" {
 `, rate, burst, rate, burst)
 	edges := startClusterEdges(t, 3, func(int) string { return src })
 	for i, e := range edges {
-		waitUntil(t, fmt.Sprintf("split in 3 on edge %d", i), func() bool { return limitHeader(t, e, "/probe") == "10" })
+		waitUntil(t, clusterDeadline, fmt.Sprintf("split in 3 on edge %d", i), func() bool { return limitHeader(t, e, "/probe") == "10" })
 	}
 	check := func(what string, got int, want float64) {
 		t.Helper()
@@ -496,7 +462,7 @@ route "probe" {
 	left := time.Now()
 	edges[2].leave()
 	for i, e := range edges[:2] {
-		waitUntil(t, fmt.Sprintf("re-split in 2 on edge %d", i), func() bool { return limitHeader(t, e, "/probe") == "15" })
+		waitUntil(t, clusterDeadline, fmt.Sprintf("re-split in 2 on edge %d", i), func() bool { return limitHeader(t, e, "/probe") == "15" })
 	}
 	t.Logf("re-split after a graceful leave took %v", time.Since(left).Round(time.Millisecond))
 	got = drive(t, edges[:2], []float64{300, 300}, "/sale", secs*time.Second)

@@ -113,15 +113,7 @@ func TestDegradeZeroAllocs(t *testing.T) {
 func BenchmarkGuardedGET(b *testing.B) {
 	o := origintest.Start(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("hello") })
 	px := benchProxy(b, guardedConfig(b.TempDir(), o.Addr, "127.0.0.1:1"))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/app/item/42")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/app/item/42")
 }
 
 // BenchmarkFallback measures the answer of a degraded route: edge time only, the
@@ -131,13 +123,5 @@ func BenchmarkFallback(b *testing.B) {
 	if err := px.SetDegraded("off", true, "bench", time.Time{}); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/off/1")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/off/1")
 }

@@ -3,9 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -26,37 +22,6 @@ const dgToken = "degrade-test-token"
 // dgFallback is the fallback body of the test routes.
 const dgFallback = `{"msg":"resting, retry soon"}`
 
-// dgAPI is the full admin API of a Proxy on a test server.
-type dgAPI struct{ url string }
-
-func startDegradeAPI(t *testing.T, px *Proxy) *dgAPI {
-	t.Helper()
-	api := admin.New(prometheus.NewRegistry(), func() string { return dgToken })
-	px.RegisterAdmin(api)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return &dgAPI{url: srv.URL}
-}
-
-// call sends an admin request (with the token unless noAuth) and returns status and body.
-func (a *dgAPI) call(t *testing.T, method, path, body string, noAuth ...bool) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, a.url+path, strings.NewReader(body))
-	if len(noAuth) == 0 {
-		req.Header.Set("Authorization", "Bearer "+dgToken)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
-	}
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
 type dgRoutes struct {
 	Routes []struct {
 		Name     string  `json:"name"`
@@ -66,38 +31,6 @@ type dgRoutes struct {
 		Degraded bool    `json:"degraded"`
 		Switch   *Switch `json:"switch"`
 	} `json:"routes"`
-}
-
-// metricValue returns the value of the gauge or counter of family name whose labels
-// include all of want, or -1.
-func metricValue(t testing.TB, g prometheus.Gatherer, name string, want ...string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(want); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetName() == want[i] && l.GetValue() == want[i+1]
-				}
-				if !found {
-					continue next
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 func dgConfig(dir, origin, extra string) string {
@@ -150,7 +83,7 @@ func TestKillSwitch(t *testing.T) {
 	dir := t.TempDir()
 	src := dgConfig(dir, o.Addr, "")
 	e := startEdge(t, src)
-	api := startDegradeAPI(t, e.px)
+	api := startAdmin(t, prometheus.NewRegistry(), dgToken, e.px.RegisterAdmin)
 
 	wantOrigin(t, e.do(t, "GET", "/app/1"))
 	var changes []Switch
@@ -207,7 +140,7 @@ func TestKillSwitch(t *testing.T) {
 	// A restart keeps it: a new Proxy on the same state_dir.
 	e.srv.Shutdown()
 	e2 := startEdge(t, src)
-	api2 := startDegradeAPI(t, e2.px)
+	api2 := startAdmin(t, prometheus.NewRegistry(), dgToken, e2.px.RegisterAdmin)
 	wantFallback(t, e2.do(t, "GET", "/app/x"), 590, 600)
 	if n := o.Requests.Load() - before; n != 1 {
 		t.Errorf("origin saw %d requests, want the 1 of /other", n)
@@ -229,12 +162,12 @@ func TestKillSwitch(t *testing.T) {
 func TestKillSwitchTTL(t *testing.T) {
 	o := origintest.Start(t, nil)
 	e := startEdge(t, dgConfig(t.TempDir(), o.Addr, ""))
-	api := startDegradeAPI(t, e.px)
+	api := startAdmin(t, prometheus.NewRegistry(), dgToken, e.px.RegisterAdmin)
 	if code, body := api.call(t, "POST", "/routes/app/degrade", `{"on":true,"ttl":"300ms"}`); code != 200 {
 		t.Fatalf("degrade: %d %s", code, body)
 	}
 	wantFallback(t, e.do(t, "GET", "/app/x"), 1, 1)
-	blEventually(t, 5*time.Second, "switch with ttl 300ms ends", func() bool {
+	waitUntil(t, 5*time.Second, "switch with ttl 300ms ends", func() bool {
 		return e.do(t, "GET", "/app/x").StatusCode() == 200
 	})
 	_, body := api.call(t, "GET", "/routes", "")
@@ -282,10 +215,14 @@ func TestSetDegraded(t *testing.T) {
 func TestDegradeAdminErrors(t *testing.T) {
 	o := origintest.Start(t, nil)
 	e := startEdge(t, dgConfig(t.TempDir(), o.Addr, ""))
-	api := startDegradeAPI(t, e.px)
+	api := startAdmin(t, prometheus.NewRegistry(), dgToken, e.px.RegisterAdmin)
 	f := func(path, body string, wantCode int, wantErr string, noAuth ...bool) {
 		t.Helper()
-		code, got := api.call(t, "POST", path, body, noAuth...)
+		token := dgToken
+		if len(noAuth) > 0 {
+			token = ""
+		}
+		code, got := api.callAs(t, token, "POST", path, body)
 		if code != wantCode || !strings.Contains(got, `"error":"`+wantErr+`"`) {
 			t.Errorf("POST %s %s = %d %s, want %d %s", path, body, code, got, wantCode, wantErr)
 		}
@@ -307,7 +244,7 @@ func TestDegradeStateWriteFails(t *testing.T) {
 	o := origintest.Start(t, nil)
 	dir := filepath.Join(t.TempDir(), "state")
 	e := startEdge(t, dgConfig(dir, o.Addr, ""))
-	api := startDegradeAPI(t, e.px)
+	api := startAdmin(t, prometheus.NewRegistry(), dgToken, e.px.RegisterAdmin)
 	// state_dir becomes a file: the write fails, as on a full or read-only disk.
 	if err := os.WriteFile(dir, []byte("not a dir"), 0o644); err != nil {
 		t.Fatal(err)
@@ -370,7 +307,7 @@ func hold(t *testing.T, e *testEdge, g *gate, uri string, n int) func() []int {
 			codes[i] = resp.StatusCode()
 		}(i)
 	}
-	blEventually(t, 10*time.Second, fmt.Sprintf("%d requests held at the origin", n), func() bool {
+	waitUntil(t, 10*time.Second, fmt.Sprintf("%d requests held at the origin", n), func() bool {
 		return g.Requests.Load()-base == int64(n)
 	})
 	return func() []int { wg.Wait(); return codes }

@@ -120,10 +120,10 @@ func TestRetryConnectRefused(t *testing.T) {
 	if n := o.Requests.Load(); n != 20 {
 		t.Errorf("live server saw %d requests, want 20 (each once)", n)
 	}
-	if got := counterValue(t, e.reg, "edge_upstream_errors_total", "connect"); got != passiveFails {
+	if got := gathered(t, e.reg, "edge_upstream_errors_total", "reason", "connect"); got != passiveFails {
 		t.Errorf("connect errors = %v, want %d: the dead server should be skipped after that many", got, passiveFails)
 	}
-	if got := counterValue(t, e.reg, "edge_upstream_retries_total", "app"); got != passiveFails {
+	if got := gathered(t, e.reg, "edge_upstream_retries_total", "upstream", "app"); got != passiveFails {
 		t.Errorf("edge_upstream_retries_total = %v, want %d", got, passiveFails)
 	}
 }
@@ -211,35 +211,25 @@ func TestActiveCheckPlainUpstream(t *testing.T) {
 	stopChecks(t, e)
 	aSick.Store(true)
 	pool := e.px.Current().pools["app"]
-	waitFor(t, "a marked down", func() bool { return !pool.servers[0].health.up() })
+	waitUntil(t, 5*time.Second, "a marked down", func() bool { return !pool.servers[0].health.up() })
 	for i := 0; i < 10; i++ {
 		if body := string(e.do(t, "GET", "/app/x").Body()); body != "b" {
 			t.Fatalf("request %d served by %q while a is down, want b", i, body)
 		}
 	}
 	bSick.Store(true)
-	waitFor(t, "b marked down", func() bool { return !pool.servers[1].health.up() })
+	waitUntil(t, 5*time.Second, "b marked down", func() bool { return !pool.servers[1].health.up() })
 	for i := 0; i < 4; i++ {
 		if resp := e.do(t, "GET", "/app/x"); resp.StatusCode() != 200 {
 			t.Fatalf("all servers down: %d %s, want the request tried anyway", resp.StatusCode(), resp.Body())
 		}
 	}
 	aSick.Store(false)
-	waitFor(t, "a back up", func() bool { return pool.servers[0].health.up() })
+	waitUntil(t, 5*time.Second, "a back up", func() bool { return pool.servers[0].health.up() })
 	for i := 0; i < 4; i++ {
 		if body := string(e.do(t, "GET", "/app/x").Body()); body != "a" {
 			t.Fatalf("served by %q; only a is up", body)
 		}
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -268,8 +258,8 @@ func TestHealthAcrossReloads(t *testing.T) {
 	stopChecks(t, e)
 	hs := e.px.cellState.health
 	srvA := e.px.Current().pools["app"].servers[0]
-	waitFor(t, "a marked down", func() bool { return !srvA.health.up() })
-	probes := counterValue(t, e.reg, "edge_health_checks_total", "fail")
+	waitUntil(t, 5*time.Second, "a marked down", func() bool { return !srvA.health.up() })
+	probes := gathered(t, e.reg, "edge_health_checks_total", "result", "fail")
 
 	// An edit that keeps the check: same checker (no new probe), a still down.
 	for i := 0; i < 3; i++ {
@@ -280,7 +270,7 @@ func TestHealthAcrossReloads(t *testing.T) {
 			t.Fatalf("after reload %d served by %q; a is down", i, body)
 		}
 	}
-	if got := counterValue(t, e.reg, "edge_health_checks_total", "fail"); got != probes {
+	if got := gathered(t, e.reg, "edge_health_checks_total", "result", "fail"); got != probes {
 		t.Errorf("reloads with an unchanged check probed again (%v probes, was %v)", got, probes)
 	}
 
@@ -298,7 +288,7 @@ func TestHealthAcrossReloads(t *testing.T) {
 	}
 	// A replaced checker's goroutine ends at once (it waits on its ticker or
 	// stop channel), or after its probe in flight (timeout 100ms).
-	waitFor(t, "replaced checkers to end", func() bool { return hs.running.Load() == 2 })
+	waitUntil(t, 5*time.Second, "replaced checkers to end", func() bool { return hs.running.Load() == 2 })
 	// Removing the check stops every checker and forgets the active verdict.
 	if err := e.reload(t, poolConfig("", a.Addr, b.Addr)); err != nil {
 		t.Fatal(err)

@@ -54,15 +54,19 @@ func TestIdempotencyAllocs(t *testing.T) {
 	}
 }
 
-// BenchmarkIdempotencyReplay measures a repeat answered from the memory store through
-// the handler.
-func BenchmarkIdempotencyReplay(b *testing.B) {
-	o := origintest.Start(b, func(ctx *fasthttp.RequestCtx) {
+// createdOrigin answers every request 201 with a small JSON order.
+func createdOrigin(b *testing.B) *origintest.Origin {
+	return origintest.Start(b, func(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(201)
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"order":1,"status":"created"}`)
 	})
-	px := benchProxy(b, idemConfig(o.Addr, "", ""))
+}
+
+// BenchmarkIdempotencyReplay measures a repeat answered from the memory store through
+// the handler.
+func BenchmarkIdempotencyReplay(b *testing.B) {
+	px := benchProxy(b, idemConfig(createdOrigin(b).Addr, "", ""))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := handlerCtx("POST", "/orders/new", "X-User-Id", "u1", "Idempotency-Key", "k")
@@ -78,12 +82,7 @@ func BenchmarkIdempotencyReplay(b *testing.B) {
 // BenchmarkIdempotencyFirst measures first requests (a new key each) through the handler
 // to a local origin: claim, forward, record.
 func BenchmarkIdempotencyFirst(b *testing.B) {
-	o := origintest.Start(b, func(ctx *fasthttp.RequestCtx) {
-		ctx.SetStatusCode(201)
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(`{"order":1,"status":"created"}`)
-	})
-	px := benchProxy(b, idemConfig(o.Addr, "", ""))
+	px := benchProxy(b, idemConfig(createdOrigin(b).Addr, "", ""))
 	b.ReportAllocs()
 	var n uint64
 	b.RunParallel(func(pb *testing.PB) {

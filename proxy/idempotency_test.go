@@ -149,7 +149,7 @@ func TestIdempotencyOnceAtOnceAndInARow(t *testing.T) {
 	}
 	ready.Wait()
 	close(start)
-	idemWaitFor(t, "the first request to reach the origin", func() bool { return o.Requests.Load() == 1 })
+	eventually(t, "the first request to reach the origin", func() bool { return o.Requests.Load() == 1 })
 	release()
 	wg.Wait()
 
@@ -185,23 +185,11 @@ func TestIdempotencyOnceAtOnceAndInARow(t *testing.T) {
 	if n := o.Requests.Load(); n != 1 {
 		t.Errorf("origin saw %d requests, want 1", n)
 	}
-	if got := counterValue(t, e.reg, "edge_idempotency_total", "first"); got != 1 {
+	if got := gathered(t, e.reg, "edge_idempotency_total", "result", "first"); got != 1 {
 		t.Errorf("edge_idempotency_total{result=first} = %v, want 1", got)
 	}
-	if got := counterValue(t, e.reg, "edge_idempotency_total", "replayed"); got != 39 {
+	if got := gathered(t, e.reg, "edge_idempotency_total", "result", "replayed"); got != 39 {
 		t.Errorf("edge_idempotency_total{result=replayed} = %v, want 39", got)
-	}
-}
-
-// idemWaitFor polls cond until it holds, failing the test after 10s.
-func idemWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -213,7 +201,7 @@ func TestIdempotencyInProgress(t *testing.T) {
 	defer release()
 	firstDone := make(chan *fasthttp.Response)
 	go func() { firstDone <- e.post(t, "/orders/new", "a", "X-User-Id", "u1", "Idempotency-Key", "k") }()
-	idemWaitFor(t, "the first request to reach the origin", func() bool { return o.Requests.Load() == 1 })
+	eventually(t, "the first request to reach the origin", func() bool { return o.Requests.Load() == 1 })
 
 	var wg sync.WaitGroup
 	for i := 0; i < 19; i++ {
@@ -242,7 +230,7 @@ func TestIdempotencyInProgress(t *testing.T) {
 	if n := o.Requests.Load(); n != 1 {
 		t.Errorf("origin saw %d requests, want 1", n)
 	}
-	if got := counterValue(t, e.reg, "edge_idempotency_total", "in_progress"); got != 19 {
+	if got := gathered(t, e.reg, "edge_idempotency_total", "result", "in_progress"); got != 19 {
 		t.Errorf("edge_idempotency_total{result=in_progress} = %v, want 19", got)
 	}
 }
@@ -288,7 +276,7 @@ func TestIdempotencyScopesAndReuse(t *testing.T) {
 	if n := o.Requests.Load(); n != 5 {
 		t.Errorf("origin saw %d requests after the reused keys, want still 5", n)
 	}
-	if got := counterValue(t, e.reg, "edge_idempotency_total", "reused"); got != 3 {
+	if got := gathered(t, e.reg, "edge_idempotency_total", "result", "reused"); got != 3 {
 		t.Errorf("edge_idempotency_total{result=reused} = %v, want 3", got)
 	}
 }
@@ -326,7 +314,7 @@ func TestIdempotencyFailuresAreNotRecorded(t *testing.T) {
 			t.Errorf("dead upstream try %d = %d replayed=%v, want 502 each time", i, r.StatusCode(), isReplay(r))
 		}
 	}
-	if got := counterValue(t, dead.reg, "edge_idempotency_total", "not_recorded"); got != 2 {
+	if got := gathered(t, dead.reg, "edge_idempotency_total", "result", "not_recorded"); got != 2 {
 		t.Errorf("edge_idempotency_total{result=not_recorded} = %v, want 2", got)
 	}
 }
@@ -403,7 +391,7 @@ func checkTTL(t *testing.T, e *testEdge, ttl time.Duration) {
 		t.Fatalf("repeat within ttl was not replayed: %d %q", r.StatusCode(), r.Body())
 	}
 	// After ttl, the record is gone: the same request is forwarded again.
-	idemWaitFor(t, "the record to expire", func() bool {
+	eventually(t, "the record to expire", func() bool {
 		r := e.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "k")
 		return !isReplay(r) && r.StatusCode() == 201 && string(r.Body()) != string(first.Body())
 	})
@@ -472,7 +460,7 @@ func TestIdempotencyRedisTwoEdges(t *testing.T) {
 			resps[i] = e.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "shared")
 		}()
 	}
-	idemWaitFor(t, "the first request to reach the origin", func() bool { return o.Requests.Load() >= 1 })
+	eventually(t, "the first request to reach the origin", func() bool { return o.Requests.Load() >= 1 })
 	release()
 	wg.Wait()
 	want := ""
@@ -547,13 +535,13 @@ func TestIdempotencyRedisDown(t *testing.T) {
 	if n := o.Requests.Load(); n != 2 {
 		t.Errorf("origin saw %d requests failing open, want 2", n)
 	}
-	if got := counterValue(t, closed.reg, "edge_idempotency_total", "unavailable"); got != 1 {
+	if got := gathered(t, closed.reg, "edge_idempotency_total", "result", "unavailable"); got != 1 {
 		t.Errorf("edge_idempotency_total{result=unavailable} = %v, want 1", got)
 	}
 
 	// Redis comes up: the background retry connects, and the guarantee is back.
 	rs.Restart()
-	idemWaitFor(t, "the edge to connect redis", func() bool {
+	eventually(t, "the edge to connect redis", func() bool {
 		return closed.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "k").StatusCode() == 201
 	})
 	if r := closed.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "k"); !isReplay(r) {
@@ -605,5 +593,5 @@ route "orders2" {
 	if err := e.reload(t, idemConfig(o.Addr, "", "")); err != nil {
 		t.Fatal(err)
 	}
-	idemWaitFor(t, "the unused client to close", func() bool { n, _ := conn(); return n == 0 })
+	eventually(t, "the unused client to close", func() bool { n, _ := conn(); return n == 0 })
 }

@@ -75,15 +75,7 @@ func BenchmarkLimitReject(b *testing.B) {
     key  = "header:X-User-Id"
     rate = "1r/h"
   }`))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/r/x", "X-User-Id", "u1")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/r/x", "X-User-Id", "u1")
 }
 
 func BenchmarkLimitPass(b *testing.B) {
@@ -93,13 +85,5 @@ func BenchmarkLimitPass(b *testing.B) {
     rate  = "1000000000r/s"
     burst = 1000000000
   }`))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		ctx := handlerCtx("GET", "/r/x", "X-User-Id", "u1")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for pb.Next() {
-			serveOnce(px, ctx, &req)
-		}
-	})
+	benchServe(b, px, "GET", "/r/x", "X-User-Id", "u1")
 }

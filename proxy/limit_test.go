@@ -74,23 +74,6 @@ func limitMetric(t testing.TB, g prometheus.Gatherer, name, route, limit, result
 	return -1
 }
 
-// limitProxy is a Proxy serving src in process, for tests that call Handler directly.
-func limitProxy(t testing.TB, src string) *Proxy {
-	t.Helper()
-	px := New(NewMetrics(prometheus.NewRegistry()))
-	if _, err := px.Apply(mustParse(t, src)); err != nil {
-		t.Fatal(err)
-	}
-	return px
-}
-
-// serveLimit runs req through px's Handler the way the server does, reusing ctx.
-func serveLimit(px *Proxy, ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
-	req.CopyTo(&ctx.Request)
-	ctx.Response.Reset()
-	px.Handler(ctx)
-}
-
 func wantAnswer(t testing.TB, resp *fasthttp.Response, status int, body string) {
 	t.Helper()
 	if resp.StatusCode() != status || (body != "" && string(resp.Body()) != body) {
@@ -354,7 +337,7 @@ func TestLimitHeaders(t *testing.T) {
 // answering everyone correctly.
 func TestLimitFlood(t *testing.T) {
 	const maxKeys = 4096
-	px := limitProxy(t, limitConfig("127.0.0.1:1", "", fmt.Sprintf(`
+	px := benchProxy(t, limitConfig("127.0.0.1:1", "", fmt.Sprintf(`
   limit "user" {
     key      = "header:X-User-Id"
     rate     = "1r/h"
@@ -381,7 +364,7 @@ func TestLimitFlood(t *testing.T) {
 			for i := w; i < n; i += workers {
 				id = strconv.AppendInt(append(id[:0], "flood-"...), int64(i), 10)
 				req.Header.SetBytesV("X-User-Id", id)
-				serveLimit(px, ctx, &req)
+				serveOnce(px, ctx, &req)
 				if ctx.Response.StatusCode() != 200 {
 					bad.Add(1)
 				}
@@ -415,7 +398,7 @@ func TestLimitFlood(t *testing.T) {
 	var req fasthttp.Request
 	ctx.Request.CopyTo(&req)
 	for i, want := range []int{200, 429} {
-		serveLimit(px, ctx, &req)
+		serveOnce(px, ctx, &req)
 		if got := ctx.Response.StatusCode(); got != want {
 			t.Errorf("real user's request %d after the flood = %d, want %d", i+1, got, want)
 		}

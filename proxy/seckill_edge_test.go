@@ -2,11 +2,7 @@ package proxy
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,9 +46,7 @@ route "seckill" {
   seckill = true
 }
 `, srv.Addr)
-	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.WriteConfig(t, cfg, src)
 	env := []string{"TEST_ADMIN_TOKEN=" + testAdminToken, "TEST_SECKILL_SECRET=" + testSeckillSecret}
 	var edges []*edgetest.Edge
 	var addrs []string
@@ -60,18 +54,6 @@ route "seckill" {
 		e := edgetest.Start(t, cfg, env...)
 		edges = append(edges, e)
 		addrs = append(addrs, e.Addr)
-	}
-	adminCall := func(e *edgetest.Edge, method, path, body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+e.AdminAddr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
 	}
 	for i, e := range edges {
 		if code, g := issue(t, e.Addr, "hot", "early"); code != 503 || g.Error != "store_unavailable" {
@@ -83,18 +65,18 @@ route "seckill" {
 	srv.Restart()
 	for i, e := range edges {
 		eventually(t, fmt.Sprintf("edge %d connected", i), func() bool {
-			code, _ := adminCall(e, "GET", "/seckill/items/probe", "")
+			code, _ := e.Admin(t, testAdminToken, "GET", "/seckill/items/probe", "")
 			return code == 404 // no_sale: the store answered
 		})
 	}
-	if code, body := adminCall(edges[0], "PUT", "/seckill/items/hot", `{"stock":100}`); code != 200 {
+	if code, body := edges[0].Admin(t, testAdminToken, "PUT", "/seckill/items/hot", `{"stock":100}`); code != 200 {
 		t.Fatalf("set stock: %d %s", code, body)
 	}
 	codes, tokens := flood(t, addrs, "hot", distinctUsers("buyer", 5000))
 	if codes[200] != 100 || codes[410] != 4900 || len(codes) != 2 || len(tokens) != 100 {
 		t.Errorf("answers %v and %d tokens, want 100×200 and 4900×410", codes, len(tokens))
 	}
-	if code, body := adminCall(edges[2], "GET", "/seckill/items/hot", ""); code != 200 || body != `{"issued":100,"item":"hot","stock":0}`+"\n" {
+	if code, body := edges[2].Admin(t, testAdminToken, "GET", "/seckill/items/hot", ""); code != 200 || body != `{"issued":100,"item":"hot","stock":0}`+"\n" {
 		t.Errorf("item: %d %s", code, body)
 	}
 }

@@ -3,21 +3,17 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/edge-gw/edge/internal/redistest"
 	"github.com/edge-gw/edge/seckill"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
@@ -67,38 +63,24 @@ route "order" {
 // seckillEdge is a test edge with its admin API.
 type seckillEdge struct {
 	*testEdge
-	admin string // base URL
+	admin *adminAPI
 }
 
 func startSeckill(t testing.TB, src string) *seckillEdge {
 	t.Helper()
 	e := startEdge(t, src)
-	api := admin.New(e.reg, func() string { return testAdminToken })
-	e.px.adminSeckill(api)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return &seckillEdge{testEdge: e, admin: srv.URL}
+	return &seckillEdge{testEdge: e, admin: startAdmin(t, e.reg, testAdminToken, e.px.adminSeckill)}
 }
 
 // adminCall sends an authorised admin request and returns the status and JSON body.
 func (e *seckillEdge) adminCall(t testing.TB, method, path, body string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(method, e.admin+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	code, raw := e.admin.call(t, method, path, body)
 	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: %d, not JSON: %q", method, path, resp.StatusCode, raw)
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("%s %s: %d, not JSON: %q", method, path, code, raw)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 func (e *seckillEdge) setStock(t testing.TB, item string, stock int) {
@@ -208,43 +190,6 @@ func distinctUsers(prefix string, n int) []string {
 	return users
 }
 
-// gathered sums every sample of metric family name (counter, gauge or counter func)
-// whose labels include all of labels.
-func gathered(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
 // TestSeckillIssue walks one sale on the memory store through every answer of the
 // token endpoint and the admin API.
 func TestSeckillIssue(t *testing.T) {
@@ -316,7 +261,7 @@ func TestSeckillIssue(t *testing.T) {
 	if code, body := e.adminCall(t, "GET", "/seckill/items/nope", ""); code != 404 || body["error"] != "no_sale" {
 		t.Errorf("GET unknown item: %d %v", code, body)
 	}
-	resp, err := http.Post(e.admin+"/seckill/items/42/release", "application/json", strings.NewReader(`{"user":"u1"}`))
+	resp, err := http.Post(e.admin.url+"/seckill/items/42/release", "application/json", strings.NewReader(`{"user":"u1"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,18 +449,6 @@ func issueWithin(t testing.TB, addr, item, user string, d time.Duration) (int, g
 		t.Errorf("503 without Retry-After: 1")
 	}
 	return resp.StatusCode(), g
-}
-
-// eventually polls f every 20ms until it is true or 10s passed.
-func eventually(t testing.TB, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestSeckillRedisFailure: Redis killed or hung → 503 within 1s; Redis restarted →

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,9 +43,7 @@ cluster {
   %s
 }
 `, cluster)
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.WriteConfig(t, path, src)
 }
 
 type clusterView struct {
@@ -78,13 +75,7 @@ func (v clusterView) state(name string) string {
 // share returns the RateLimit-Limit header of GET / on e: the burst in force.
 func share(t *testing.T, e *edgetest.Edge, user string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+e.Addr+"/", nil)
-	req.Header.Set("X-User-Id", user)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := edgetest.Do(t, "GET", "http://"+e.Addr+"/", "", "X-User-Id", user)
 	return resp.StatusCode, resp.Header.Get("RateLimit-Limit")
 }
 
@@ -123,13 +114,9 @@ func TestBinaryCluster(t *testing.T) {
 	}
 
 	// A ban on n0 blocks on n1 and n2.
-	req, _ := http.NewRequest("POST", "http://"+n0.AdminAddr+"/blacklist", strings.NewReader(`{"user":"mallory","ttl":"1m"}`))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("ban: %v %v", err, resp)
+	if code, body := n0.Admin(t, testToken, "POST", "/blacklist", `{"user":"mallory","ttl":"1m"}`); code != 200 {
+		t.Fatalf("ban: %d %s", code, body)
 	}
-	resp.Body.Close()
 	for i, e := range nodes[1:] {
 		d := poll(t, fmt.Sprintf("ban on n%d", i+1), 10*time.Second, func() bool { c, _ := share(t, e, "mallory"); return c == 403 })
 		t.Logf("ban on n0 blocks on n%d after %v", i+1, d.Round(time.Millisecond))

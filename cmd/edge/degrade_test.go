@@ -1,10 +1,7 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,26 +17,13 @@ func TestBinaryKillSwitchSurvivesRestart(t *testing.T) {
 	writeConfig(t, cfg, o.Addr, "")
 	get := func(e *edgetest.Edge) (int, string, string) {
 		t.Helper()
-		resp, err := http.Get("http://" + e.Addr + "/item/1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp.Header.Get("Retry-After")
+		resp, body := edgetest.Do(t, "GET", "http://"+e.Addr+"/item/1", "")
+		return resp.StatusCode, body, resp.Header.Get("Retry-After")
 	}
 	degrade := func(e *edgetest.Edge, body string) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", "http://"+e.AdminAddr+"/routes/app/degrade", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("POST /routes/app/degrade %s: %d %s", body, resp.StatusCode, b)
+		if code, out := e.Admin(t, testToken, "POST", "/routes/app/degrade", body); code != 200 {
+			t.Fatalf("POST /routes/app/degrade %s: %d %s", body, code, out)
 		}
 	}
 	stop := func(e *edgetest.Edge) {

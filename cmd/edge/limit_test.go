@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,24 +40,14 @@ route "item" {
 		}
 		out := []byte(comment + "\n" + limit)
 		out = append(out, src...)
-		if err := os.WriteFile(cfg, out, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		edgetest.WriteConfig(t, cfg, string(out))
 	}
 	write("# first")
 	e := edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)
 	do := func(user string) (int, string, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", "http://"+e.Addr+"/item/42", nil)
-		req.Header.Set("X-User-Id", user)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b [256]byte
-		n, _ := resp.Body.Read(b[:])
-		return resp.StatusCode, string(b[:n]), resp.Header.Get("Retry-After")
+		resp, body := edgetest.Do(t, "GET", "http://"+e.Addr+"/item/42", "", "X-User-Id", user)
+		return resp.StatusCode, body, resp.Header.Get("Retry-After")
 	}
 	if code, body, _ := do("u1"); code != 200 || body != "a" {
 		t.Fatalf("first request = %d %q, want 200 a", code, body)

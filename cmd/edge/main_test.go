@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,11 +14,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/internal/edgetest"
-	"github.com/edge-gw/edge/internal/origintest"
-	"github.com/valyala/fasthttp"
 )
-
-const testToken = "test-token-123"
 
 func runEdge(t *testing.T, args ...string) (string, int) {
 	t.Helper()
@@ -55,70 +50,6 @@ func TestCheck(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "edge ") {
 		t.Errorf("edge -version = %d %q", code, out)
 	}
-}
-
-func writeConfig(t *testing.T, path, upstream string, extra string) {
-	t.Helper()
-	src := fmt.Sprintf(`
-listen = "127.0.0.1:0"
-shutdown_timeout = "5s"
-state_dir = "state"
-admin {
-  listen = "127.0.0.1:0"
-  token  = env("TEST_ADMIN_TOKEN")
-}
-access_log {
-  path = "stdout"
-}
-upstream "app" {
-  servers = [%q]
-}
-route "app" {
-  match { path = "/" }
-  upstream = "app"
-}
-%s`, upstream, extra)
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func adminPost(t *testing.T, e *edgetest.Edge, path, token string) (int, map[string]any) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+e.AdminAddr+path, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("POST %s: answer is not JSON: %v", path, err)
-	}
-	return resp.StatusCode, body
-}
-
-func origin(t *testing.T, name string) *origintest.Origin {
-	return origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) == "/slow" {
-			time.Sleep(800 * time.Millisecond)
-		}
-		ctx.SetBodyString(name)
-	})
 }
 
 // inflight starts a slow request and returns a channel with its outcome.
@@ -210,16 +141,6 @@ func TestBinaryReloadAndStop(t *testing.T) {
 	if lines := strings.Count(e.Stdout(), "\n"); lines < 6 || !strings.Contains(e.Stdout(), `"uri":"/slow","status":200`) {
 		t.Errorf("access log has %d lines, want one per request:\n%s", lines, e.Stdout())
 	}
-}
-
-func grep(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 func TestRefusesOpenAdmin(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +156,51 @@ func (e *Edge) WaitLog(t testing.TB, s string, timeout time.Duration) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// WriteConfig writes src to path, failing the test when it cannot.
+func WriteConfig(t testing.TB, path, src string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Do sends method url with body and the given header name/value pairs, and
+// returns the response (its body read and closed) and the body. A client error
+// fails the test.
+func Do(t testing.TB, method, url, body string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// Bearer returns the Authorization header pair for token, or none for "".
+func Bearer(token string) []string {
+	if token == "" {
+		return nil
+	}
+	return []string{"Authorization", "Bearer " + token}
+}
+
+// Admin sends a request to the admin listener with token ("": none) and returns
+// the status and the body as sent.
+func (e *Edge) Admin(t testing.TB, token, method, path, body string) (int, string) {
+	t.Helper()
+	resp, out := Do(t, method, "http://"+e.AdminAddr+path, body, Bearer(token)...)
+	return resp.StatusCode, out
 }
 
 type lockedWriter struct {

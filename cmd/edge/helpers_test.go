@@ -1,0 +1,84 @@
+package main
+
+// Helpers the binary tests of this package share; see internal/edgetest for
+// those that tests of other packages use too.
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edge-gw/edge/internal/edgetest"
+	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/valyala/fasthttp"
+)
+
+const testToken = "test-token-123"
+
+// origin serves name as the body of every answer, after 800ms on /slow.
+func origin(t *testing.T, name string) *origintest.Origin {
+	return origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			time.Sleep(800 * time.Millisecond)
+		}
+		ctx.SetBodyString(name)
+	})
+}
+
+// writeConfig writes to path an edge config with an admin listener, an access log
+// on stdout and one catch-all route to upstream, then extra.
+func writeConfig(t *testing.T, path, upstream string, extra string) {
+	t.Helper()
+	src := fmt.Sprintf(`
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+state_dir = "state"
+admin {
+  listen = "127.0.0.1:0"
+  token  = env("TEST_ADMIN_TOKEN")
+}
+access_log {
+  path = "stdout"
+}
+upstream "app" {
+  servers = [%q]
+}
+route "app" {
+  match { path = "/" }
+  upstream = "app"
+}
+%s`, upstream, extra)
+	edgetest.WriteConfig(t, path, src)
+}
+
+// get returns the status and body of GET url.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, body := edgetest.Do(t, "GET", url, "")
+	return resp.StatusCode, body
+}
+
+// adminPost sends POST path to e's admin API with token ("": none) and returns
+// the status and the JSON answer.
+func adminPost(t *testing.T, e *edgetest.Edge, path, token string) (int, map[string]any) {
+	t.Helper()
+	code, raw := e.Admin(t, token, "POST", path, "")
+	var body map[string]any
+	if err := json.Unmarshal([]byte(raw), &body); err != nil {
+		t.Fatalf("POST %s: answer is not JSON: %v", path, err)
+	}
+	return code, body
+}
+
+// grep returns the lines of s that contain sub.
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
