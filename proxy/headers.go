@@ -12,7 +12,8 @@ import (
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 plus the common
-// non-standard ones. They are never forwarded, in either direction.
+// non-standard ones. They are never forwarded, in either direction. Connection comes
+// first: stripHop keeps one bit per entry and reads the Connection bit as bit 0.
 var hopHeaders = [][]byte{
 	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
 	[]byte("Proxy-Authenticate"), []byte("Proxy-Authorization"), []byte("TE"),
@@ -27,91 +28,87 @@ var (
 	strHTTP      = []byte("http")
 )
 
-// isHop reports whether name is a hop-by-hop header name (case-insensitive).
-func isHop(name []byte) bool {
-	if len(name) < 2 || len(name) > 19 {
-		return false
-	}
-	for _, h := range hopHeaders {
-		if len(h) == len(name) && bytes.EqualFold(h, name) {
-			return true
-		}
-	}
-	return false
-}
-
 // protectedHeaders may be named in Connection but are still needed to forward a
 // request correctly, so edge keeps them (as nginx does by ignoring Connection).
 func protected(name []byte) bool {
 	return bytes.EqualFold(name, []byte("Host")) || bytes.EqualFold(name, []byte("Content-Length"))
 }
 
-// stripConnectionTokens deletes the headers named in a Connection header value.
-// del is RequestHeader.DelBytes or ResponseHeader.DelBytes.
-func stripConnectionTokens(conn []byte, del func([]byte)) {
-	for len(conn) > 0 {
-		var tok []byte
-		if i := bytes.IndexByte(conn, ','); i >= 0 {
-			tok, conn = conn[:i], conn[i+1:]
-		} else {
-			tok, conn = conn, nil
+// hopMask adds to present the bit of the hopHeaders entry that name is, if any. The loop over
+// a concrete header's All stays in the caller so the iterator does not escape.
+func hopMask(present uint16, name []byte) uint16 {
+	if len(name) < 2 || len(name) > 19 {
+		return present
+	}
+	for i, h := range hopHeaders {
+		if len(h) == len(name) && bytes.EqualFold(h, name) {
+			present |= 1 << i
 		}
-		tok = bytes.TrimSpace(tok)
-		if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) || protected(tok) {
-			continue
+	}
+	return present
+}
+
+// hopDeleter is what stripHop needs of fasthttp's RequestHeader and ResponseHeader.
+type hopDeleter interface {
+	Peek(key string) []byte
+	DelBytes(key []byte)
+}
+
+// stripHop deletes the hop-by-hop headers marked in present, and, when Connection
+// is marked (bit 0), the headers it names. It allocates nothing.
+func stripHop(h hopDeleter, present uint16) {
+	if present&1 != 0 {
+		conn := h.Peek("Connection")
+		for len(conn) > 0 {
+			var tok []byte
+			if i := bytes.IndexByte(conn, ','); i >= 0 {
+				tok, conn = conn[:i], conn[i+1:]
+			} else {
+				tok, conn = conn, nil
+			}
+			tok = bytes.TrimSpace(tok)
+			if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) || protected(tok) {
+				continue
+			}
+			h.DelBytes(tok)
 		}
-		del(tok)
+	}
+	for i, name := range hopHeaders {
+		if present&(1<<i) != 0 {
+			h.DelBytes(name)
+		}
 	}
 }
 
 // stripRequestHop removes hop-by-hop headers from a request about to be forwarded.
-// It allocates nothing.
+// One scan finds which are present, so a request without any costs no deletes.
 func stripRequestHop(h *fasthttp.RequestHeader) {
-	if !requestHasHop(h) {
-		return
-	}
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		stripConnectionTokens(conn, h.DelBytes)
-	}
-	for _, name := range hopHeaders {
-		h.DelBytes(name)
-	}
-}
-
-func requestHasHop(h *fasthttp.RequestHeader) bool {
+	var present uint16
 	if h.ConnectionClose() {
-		return true
+		present = 1 // Connection: close is kept as a flag, not a header line
 	}
 	for k := range h.All() {
-		if isHop(k) {
-			return true
-		}
+		present = hopMask(present, k)
 	}
-	return false
+	if present != 0 {
+		stripHop(h, present)
+	}
 }
 
 // stripResponseHop removes hop-by-hop headers from an upstream response. A
 // Connection: close from the upstream concerns the upstream connection only.
 func stripResponseHop(h *fasthttp.ResponseHeader) {
-	if !h.ConnectionClose() && !responseHasHop(h) {
-		return
+	var present uint16
+	if h.ConnectionClose() {
+		present = 1
 	}
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		stripConnectionTokens(conn, h.DelBytes)
-	}
-	for _, name := range hopHeaders {
-		h.DelBytes(name)
-	}
-	h.ResetConnectionClose()
-}
-
-func responseHasHop(h *fasthttp.ResponseHeader) bool {
 	for k := range h.All() {
-		if isHop(k) {
-			return true
-		}
+		present = hopMask(present, k)
 	}
-	return false
+	if present != 0 {
+		stripHop(h, present)
+		h.ResetConnectionClose()
+	}
 }
 
 // trustedSet is a short list of prefixes; linear scan beats a trie at this size.
