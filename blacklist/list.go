@@ -200,18 +200,32 @@ func (l *List) BanIP(p netip.Prefix, ttl time.Duration, reason string, now time.
 	if ttl < 0 {
 		return Entry{}, fmt.Errorf("cannot ban %s: negative ttl %s", prefixString(p), ttl)
 	}
-	e := Entry{Kind: prefixKind(p), Source: SourceAPI, Prefix: p, Reason: reason, Created: now}
+	e := Entry{Kind: prefixKind(p), Source: SourceAPI, Prefix: p, Reason: reason, Created: now}.withTTL(ttl, now)
+	if err := l.banDurably(e, now); err != nil {
+		return Entry{}, fmt.Errorf("cannot ban %s: %w", prefixString(p), err)
+	}
+	return e, nil
+}
+
+// withTTL returns e expiring ttl after now (never when ttl is 0).
+func (e Entry) withTTL(ttl time.Duration, now time.Time) Entry {
 	if ttl > 0 {
 		e.Expires = now.Add(ttl)
 	}
+	return e
+}
+
+// banDurably applies e and saves the state file; when the save fails the ban is
+// undone, so a ban is in force only once it is on disk.
+func (l *List) banDurably(e Entry, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	undo := l.apply(e)
 	if err := l.saveLocked(now); err != nil {
 		undo()
-		return Entry{}, fmt.Errorf("cannot ban %s: %w", prefixString(p), err)
+		return err
 	}
-	return e, nil
+	return nil
 }
 
 // BanUser bans a user id like BanIP bans an address.
@@ -222,15 +236,8 @@ func (l *List) BanUser(user string, ttl time.Duration, reason string, now time.T
 	if ttl < 0 {
 		return Entry{}, fmt.Errorf("cannot ban user %q: negative ttl %s", user, ttl)
 	}
-	e := Entry{Kind: KindUser, Source: SourceAPI, User: user, Reason: reason, Created: now}
-	if ttl > 0 {
-		e.Expires = now.Add(ttl)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	undo := l.apply(e)
-	if err := l.saveLocked(now); err != nil {
-		undo()
+	e := Entry{Kind: KindUser, Source: SourceAPI, User: user, Reason: reason, Created: now}.withTTL(ttl, now)
+	if err := l.banDurably(e, now); err != nil {
 		return Entry{}, fmt.Errorf("cannot ban user %q: %w", user, err)
 	}
 	return e, nil

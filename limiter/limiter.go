@@ -220,6 +220,14 @@ func (sh *shard) home(m uint64, shardBits uint) uint64 {
 	return (m << shardBits) >> sh.idxShift
 }
 
+// next is the GCRA step Take and Reserve share: the theoretical arrival time slot i
+// would have after one more token at time n, and how far that lies beyond the burst
+// (below unitsPerNS: within it). Call with sh.mu held.
+func (sh *shard) next(i int, n int64) (newTat, excess int64) {
+	newTat = max(sh.slots[i].tat, n) + sh.interval
+	return newTat, newTat - n - sh.tau
+}
+
 // Take takes one token from key's bucket at time now (nanoseconds on any clock that
 // the Store's callers share, e.g. time.Now().UnixNano()). When a token is available it
 // returns ok and the whole tokens left; otherwise it takes nothing and returns the time
@@ -230,9 +238,7 @@ func (s *Store) Take(key uint64, now int64) (ok bool, retryAfter time.Duration, 
 	n := s.units(now)
 	sh.mu.Lock()
 	i := sh.findOrInsert(m, n, s.shardBits)
-	base := max(sh.slots[i].tat, n)
-	newTat := base + sh.interval
-	excess := newTat - n - sh.tau
+	newTat, excess := sh.next(i, n)
 	if excess < unitsPerNS {
 		sh.slots[i].tat = newTat
 		left := (sh.tau - (newTat - n)) / sh.interval // ≥ -1/16 ns worth: truncates to 0
@@ -255,9 +261,7 @@ func (s *Store) Reserve(key uint64, now int64, maxWait time.Duration) (wait time
 	n := s.units(now)
 	sh.mu.Lock()
 	i := sh.findOrInsert(m, n, s.shardBits)
-	base := max(sh.slots[i].tat, n)
-	newTat := base + sh.interval
-	excess := newTat - n - sh.tau
+	newTat, excess := sh.next(i, n)
 	if excess < unitsPerNS {
 		sh.slots[i].tat = newTat
 		sh.mu.Unlock()
