@@ -288,7 +288,7 @@ func TestHealthAcrossReloads(t *testing.T) {
 	}
 	// A replaced checker's goroutine ends at once (it waits on its ticker or
 	// stop channel), or after its probe in flight (timeout 100ms).
-	waitUntil(t, 5*time.Second, "replaced checkers to end", func() bool { return hs.running.Load() == 2 })
+	waitUntil(t, 10*time.Second, "replaced checkers to end", func() bool { return hs.running.Load() == 2 })
 	// Removing the check stops every checker and forgets the active verdict.
 	if err := e.reload(t, poolConfig("", a.Addr, b.Addr)); err != nil {
 		t.Fatal(err)
