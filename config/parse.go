@@ -79,6 +79,10 @@ func (c *Config) decodeTop(b *body) {
 	}
 	b.size("max_body_size", &c.MaxBodySize)
 	b.integer("max_conns", &c.MaxConns, 1)
+	b.integer("workers", &c.Workers, 0)
+	if c.Workers > 1024 {
+		b.ps.add(b.rangeOf("workers"), "workers must be at most 1024, got %d", c.Workers)
+	}
 
 	c.AccessLog = decodeAccessLog(b)
 	c.Admin = decodeAdmin(b)

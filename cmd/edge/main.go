@@ -154,7 +154,7 @@ func run(path string, log *slog.Logger) error {
 	}()
 	go rl.loop()
 	log.Info("edge listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(),
-		"version", fullVersion(), "config", path)
+		"version", fullVersion(), "config", path, "workers", runtime.GOMAXPROCS(0))
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

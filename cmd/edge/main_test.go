@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,4 +152,23 @@ func TestRefusesOpenAdmin(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "needs a token") {
 		t.Errorf("non-loopback admin without token: %d %q", code, out)
 	}
+}
+
+// workers sets GOMAXPROCS (default twice the CPUs); a GOMAXPROCS in the environment wins.
+func TestWorkers(t *testing.T) {
+	o := origin(t, "a")
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	f := func(extra string, env []string, want string) {
+		t.Helper()
+		cfg := filepath.Join(t.TempDir(), "edge.hcl")
+		writeConfig(t, cfg, o.Addr, extra)
+		e := edgetest.Start(t, cfg, append([]string{"TEST_ADMIN_TOKEN=" + testToken}, env...)...)
+		if !strings.Contains(e.Log(), " workers="+want+"\n") {
+			t.Errorf("workers %q env %v: want workers=%s in\n%s", extra, env, want, e.Log())
+		}
+	}
+	f("workers = 3\n", nil, "3")
+	f("", nil, strconv.Itoa(2*runtime.GOMAXPROCS(0)))
+	f("workers = 3\n", []string{"GOMAXPROCS=1"}, "1")
 }

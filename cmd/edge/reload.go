@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
 	"github.com/edge-gw/edge/admin"
@@ -58,12 +60,30 @@ func newReloader(path string, px *proxy.Proxy, reg prometheus.Registerer, log *s
 	return r
 }
 
+// defaultProcs is GOMAXPROCS as Go chose it at start (the CPUs it may use).
+var defaultProcs = runtime.GOMAXPROCS(0)
+
+// setWorkers applies cfg's workers to the Go scheduler: twice the CPUs by default, so
+// that requests waiting inside syscalls do not idle the cores; an explicit GOMAXPROCS in
+// the environment wins.
+func setWorkers(cfg *config.Config) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := cfg.Workers
+	if n == 0 {
+		n = 2 * defaultProcs
+	}
+	runtime.GOMAXPROCS(n)
+}
+
 // start applies the first config.
 func (r *reloader) start(cfg *config.Config) error {
 	s, err := r.px.Apply(cfg)
 	if err != nil {
 		return err
 	}
+	setWorkers(cfg)
 	r.succeeded(s.Version)
 	return nil
 }
@@ -110,6 +130,7 @@ func (r *reloader) reload() reloadResult {
 		return reloadResult{version: cur.Version, err: err}
 	}
 	r.reloads.WithLabelValues("success").Inc()
+	setWorkers(cfg)
 	r.succeeded(s.Version)
 	r.log.Info("config reloaded", "config", r.path, "version", s.Version)
 	if join != nil && r.cluster != nil {
