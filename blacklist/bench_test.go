@@ -95,32 +95,28 @@ func benchList(b *testing.B) *List {
 	return bench.l
 }
 
-func BenchmarkBlockedIP4_1M(b *testing.B) {
-	l := benchList(b)
-	a := bench.a4
+// lookups benchmarks BlockedIP over addrs (a power-of-two count) and reports the
+// share of lookups that hit.
+func lookups(b *testing.B, l *List, addrs []netip.Addr) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	hits := 0
 	for i := 0; b.Loop(); i++ {
-		if l.BlockedIP(a[i&(len(a)-1)], t0) != KindNone {
+		if l.BlockedIP(addrs[i&(len(addrs)-1)], t0) != KindNone {
 			hits++
 		}
 	}
 	b.ReportMetric(float64(hits)/float64(b.N), "hit/op")
 }
 
+func BenchmarkBlockedIP4_1M(b *testing.B) {
+	l := benchList(b)
+	lookups(b, l, bench.a4)
+}
+
 func BenchmarkBlockedIP6_1M(b *testing.B) {
 	l := benchList(b)
-	a := bench.a6
-	b.ReportAllocs()
-	b.ResetTimer()
-	hits := 0
-	for i := 0; b.Loop(); i++ {
-		if l.BlockedIP(a[i&(len(a)-1)], t0) != KindNone {
-			hits++
-		}
-	}
-	b.ReportMetric(float64(hits)/float64(b.N), "hit/op")
+	lookups(b, l, bench.a6)
 }
 
 func BenchmarkBlockedIP4_1M_Parallel(b *testing.B) {
@@ -156,12 +152,7 @@ func BenchmarkBlockedIP4_1M_Dynamic(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	a := bench.a4
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		l.BlockedIP(a[i&(len(a)-1)], t0)
-	}
+	lookups(b, l, bench.a4)
 }
 
 func BenchmarkBlockedUser(b *testing.B) {
@@ -235,14 +226,5 @@ func BenchmarkBlockedIP4_1M_Sparse(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchList(b)
-	a := bench.a4
-	b.ReportAllocs()
-	b.ResetTimer()
-	hits := 0
-	for i := 0; b.Loop(); i++ {
-		if l.BlockedIP(a[i&(len(a)-1)], t0) != KindNone {
-			hits++
-		}
-	}
-	b.ReportMetric(float64(hits)/float64(b.N), "hit/op")
+	lookups(b, l, bench.a4)
 }
