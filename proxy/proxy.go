@@ -10,12 +10,14 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/watchdog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -158,24 +160,42 @@ func (p *Proxy) Close() {
 	p.log.Swap(nil).close()
 }
 
-// NewServer returns the public fasthttp server for cfg, bounded by its limits.
-func (p *Proxy) NewServer(cfg *config.Config) *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler:                       p.Handler,
-		ErrorHandler:                  p.ErrorHandler,
-		Name:                          "edge",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		ReadBufferSize:                int(cfg.MaxHeaderSize),
-		WriteBufferSize:               16 << 10,
-		ReadTimeout:                   cfg.ReadTimeout,
-		WriteTimeout:                  cfg.WriteTimeout,
-		IdleTimeout:                   cfg.IdleTimeout,
-		MaxRequestBodySize:            int(cfg.MaxBodySize),
-		Concurrency:                   cfg.MaxConns,
-		DisablePreParseMultipartForm:  true,
-		DisableHeaderNamesNormalizing: false,
-		CloseOnShutdown:               true,
+// Server is the server of the public listener: fasthttp, with the read, idle and
+// write timeouts of the config enforced by a watchdog sweeper instead of per-request
+// socket deadlines (see package watchdog).
+type Server struct {
+	*fasthttp.Server
+	timeouts watchdog.Timeouts
+}
+
+// Serve serves the connections ln accepts until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.Server.Serve(watchdog.Listen(ln, s.timeouts))
+}
+
+// NewServer returns the public server for cfg, bounded by its limits. Like fasthttp,
+// an idle_timeout of 0 falls back to read_timeout.
+func (p *Proxy) NewServer(cfg *config.Config) *Server {
+	idle := cfg.IdleTimeout
+	if idle == 0 {
+		idle = cfg.ReadTimeout
+	}
+	return &Server{
+		timeouts: watchdog.Timeouts{Read: cfg.ReadTimeout, Idle: idle, Write: cfg.WriteTimeout},
+		Server: &fasthttp.Server{
+			Handler:                       p.Handler,
+			ErrorHandler:                  p.ErrorHandler,
+			Name:                          "edge",
+			NoDefaultServerHeader:         true,
+			NoDefaultContentType:          true,
+			ReadBufferSize:                int(cfg.MaxHeaderSize),
+			WriteBufferSize:               16 << 10,
+			MaxRequestBodySize:            int(cfg.MaxBodySize),
+			Concurrency:                   cfg.MaxConns,
+			DisablePreParseMultipartForm:  true,
+			DisableHeaderNamesNormalizing: false,
+			CloseOnShutdown:               true,
+		},
 	}
 }
 

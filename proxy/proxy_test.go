@@ -21,7 +21,7 @@ import (
 type testEdge struct {
 	addr string
 	px   *Proxy
-	srv  *fasthttp.Server
+	srv  *Server
 	reg  *prometheus.Registry
 }
 

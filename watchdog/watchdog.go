@@ -1,0 +1,214 @@
+// Package watchdog cuts off server connections that stall: a client that takes too
+// long to send a request, sits idle on a keep-alive connection, or does not read its
+// response.
+//
+// fasthttp enforces the same limits with socket deadlines, which costs three
+// SetReadDeadline/SetWriteDeadline calls per request, each a lock and a timer-heap
+// update in the Go runtime. A watchdog Listener instead stamps each blocking Read and
+// Write with a deadline from a coarse clock (two atomic stores), and one sweeper
+// goroutine per listener, ticking at a fraction of the shortest timeout, sets a socket
+// deadline in the past on the connections whose stamp has expired. The blocked call then
+// returns a timeout error exactly as it would have under fasthttp's own deadlines, and
+// the server closes the connection.
+//
+// The limits, as fasthttp defines them:
+//
+//   - Read: from the first byte of a request until the request has been read (headers
+//     and body); a new connection's first request counts from the accept.
+//   - Idle: from the end of a response until the first byte of the next request.
+//   - Write: one write of the response.
+//
+// Time spent between reads and writes (the handler at work) is not limited here. A limit
+// is enforced with the sweeper's granularity: a stalled connection is cut off between
+// the limit and the limit plus two ticks (a tick is a tenth of the shortest limit, at
+// most 100ms).
+//
+// A Conn expects what fasthttp does: one goroutine reads and writes it at a time. Close
+// and the deadline setters may be called from any goroutine.
+package watchdog
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Timeouts are the limits a Listener enforces; a zero limit is not enforced.
+type Timeouts struct {
+	Read  time.Duration // whole request, from its first byte (from accept for the first)
+	Idle  time.Duration // keep-alive wait for the next request's first byte
+	Write time.Duration // one write of the response
+}
+
+// Tick is the sweeper period for t: a tenth of the shortest non-zero limit, between 1ms
+// and 100ms.
+func (t Timeouts) Tick() time.Duration {
+	tick := 100 * time.Millisecond
+	for _, d := range [...]time.Duration{t.Read, t.Idle, t.Write} {
+		if d > 0 && d/10 < tick {
+			tick = d / 10
+		}
+	}
+	return max(tick, time.Millisecond)
+}
+
+// A Listener wraps the connections an inner listener accepts and watches them.
+type Listener struct {
+	net.Listener
+	t    Timeouts
+	base time.Time
+	now  atomic.Int64 // coarse clock: nanoseconds since base, advanced by the sweeper
+
+	mu    sync.Mutex
+	conns []*Conn // live connections; Conn.slot indexes this slice
+
+	closed atomic.Bool
+}
+
+// Listen wraps ln and starts its sweeper. The sweeper runs until the listener is closed
+// and the last connection it accepted has closed: connections still being served during
+// a graceful stop stay watched.
+func Listen(ln net.Listener, t Timeouts) *Listener {
+	l := &Listener{Listener: ln, t: t, base: time.Now()}
+	go l.sweep(t.Tick())
+	return l
+}
+
+// Accept waits for the next connection and returns it watched.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	wc := &Conn{Conn: c, l: l, reqStart: l.clock()}
+	l.mu.Lock()
+	wc.slot = len(l.conns)
+	l.conns = append(l.conns, wc)
+	l.mu.Unlock()
+	return wc, nil
+}
+
+// Close closes the inner listener. The sweeper stops once no connection is left.
+func (l *Listener) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+// Watched is the number of connections the listener watches: accepted and not closed.
+func (l *Listener) Watched() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// clock reads the coarse clock. It is never 0, which stamps reserve for "no deadline".
+func (l *Listener) clock() int64 { return l.now.Load() + 1 }
+
+func (l *Listener) sweep(tick time.Duration) {
+	tk := time.NewTicker(tick)
+	defer tk.Stop()
+	for range tk.C {
+		now := int64(time.Since(l.base))
+		l.now.Store(now)
+		// Stamps were taken on a clock up to one tick behind: a stamp is expired only
+		// once it is a tick older than now, so no limit is ever shortened.
+		l.mu.Lock()
+		for _, c := range l.conns {
+			c.expire(now - int64(tick))
+		}
+		idle := len(l.conns) == 0
+		l.mu.Unlock()
+		if idle && l.closed.Load() {
+			return
+		}
+	}
+}
+
+func (l *Listener) remove(c *Conn) {
+	l.mu.Lock()
+	if i := c.slot; i >= 0 {
+		last := len(l.conns) - 1
+		l.conns[i] = l.conns[last]
+		l.conns[i].slot = i
+		l.conns[last] = nil
+		l.conns = l.conns[:last]
+		c.slot = -1
+	}
+	l.mu.Unlock()
+}
+
+// expired is a socket deadline long past: set on a connection whose stamp ran out, it
+// makes the blocked call return a timeout error.
+var expired = time.Unix(1, 0)
+
+// Conn is a watched connection.
+type Conn struct {
+	net.Conn
+	l *Listener
+
+	// stamp is the deadline of the Read or Write in progress on the coarse clock,
+	// shifted left by one, the low bit set for a Write; 0 when none is in progress.
+	stamp atomic.Int64
+
+	reqStart int64 // clock at the first byte of the request being read; 0 between requests
+	slot     int   // index in l.conns, -1 once removed (guarded by l.mu)
+}
+
+// Read reads like the inner connection, under the idle limit when no request has begun,
+// else under the read limit counted from the request's first byte.
+func (c *Conn) Read(p []byte) (int, error) {
+	var dl int64
+	if c.reqStart == 0 {
+		if c.l.t.Idle > 0 {
+			dl = c.l.clock() + int64(c.l.t.Idle)
+		}
+	} else if c.l.t.Read > 0 {
+		dl = c.reqStart + int64(c.l.t.Read)
+	}
+	if dl != 0 {
+		c.stamp.Store(dl << 1)
+	}
+	n, err := c.Conn.Read(p)
+	if dl != 0 {
+		c.stamp.Store(0)
+	}
+	if n > 0 && c.reqStart == 0 {
+		c.reqStart = c.l.clock()
+	}
+	return n, err
+}
+
+// Write writes like the inner connection, under the write limit. It ends the request
+// being read: the next Read waits under the idle limit.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.reqStart = 0
+	if c.l.t.Write <= 0 {
+		return c.Conn.Write(p)
+	}
+	c.stamp.Store((c.l.clock()+int64(c.l.t.Write))<<1 | 1)
+	n, err := c.Conn.Write(p)
+	c.stamp.Store(0)
+	return n, err
+}
+
+// Close closes the connection and stops watching it.
+func (c *Conn) Close() error {
+	c.l.remove(c)
+	return c.Conn.Close()
+}
+
+// expire cuts off the call in progress when its deadline is before now. The CAS makes
+// sure the call is still the one whose stamp was read: one that finished in between
+// cleared or replaced the stamp.
+func (c *Conn) expire(now int64) {
+	s := c.stamp.Load()
+	if s == 0 || s>>1 >= now || !c.stamp.CompareAndSwap(s, 0) {
+		return
+	}
+	if s&1 != 0 {
+		c.Conn.SetWriteDeadline(expired)
+	} else {
+		c.Conn.SetReadDeadline(expired)
+	}
+}
