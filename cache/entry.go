@@ -179,12 +179,16 @@ func (e *Entry) Header(name string) []byte {
 }
 
 // WriteTo sets status, the stored headers, Age and the body on resp, which should be
-// freshly reset (headers are added, not replaced). The body is copied into resp, so e may
-// be released right after. Date is left to the server (fasthttp writes the current one),
-// which with Age keeps a client's age arithmetic right. It does not allocate once resp's
-// buffers have grown to the entry's size.
+// freshly reset (headers are added, not replaced). The body is not copied: resp refers
+// to e's buffer, so e must be neither reused nor released until resp has been written
+// or reset. Date is left to the server (fasthttp writes the current one), which with
+// Age keeps a client's age arithmetic right. It does not allocate once resp's buffers
+// have grown to the entry's size.
 func (e *Entry) WriteTo(resp *fasthttp.Response, now time.Time) {
 	resp.SetStatusCode(e.status)
+	// Stored names are canonical already (Store keeps them as fasthttp parsed them):
+	// normalizing them again is wasted work on every hit.
+	resp.Header.DisableNormalizing()
 	b := e.headers
 	for range e.nHeaders {
 		var k, v []byte
@@ -192,9 +196,10 @@ func (e *Entry) WriteTo(resp *fasthttp.Response, now time.Time) {
 		v, b = readU16Bytes(b)
 		resp.Header.AddBytesKV(k, v)
 	}
+	resp.Header.EnableNormalizing()
 	var num [20]byte
 	resp.Header.SetBytesV(fasthttp.HeaderAge, strconv.AppendInt(num[:0], int64(e.Age(now)/time.Second), 10))
-	resp.SetBody(e.body)
+	resp.SetBodyRaw(e.body)
 }
 
 // PrepareRevalidation turns req (a copy of the client's request, about to be sent to the

@@ -209,6 +209,21 @@ var cacheScratchPool = sync.Pool{New: func() any {
 	return &cacheScratch{key: make([]byte, 0, 256), e: cache.AcquireEntry()}
 }}
 
+// Close gives cs back to the pool. fasthttp calls it when it resets the request, after
+// the response has been written: an answer from the cache sends the entry's body from
+// cs without copying it (cache.Entry.WriteTo), so cs must live that long.
+func (cs *cacheScratch) Close() error {
+	cacheScratchPool.Put(cs)
+	return nil
+}
+
+// cacheScratchKey is the request user value under which a request's cacheScratch
+// waits for fasthttp to Close it.
+const cacheScratchKey userKey = 1
+
+// userKey types the keys of the request user values edge sets.
+type userKey int
+
 // serveCached answers from the cache or forwards (forwardRoute) and stores.
 func (p *Proxy) serveCached(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
 	rc := rt.cache
@@ -219,12 +234,12 @@ func (p *Proxy) serveCached(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 		return
 	}
 	cs := cacheScratchPool.Get().(*cacheScratch)
+	ctx.SetUserValue(cacheScratchKey, cs) // Closed by fasthttp once the answer is written
 	cs.key = cache.AppendKey(cs.key[:0], req.Header.Method(), req.Header.Host(), req.Header.RequestURI())
 	if rc.key != nil {
 		cs.key = appendCacheKeyParts(cs.key, rc.key, ctx, client)
 	}
 	p.lookupOrFetch(ctx, s, rt, cs, peer, client, sc)
-	cacheScratchPool.Put(cs)
 }
 
 // appendCacheKeyParts appends one length-prefixed part per key expression of k. Unlike
