@@ -57,6 +57,7 @@ type Cache struct {
 	nonce atomic.Uint64
 
 	flights [flightShards]flightShard
+	hot     hotTable
 
 	stored, renewed, tooLarge atomic.Uint64
 }
@@ -84,7 +85,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg.RefreshTimeout = DefaultRefreshTimeout
 	}
 	c := &Cache{
-		fc:       fastcache.New(cfg.Size),
+		fc:       fastcache.New(max(cfg.Size-hotBudget, MinSize)),
 		maxEntry: cfg.MaxEntry,
 		refreshT: int64(cfg.RefreshTimeout),
 	}
@@ -134,15 +135,32 @@ func (c *Cache) Epoch() uint64 { return c.epoch.Load() }
 // header's scratch buffer, so req must not be shared between goroutines. It does not
 // allocate once e's buffers have grown to the entry's size.
 func (c *Cache) Lookup(e *Entry, key []byte, req *fasthttp.RequestHeader, now time.Time) State {
-	if !c.load(e, key, req) {
+	kh := xxhash.Sum64(key)
+	h, seen := c.hot.get(kh)
+	if h != nil {
+		// A hot entry is the record fastcache holds for kh (every write of kh replaces
+		// the slot), so when it does not match, neither would the record.
+		e.use(h)
+		if !bytes.Equal(e.key, key) || c.purged(e) {
+			e.reset()
+			return Miss
+		}
+		return e.State(now)
+	}
+	if !c.loadHash(e, kh, key, req) {
 		return Miss
 	}
+	c.hot.candidate(e, kh, seen)
 	return e.State(now)
 }
 
+// load reads the entry of key from fastcache into e.
 func (c *Cache) load(e *Entry, key []byte, req *fasthttp.RequestHeader) bool {
+	return c.loadHash(e, xxhash.Sum64(key), key, req)
+}
+
+func (c *Cache) loadHash(e *Entry, kh uint64, key []byte, req *fasthttp.RequestHeader) bool {
 	e.reset()
-	kh := xxhash.Sum64(key)
 	pk, n := makeKey(fkPrimary, kh, 0)
 	e.meta = c.fc.Get(e.meta[:0], pk[:n])
 	if len(e.meta) < 2 || e.meta[0] != recVersion {
@@ -260,8 +278,10 @@ func (c *Cache) PurgeURL(uri string) {
 
 // PurgeKey drops the entry stored under exactly key (and all its Vary variants).
 func (c *Cache) PurgeKey(key []byte) {
-	pk, n := makeKey(fkPrimary, xxhash.Sum64(key), 0)
+	kh := xxhash.Sum64(key)
+	pk, n := makeKey(fkPrimary, kh, 0)
 	c.fc.Del(pk[:n])
+	c.hot.invalidate(kh)
 }
 
 // PurgeAll invalidates every entry, in O(1).

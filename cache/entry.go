@@ -78,6 +78,10 @@ type Entry struct {
 	headers                          []byte
 	nonce                            uint64
 	body                             []byte
+
+	hot                  *hotEntry // the hot entry e views, if any (hot.go)
+	promote, promoteSeen *hotEntry // a promotion WriteTo completes (hot.go)
+	promoteTable         *hotTable
 }
 
 var entryPool sync.Pool
@@ -179,24 +183,33 @@ func (e *Entry) Header(name string) []byte {
 }
 
 // WriteTo sets status, the stored headers, Age and the body on resp, which should be
-// freshly reset (headers are added, not replaced). The body is not copied: resp refers
+// freshly reset as the server hands it to a handler (headers are added, not replaced; an
+// entry served from the hot set replaces the whole header with the one its first
+// WriteTo built, server defaults included). The body is not copied: resp refers
 // to e's buffer, so e must be neither reused nor released until resp has been written
 // or reset. Date is left to the server (fasthttp writes the current one), which with
 // Age keeps a client's age arithmetic right. It does not allocate once resp's buffers
 // have grown to the entry's size.
 func (e *Entry) WriteTo(resp *fasthttp.Response, now time.Time) {
-	resp.SetStatusCode(e.status)
-	// Stored names are canonical already (Store keeps them as fasthttp parsed them):
-	// normalizing them again is wasted work on every hit.
-	resp.Header.DisableNormalizing()
-	b := e.headers
-	for range e.nHeaders {
-		var k, v []byte
-		k, b = readU16Bytes(b)
-		v, b = readU16Bytes(b)
-		resp.Header.AddBytesKV(k, v)
+	if e.hot != nil {
+		e.hot.hdr.CopyTo(&resp.Header) // the header the replay below built the first time
+	} else {
+		resp.SetStatusCode(e.status)
+		// Stored names are canonical already (Store keeps them as fasthttp parsed them):
+		// normalizing them again is wasted work on every hit.
+		resp.Header.DisableNormalizing()
+		b := e.headers
+		for range e.nHeaders {
+			var k, v []byte
+			k, b = readU16Bytes(b)
+			v, b = readU16Bytes(b)
+			resp.Header.AddBytesKV(k, v)
+		}
+		resp.Header.EnableNormalizing()
+		if e.promote != nil {
+			e.publish(&resp.Header)
+		}
 	}
-	resp.Header.EnableNormalizing()
 	var num [20]byte
 	resp.Header.SetBytesV(fasthttp.HeaderAge, strconv.AppendInt(num[:0], int64(e.Age(now)/time.Second), 10))
 	resp.SetBodyRaw(e.body)

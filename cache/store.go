@@ -118,6 +118,7 @@ func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fast
 	binary.BigEndian.PutUint16(b[countAt:], uint16(nh))
 
 	kh := xxhash.Sum64(key)
+	defer c.hot.invalidate(kh) // after the fastcache writes below (hot.go)
 	switch {
 	case big:
 		b[2] |= flagBig
