@@ -15,7 +15,7 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	upstreamErrs  *prometheus.CounterVec
-	inflight      prometheus.Gauge
+	inflight      atomic.Int64 // edge_inflight_requests, read at scrape: one atomic add per change
 	accessDropped prometheus.Counter
 
 	// Reg is where feature files register their own metrics, once, from their
@@ -39,16 +39,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		upstreamErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_upstream_errors_total", Help: "Failed upstream exchanges, by upstream and reason (connect, timeout, busy, broken).",
 		}, []string{"upstream", "reason"}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edge_inflight_requests", Help: "Requests being handled now.",
-		}),
 		accessDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_access_log_dropped_total", Help: "Access log lines dropped because the writer fell behind.",
 		}),
 		routes: map[string]*routeMetrics{},
 		Reg:    reg,
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstreamErrs, m.inflight, m.accessDropped)
+	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edge_inflight_requests", Help: "Requests being handled now.",
+	}, func() float64 { return float64(m.inflight.Load()) })
+	reg.MustRegister(m.requests, m.duration, m.upstreamErrs, inflight, m.accessDropped)
 	return m
 }
 

@@ -237,7 +237,7 @@ var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 
 // limits, then the route's target (answer, seckill, cache, upstream or cell).
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	s := p.snap.Load()
-	p.metrics.inflight.Inc()
+	p.metrics.inflight.Add(1)
 	sc := scratchPool.Get().(*scratch)
 	peer := peerAddr(ctx)
 	client := s.trusted.clientAddr(ctx, peer)
@@ -261,7 +261,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	sc.e = entry{}
 	scratchPool.Put(sc)
-	p.metrics.inflight.Dec()
+	p.metrics.inflight.Add(-1)
 }
 
 // serveRoute runs the route's stages after matching.
