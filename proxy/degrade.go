@@ -102,7 +102,6 @@ type guard struct {
 
 // degradeState is the feature's long-lived state (created by initDegrade in New).
 type degradeState struct {
-	inflight atomic.Int64 // routed requests in flight, for overload shedding
 
 	shed        *prometheus.CounterVec // edge_shed_total{route,reason}
 	transitions *prometheus.CounterVec // edge_breaker_transitions_total{upstream,to}
@@ -240,15 +239,14 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, sc *scra
 		g.refuse(ctx, shedDegraded, retry)
 		return false
 	}
-	st := p.degradeState
-	if n := st.inflight.Add(1); g.shedAt > 0 && n > g.shedAt {
-		st.inflight.Add(-1)
+	// Overload is judged on edge_inflight_requests, which Handler already counts
+	// (this request included): one shared counter less to bounce between cores.
+	if g.shedAt > 0 && p.metrics.inflight.Load() > g.shedAt {
 		g.refuse(ctx, shedOverload, busyRetryAfter)
 		return false
 	}
 	if n := rg.inflight.Add(1); g.max > 0 && n > g.max {
 		rg.inflight.Add(-1)
-		st.inflight.Add(-1)
 		g.refuse(ctx, shedBulkhead, busyRetryAfter)
 		return false
 	}
@@ -258,7 +256,6 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, sc *scra
 // release gives back what admit took.
 func (p *Proxy) release(rt *route) {
 	rt.guard.rg.inflight.Add(-1)
-	p.degradeState.inflight.Add(-1)
 }
 
 // refuse writes the route's fallback with Retry-After (whole seconds, at least 1,

@@ -102,10 +102,10 @@ func TestDegradeZeroAllocs(t *testing.T) {
 	px.Handler(handlerCtx("GET", "/bad/1")) // the origin's 500 opens the breaker (min_requests 1)
 	f("breaker open", handlerCtx("GET", "/bad/1"), 503)
 
-	px.degradeState.inflight.Store(600) // above low's bound (500), below core's (1000)
+	px.metrics.inflight.Store(600) // above low's bound (500), below core's (1000)
 	f("overload: low shed", handlerCtx("GET", "/low/1"), 503)
 	f("overload: core served", handlerCtx("GET", "/app/1"), 200)
-	px.degradeState.inflight.Store(0)
+	px.metrics.inflight.Store(0)
 }
 
 // BenchmarkGuardedGET is BenchmarkProxyGET through a route with every guard: an

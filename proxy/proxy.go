@@ -214,7 +214,7 @@ func (p *Proxy) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.SetConnectionClose()
 	if s := p.snap.Load(); s != nil {
-		s.noRoute.count(ctx.Response.StatusCode())
+		s.noRoute.count(uint32(ctx.ConnID()), ctx.Response.StatusCode())
 	}
 }
 
@@ -229,9 +229,13 @@ type scratch struct {
 	e     entry
 	limit limitNote // RateLimit-* headers for the answer (limit.go)
 	guard *guard    // route of the request being forwarded: fallback of pool guards (breaker.go)
+
+	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
 
-var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 256)} }}
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{buf: make([]byte, 0, 256), stripe: nextStripe.Add(1)}
+}}
 
 // Handler serves one client request through the funnel: blacklist, route,
 // limits, then the route's target (answer, seckill, cache, upstream or cell).
@@ -254,8 +258,8 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.limitHeaders(ctx, sc)
 		}
 	}
-	rm.count(ctx.Response.StatusCode())
-	rm.duration.Observe(time.Since(sc.e.start).Seconds())
+	rm.count(sc.stripe, ctx.Response.StatusCode())
+	rm.duration.observe(sc.stripe, time.Since(sc.e.start))
 	if l := p.log.Load(); l != nil {
 		l.log(ctx, &sc.e)
 	}
