@@ -102,7 +102,6 @@ type guard struct {
 
 // degradeState is the feature's long-lived state (created by initDegrade in New).
 type degradeState struct {
-
 	shed        *prometheus.CounterVec // edge_shed_total{route,reason}
 	transitions *prometheus.CounterVec // edge_breaker_transitions_total{upstream,to}
 
