@@ -261,8 +261,8 @@ func (s *Snapshot) match(ctx *fasthttp.RequestCtx) *route {
 // routePath is the path routes match on: the normalized path of fasthttp's URI parser
 // (percent-escapes decoded, dot segments resolved, repeated slashes merged). Most request
 // targets are plain: origin-form, made only of bytes that normalization leaves alone.
-// Their path is the target up to '?', taken without parsing the URI, which is a fifth of
-// the work of a cache hit.
+// Their path is the target up to '?', taken without parsing the URI (the parse was about a
+// fifth of the handler's CPU on a cache hit, BenchmarkCacheHit).
 func routePath(ctx *fasthttp.RequestCtx) []byte {
 	if p, ok := plainPath(ctx.Request.Header.RequestURI()); ok {
 		return p
