@@ -157,8 +157,9 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 		MaxConns:                      s.maxConns,
 		MaxConnWaitTimeout:            s.timeout,
 		MaxIdleConnDuration:           s.keepalive,
-		ReadTimeout:                   s.timeout,
-		WriteTimeout:                  s.timeout,
+		// No ReadTimeout/WriteTimeout: every exchange runs under the deadline of
+		// forward's DoTimeout budget (at most timeout), and a second, per-client one
+		// would only cost two clock reads per request.
 		MaxResponseBodySize:           int(s.maxResponseSize),
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               8 << 10,
