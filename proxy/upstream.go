@@ -154,9 +154,9 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 		Dial: func(addr string) (net.Conn, error) {
 			return dialer.DialTimeout(addr, connect)
 		},
-		MaxConns:                      s.maxConns,
-		MaxConnWaitTimeout:            s.timeout,
-		MaxIdleConnDuration:           s.keepalive,
+		MaxConns:            s.maxConns,
+		MaxConnWaitTimeout:  s.timeout,
+		MaxIdleConnDuration: s.keepalive,
 		// No ReadTimeout/WriteTimeout: every exchange runs under the deadline of
 		// forward's DoTimeout budget (at most timeout), and a second, per-client one
 		// would only cost two clock reads per request.
