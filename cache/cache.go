@@ -39,9 +39,10 @@ type Config struct {
 }
 
 // Cache is the response store. All methods are safe for concurrent use. Contents live
-// off the Go heap (fastcache chunks) and are bounded by Config.Size; the Go heap holds only
-// fastcache's per-entry index (about 16 bytes per entry), the purge slots (512 KiB) and the
-// in-flight maps. Entries are never expired eagerly: an old one simply stops matching
+// off the Go heap (fastcache chunks) and are bounded by Config.Size; the Go heap holds
+// fastcache's per-entry index (about 16 bytes per entry), the purge slots (512 KiB), the
+// in-flight maps and the hot set (hot.go: copies of much-hit entries, a sixteenth of Size
+// and at most 16 MiB, taken out of fastcache's share). Entries are never expired eagerly: an old one simply stops matching
 // (Miss) and is overwritten when the ring wraps.
 type Cache struct {
 	fc       *fastcache.Cache
@@ -85,10 +86,11 @@ func New(cfg Config) (*Cache, error) {
 		cfg.RefreshTimeout = DefaultRefreshTimeout
 	}
 	c := &Cache{
-		fc:       fastcache.New(max(cfg.Size-hotBudget, MinSize)),
+		fc:       fastcache.New(max(cfg.Size-hotSlots*hotMaxRecord(cfg.Size), MinSize)),
 		maxEntry: cfg.MaxEntry,
 		refreshT: int64(cfg.RefreshTimeout),
 	}
+	c.hot.maxRecord = hotMaxRecord(cfg.Size)
 	c.epoch.Store(1)
 	for i := range c.flights {
 		c.flights[i].m = make(map[uint64]*flight)

@@ -15,20 +15,23 @@ import (
 // fastcache stays the store of record. A hot entry is an immutable copy of a record and
 // is checked like one on every use: the key must be equal, the purge slots must not have
 // moved past its epoch, and its freshness is evaluated at the time of the hit. Only
-// records without Vary and with the body inline (no bigger than hotMaxRecord) qualify,
+// records without Vary and with the body inline (no bigger than the table's maxRecord) qualify,
 // and only on their second hit through fastcache in a row on their slot, so a flood of
 // distinct URLs never reaches the Go heap. Every write of a key (Store, Renew, PurgeKey)
 // replaces the slot with a fresh tombstone after the fastcache write, and a promotion is
 // a compare-and-swap against the slot value read before the fastcache read: a promotion
 // racing with a write can only fail, never install the old record.
 //
-// Memory: at most hotSlots entries of at most hotMaxRecord bytes each, plus their prebuilt
-// headers: under 16 MiB with the defaults, taken out of cache_size.
+// Memory: at most hotSlots entries of at most maxRecord bytes each, plus their prebuilt
+// headers. The budget, hotSlots × maxRecord, is a sixteenth of cache_size and at most
+// 16 MiB (maxRecord 16 KiB from cache_size 256MB up), and is taken out of fastcache's share.
 const (
-	hotSlots     = 1024
-	hotMaxRecord = 16 << 10
-	hotBudget    = hotSlots * hotMaxRecord
+	hotSlots        = 1024
+	hotMaxRecordCap = 16 << 10
 )
+
+// hotMaxRecord is the largest record the hot set of a cache of size bytes holds.
+func hotMaxRecord(size int) int { return min(size/16/hotSlots, hotMaxRecordCap) }
 
 // hotEntry is a promoted record. A hotEntry with a nil meta is a tombstone.
 type hotEntry struct {
@@ -39,8 +42,9 @@ type hotEntry struct {
 }
 
 type hotTable struct {
-	slots [hotSlots]atomic.Pointer[hotEntry]
-	ghost [hotSlots]atomic.Uint64 // key hash of the last fastcache hit on each slot
+	maxRecord int // set by New, never changed
+	slots     [hotSlots]atomic.Pointer[hotEntry]
+	ghost     [hotSlots]atomic.Uint64 // key hash of the last fastcache hit on each slot
 }
 
 func hotSlot(kh uint64) uint64 { return kh & (hotSlots - 1) }
@@ -64,7 +68,7 @@ func (t *hotTable) invalidate(kh uint64) {
 // having held seen before the read) when e qualifies and this is its second hit in a
 // row; WriteTo completes it. It allocates only then.
 func (t *hotTable) candidate(e *Entry, kh uint64, seen *hotEntry) {
-	if e.nVary != 0 || e.flags&flagBig != 0 || len(e.meta) > hotMaxRecord {
+	if e.nVary != 0 || e.flags&flagBig != 0 || len(e.meta) > t.maxRecord {
 		return
 	}
 	if g := &t.ghost[hotSlot(kh)]; g.Load() != kh {

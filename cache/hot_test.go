@@ -28,7 +28,7 @@ func hit(t testing.TB, c *Cache, req *fasthttp.Request, now time.Time) (State, *
 // An entry hit twice through fastcache is served from the hot set from then on, with the
 // same status, headers and body.
 func TestHotPromotion(t *testing.T) {
-	c := newTestCache(t, Config{})
+	c := newTestCache(t, Config{Size: DefaultSize})
 	req := mkReq("GET", "shop", "/item/1")
 	body := randBody(2048, 7)
 	store(t, c, req, mkResp(200, body, "Cache-Control", "max-age=60", "Content-Type", "application/json", "ETag", `"v1"`, "X-Shop", "a"), rule, t0)
@@ -82,7 +82,7 @@ func TestHotInvalidation(t *testing.T) {
 		{"all", func(c *Cache, _ []byte) { c.PurgeAll() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newTestCache(t, Config{})
+			c := newTestCache(t, Config{Size: DefaultSize})
 			req := mkReq("GET", "shop", "/p/1")
 			store(t, c, req, mkResp(200, []byte("old"), "Cache-Control", "max-age=60", "Surrogate-Key", "t1"), rule, t0)
 			warm(t, c, req)
@@ -92,7 +92,7 @@ func TestHotInvalidation(t *testing.T) {
 			}
 		})
 	}
-	c := newTestCache(t, Config{})
+	c := newTestCache(t, Config{Size: DefaultSize})
 	req := mkReq("GET", "shop", "/p/2")
 	store(t, c, req, mkResp(200, []byte("old"), "Cache-Control", "max-age=60"), rule, t0)
 	warm(t, c, req)
@@ -105,7 +105,7 @@ func TestHotInvalidation(t *testing.T) {
 // Writers storing new versions while readers hit: no reader ever sees a body that was
 // not stored, and once the writers stop every reader sees the last version.
 func TestHotConcurrentStores(t *testing.T) {
-	c := newTestCache(t, Config{})
+	c := newTestCache(t, Config{Size: DefaultSize})
 	req := mkReq("GET", "shop", "/race")
 	version := func(i int) []byte { return []byte(fmt.Sprintf("version-%04d", i)) }
 	store(t, c, req, mkResp(200, version(0), "Cache-Control", "max-age=60"), rule, t0)
@@ -140,5 +140,32 @@ func TestHotConcurrentStores(t *testing.T) {
 		if st, resp, _ := hit(t, c, req, t0.Add(time.Second)); st != Hit || !bytes.Equal(resp.Body(), version(versions)) {
 			t.Fatalf("after the last store: %s %q, want %q", st, resp.Body(), version(versions))
 		}
+	}
+}
+
+// The hot set's budget is a sixteenth of cache_size, at most 16 MiB; a small cache only
+// promotes small entries.
+func TestHotBudget(t *testing.T) {
+	for _, c := range []struct{ size, maxRecord int }{
+		{DefaultSize, 16 << 10}, {1 << 30, 16 << 10}, {MinSize, 2 << 10}, {64 << 20, 4 << 10},
+	} {
+		if got := hotMaxRecord(c.size); got != c.maxRecord {
+			t.Errorf("hotMaxRecord(%d) = %d, want %d", c.size, got, c.maxRecord)
+		}
+	}
+	c := newTestCache(t, Config{Size: MinSize})
+	small, big := mkReq("GET", "shop", "/small"), mkReq("GET", "shop", "/big")
+	store(t, c, small, mkResp(200, []byte("tiny"), "Cache-Control", "max-age=60"), rule, t0)
+	store(t, c, big, mkResp(200, randBody(4096, 3), "Cache-Control", "max-age=60"), rule, t0)
+	now := t0.Add(time.Second)
+	for range 3 {
+		hit(t, c, small, now)
+		hit(t, c, big, now)
+	}
+	if _, _, hot := hit(t, c, small, now); !hot {
+		t.Error("small entry not promoted in a 32MB cache")
+	}
+	if _, _, hot := hit(t, c, big, now); hot {
+		t.Error("4 KiB entry promoted in a 32MB cache, whose hot records are at most 2 KiB")
 	}
 }
