@@ -14,10 +14,11 @@ import (
 //
 // fastcache stays the store of record. A hot entry is an immutable copy of a record and
 // is checked like one on every use: the key must be equal, the purge slots must not have
-// moved past its epoch, and its freshness is evaluated at the time of the hit. Only
-// records without Vary and with the body inline (no bigger than the table's maxRecord) qualify,
-// and only on their second hit through fastcache in a row on their slot, so a flood of
-// distinct URLs never reaches the Go heap. Every write of a key (Store, Renew, PurgeKey)
+// moved past its epoch, and its freshness is evaluated at the time of the hit (an entry
+// that fastcache has meanwhile evicted may go on being served until it expires or is
+// purged). Only records without Vary and with the body inline (no bigger than the table's
+// maxRecord) qualify, and only on their second hit through fastcache in a row on their
+// slot, so a flood of distinct URLs never reaches the Go heap. Every write of a key (Store, Renew, PurgeKey)
 // replaces the slot with a fresh tombstone after the fastcache write, and a promotion is
 // a compare-and-swap against the slot value read before the fastcache read: a promotion
 // racing with a write can only fail, never install the old record.
