@@ -42,8 +42,8 @@ type Config struct {
 // off the Go heap (fastcache chunks) and are bounded by Config.Size; the Go heap holds
 // fastcache's per-entry index (about 16 bytes per entry), the purge slots (512 KiB), the
 // in-flight maps and the hot set (hot.go: copies of much-hit entries, a sixteenth of Size
-// and at most 16 MiB, taken out of fastcache's share). Entries are never expired eagerly: an old one simply stops matching
-// (Miss) and is overwritten when the ring wraps.
+// and at most 16 MiB, taken out of fastcache's share). Entries are never expired
+// eagerly: an old one simply stops matching (Miss) and is overwritten when the ring wraps.
 type Cache struct {
 	fc       *fastcache.Cache
 	maxEntry int

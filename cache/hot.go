@@ -18,10 +18,11 @@ import (
 // that fastcache has meanwhile evicted may go on being served until it expires or is
 // purged). Only records without Vary and with the body inline (no bigger than the table's
 // maxRecord) qualify, and only on their second hit through fastcache in a row on their
-// slot, so a flood of distinct URLs never reaches the Go heap. Every write of a key (Store, Renew, PurgeKey)
-// replaces the slot with a fresh tombstone after the fastcache write, and a promotion is
-// a compare-and-swap against the slot value read before the fastcache read: a promotion
-// racing with a write can only fail, never install the old record.
+// slot, so a flood of distinct URLs never reaches the Go heap. Every write of a key
+// (Store, Renew, PurgeKey) replaces the slot with a fresh tombstone after the fastcache
+// write, and a promotion is a compare-and-swap against the slot value read before the
+// fastcache read: a promotion racing with a write can only fail, never install the old
+// record.
 //
 // Memory: at most hotSlots entries of at most maxRecord bytes each, plus their prebuilt
 // headers. The budget, hotSlots × maxRecord, is a sixteenth of cache_size and at most

@@ -82,7 +82,7 @@ func (p *Proxy) initIdempotency() {
 // name and max_entries, a Redis client is shared through the Proxy's redisRegistry.
 type routeIdem struct {
 	header   string // header name, e.g. Idempotency-Key
-	methods  uint16 // methodBits of the methods that need a key
+	methods  uint16 // methodBit of each method that needs a key
 	user     *compiledKey
 	required bool
 	failOpen bool
@@ -154,7 +154,7 @@ func (p *Proxy) buildIdempotency(s *Snapshot, prev *Snapshot, rt *route) error {
 	ri := &routeIdem{header: c.Header, user: compileKey(c.UserKey), required: c.Required,
 		failOpen: c.FailOpen, ttl: c.TTL, lease: c.Lease, wait: c.Wait, maxEntries: c.MaxEntries}
 	for _, m := range c.Methods {
-		ri.methods |= methodBits[m]
+		ri.methods |= methodBit([]byte(m))
 	}
 	if ri.lease == 0 {
 		ri.lease = max(2*timeout, minIdemLease)

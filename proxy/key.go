@@ -79,7 +79,7 @@ func (kp *keyPart) value(ctx *fasthttp.RequestCtx, client netip.Addr, ipBuf []by
 	case config.KeyQuery:
 		return ctx.QueryArgs().Peek(kp.name), false
 	case config.KeyPath:
-		return pathSegment(ctx.Path(), kp.n), false
+		return pathSegment(routePath(ctx), kp.n), false
 	case config.KeyConst:
 		return kp.konst, false
 	}

@@ -54,10 +54,18 @@ func TestPlainPathMatchesParser(t *testing.T) {
 }
 
 func TestMethodBit(t *testing.T) {
-	for m, bit := range methodBits {
-		if got := methodBit([]byte(m)); got != bit {
-			t.Errorf("methodBit(%s) = %d, want %d", m, got, bit)
+	bits := map[string]uint16{}
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"} {
+		b := methodBit([]byte(m))
+		if b == 0 || b&(b-1) != 0 {
+			t.Errorf("methodBit(%s) = %d, want a single bit", m, b)
 		}
+		for other, ob := range bits {
+			if ob == b {
+				t.Errorf("%s and %s share bit %d", m, other, b)
+			}
+		}
+		bits[m] = b
 	}
 	for _, m := range []string{"", "get", "GETX", "PROPFIND"} {
 		if got := methodBit([]byte(m)); got != 0 {

@@ -71,11 +71,9 @@ type route struct {
 	guard  *guard       // kill switch, bulkhead, shedding (degrade.go)
 }
 
-var methodBits = map[string]uint16{"GET": 1, "HEAD": 2, "POST": 4, "PUT": 8, "DELETE": 16,
-	"PATCH": 32, "OPTIONS": 64, "CONNECT": 128, "TRACE": 256}
-
-// methodBit is methodBits[m] without the map: a request's method is checked on every
-// proxied request (idempotency, retries), so it is a switch on the exact bytes.
+// methodBit is the bit of method m in a route's or an idempotency block's method set, 0
+// for a method edge does not know. A request's method is checked on every proxied
+// request (idempotency, retries), so it is a switch on the exact bytes, not a map.
 func methodBit(m []byte) uint16 {
 	switch string(m) {
 	case "GET":
@@ -141,7 +139,7 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
 			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc}
 		for _, meth := range rc.Match.Methods {
-			rt.methods |= methodBits[meth]
+			rt.methods |= methodBit([]byte(meth))
 		}
 		rt.query = sortedKV(rc.Match.Query, false)
 		rt.header = sortedKV(rc.Match.Header, true)

@@ -238,8 +238,8 @@ const maxTries = 3
 
 // idempotentMethods are the methods RFC 9110 calls idempotent: a request that may
 // have reached a server can be repeated on another one only with these.
-var idempotentMethods = methodBits["GET"] | methodBits["HEAD"] | methodBits["OPTIONS"] |
-	methodBits["TRACE"] | methodBits["PUT"] | methodBits["DELETE"]
+var idempotentMethods = methodBit([]byte("GET")) | methodBit([]byte("HEAD")) | methodBit([]byte("OPTIONS")) |
+	methodBit([]byte("TRACE")) | methodBit([]byte("PUT")) | methodBit([]byte("DELETE"))
 
 // retryable says whether a failed attempt may be repeated on another server.
 // Connect failures never reached the server, and ErrNoFreeConns never sent
