@@ -34,10 +34,11 @@ type Config struct {
 	MaxConns      int           // max_conns: concurrent client connections; default 20000
 
 	// Workers (workers) is how many Go scheduler slots (GOMAXPROCS) run edge's code.
-	// Default 0: twice the CPUs Go sees. Proxying spends much of each request inside
-	// write and read syscalls; spare slots let other requests run meanwhile (on 2 cores,
-	// 4 slots measured 0.90× nginx pass-through against 0.58× with 2). A GOMAXPROCS
-	// environment variable, when set, wins.
+	// Default 0: steered by the workers controller (package workers) from the traffic:
+	// twice the CPUs while a fifth or more of the requests go to an upstream (they wait
+	// on another process; spare slots keep the cores busy), else the CPUs other
+	// processes leave free, at least 1 (local answers are pure CPU work). A count fixes
+	// it. A GOMAXPROCS environment variable, when set, wins.
 	Workers int
 
 	AccessLog AccessLog

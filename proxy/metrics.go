@@ -15,7 +15,9 @@ import (
 // request only does atomic adds. Metrics outlive snapshots.
 type Metrics struct {
 	upstreamErrs  *prometheus.CounterVec
-	inflight      atomic.Int64 // edge_inflight_requests, read at scrape: one atomic add per change
+	inflight      atomic.Int64   // edge_inflight_requests, read at scrape: one atomic add per change
+	served        stripedCounter // requests finished (Traffic)
+	forwarded     stripedCounter // requests sent to an upstream (Traffic)
 	accessDropped prometheus.Counter
 
 	// Reg is where feature files register their own metrics, once, from their
@@ -96,6 +98,14 @@ func (h *stripedHistogram) observe(stripe uint32, d time.Duration) {
 	s := &h[stripe%stripes]
 	s.counts[i].Add(1)
 	s.sumNS.Add(int64(d))
+}
+
+// Traffic returns how many requests the proxy has finished since it was created, and
+// how many of them it sent to an upstream (the rest it answered itself: cache hits,
+// rejects, respond routes, seckill and errors). Both only grow; sums over stripes, so
+// a pair read during traffic may be a few requests apart.
+func (p *Proxy) Traffic() (served, forwarded uint64) {
+	return p.metrics.served.load(), p.metrics.forwarded.load()
 }
 
 // routeMetrics are the per-request metrics of one route label. codes is filled lazily:

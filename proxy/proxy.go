@@ -263,6 +263,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	if l := p.log.Load(); l != nil {
 		l.log(ctx, &sc.e)
 	}
+	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
@@ -335,6 +336,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 // before a response was complete), at most maxTries servers, all within the
 // pool's timeout. Each attempt feeds passive health detection.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
+	p.metrics.forwarded.inc(sc.stripe)
 	req := &ctx.Request
 	stripRequestHop(&req.Header)
 	sc.buf = setForwarded(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)

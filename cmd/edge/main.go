@@ -153,8 +153,11 @@ func run(path string, log *slog.Logger) error {
 		}
 	}()
 	go rl.loop()
+	stopWorkers := make(chan struct{})
+	defer close(stopWorkers)
+	go rl.workers.Run(stopWorkers)
 	log.Info("edge listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(),
-		"version", fullVersion(), "config", path, "workers", runtime.GOMAXPROCS(0))
+		"version", fullVersion(), "config", path, "workers_auto", rl.workers.Enabled(), "workers", runtime.GOMAXPROCS(0))
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

@@ -154,21 +154,139 @@ func TestRefusesOpenAdmin(t *testing.T) {
 	}
 }
 
-// workers sets GOMAXPROCS (default twice the CPUs); a GOMAXPROCS in the environment wins.
+// workers sets GOMAXPROCS: a fixed count, or by default (0) the workers controller,
+// which starts at twice the CPUs; a GOMAXPROCS in the environment wins. edge_workers
+// and edge_workers_auto say which.
 func TestWorkers(t *testing.T) {
 	o := origin(t, "a")
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS")
-	f := func(extra string, env []string, want string) {
+	f := func(extra string, env []string, want int, auto bool) {
 		t.Helper()
 		cfg := filepath.Join(t.TempDir(), "edge.hcl")
 		writeConfig(t, cfg, o.Addr, extra)
 		e := edgetest.Start(t, cfg, append([]string{"TEST_ADMIN_TOKEN=" + testToken}, env...)...)
-		if !strings.Contains(e.Log(), " workers="+want+"\n") {
-			t.Errorf("workers %q env %v: want workers=%s in\n%s", extra, env, want, e.Log())
+		if line := fmt.Sprintf(" workers_auto=%v workers=%d\n", auto, want); !strings.Contains(e.Log(), line) {
+			t.Errorf("workers %q env %v: want%s in\n%s", extra, env, line, e.Log())
+		}
+		if n := workersMetric(t, e, "edge_workers_auto"); n != map[bool]int{true: 1}[auto] {
+			t.Errorf("workers %q env %v: edge_workers_auto %d", extra, env, n)
 		}
 	}
-	f("workers = 3\n", nil, "3")
-	f("", nil, strconv.Itoa(2*runtime.GOMAXPROCS(0)))
-	f("workers = 3\n", []string{"GOMAXPROCS=1"}, "1")
+	f("workers = 3\n", nil, 3, false)
+	f("", nil, 2*runtime.GOMAXPROCS(0), true)
+	f("workers = 3\n", []string{"GOMAXPROCS=1"}, 1, false)
+}
+
+// workersMetric reads a gauge of the workers controller from edge's /metrics.
+func workersMetric(t *testing.T, e *edgetest.Edge, name string) int {
+	t.Helper()
+	_, body := e.Admin(t, "", "GET", "/metrics", "")
+	m := regexp.MustCompile(`(?m)^` + name + ` (\d+)$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// With workers left at 0, edge runs at most one slot per CPU while it answers requests
+// itself and twice the CPUs while it forwards them, and a reload to a fixed count stops
+// the steering.
+func TestWorkersAuto(t *testing.T) {
+	o := origin(t, "a")
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	cfg := filepath.Join(t.TempDir(), "edge.hcl")
+	src := `
+listen = "127.0.0.1:0"
+state_dir = "state"
+admin {
+  listen = "127.0.0.1:0"
+  token  = env("TEST_ADMIN_TOKEN")
+}
+upstream "app" {
+  servers = ["` + o.Addr + `"]
+}
+route "local" {
+  match { path = "/local" }
+  respond {
+    status = 200
+    body   = "here"
+  }
+}
+route "app" {
+  match { path = "/" }
+  upstream = "app"
+}
+`
+	edgetest.WriteConfig(t, cfg, src)
+	e := edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)
+	cpus := runtime.GOMAXPROCS(0)
+
+	// load sends requests to path from 8 keep-alive clients until the gauge satisfies ok
+	// or d has passed, and returns the gauge's last value.
+	load := func(path, want string, d time.Duration, ok func(int) bool) int {
+		t.Helper()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		for range 8 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				c := &http.Client{}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := c.Get("http://" + e.Addr + path)
+					if err != nil {
+						t.Errorf("GET %s: %v", path, err)
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || string(b) != want {
+						t.Errorf("GET %s: %d %q", path, resp.StatusCode, b)
+						return
+					}
+				}
+			}()
+		}
+		defer func() {
+			close(stop)
+			for range 8 {
+				<-done
+			}
+		}()
+		n := 0
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if n = workersMetric(t, e, "edge_workers"); ok(n) {
+				break
+			}
+		}
+		return n
+	}
+	if n := load("/local", "here", 10*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
+		t.Errorf("answering locally: edge_workers %d, want 1..%d", n, cpus)
+	}
+	if n := load("/x", "a", 10*time.Second, func(n int) bool { return n == 2*cpus }); n != 2*cpus {
+		t.Errorf("forwarding: edge_workers %d, want %d", n, 2*cpus)
+	}
+	if !strings.Contains(e.Log(), `msg="workers changed"`) {
+		t.Errorf("no workers change logged:\n%s", e.Log())
+	}
+
+	edgetest.WriteConfig(t, cfg, "workers = 3\n"+src)
+	if code, body := e.Admin(t, testToken, "POST", "/reload", ""); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	// Six controller intervals of local answers: a steering controller would have moved.
+	if n := load("/local", "here", 3*time.Second, func(n int) bool { return n != 3 }); n != 3 {
+		t.Errorf("workers = 3 after reload, under local load: edge_workers %d", n)
+	}
+	if n := workersMetric(t, e, "edge_workers_auto"); n != 0 {
+		t.Errorf("edge_workers_auto %d with workers = 3", n)
+	}
 }

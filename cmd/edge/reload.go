@@ -12,6 +12,7 @@ import (
 	"github.com/edge-gw/edge/cluster"
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/proxy"
+	"github.com/edge-gw/edge/workers"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,6 +26,8 @@ type reloader struct {
 	cluster *cluster.Cluster
 	log     *slog.Logger
 	reqs    chan chan reloadResult
+	// workers steers GOMAXPROCS while the config leaves workers at 0 (auto).
+	workers *workers.Controller
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -41,6 +44,11 @@ type reloadResult struct {
 func newReloader(path string, px *proxy.Proxy, reg prometheus.Registerer, log *slog.Logger) *reloader {
 	r := &reloader{
 		path: path, px: px, log: log, reqs: make(chan chan reloadResult),
+		workers: &workers.Controller{
+			Policy:  workers.Policy{CPUs: defaultProcs},
+			Traffic: px.Traffic,
+			Log:     log,
+		},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_config_reloads_total", Help: "Config reloads by result (success, failure).",
 		}, []string{"result"}),
@@ -54,27 +62,41 @@ func newReloader(path string, px *proxy.Proxy, reg prometheus.Registerer, log *s
 			Name: "edge_config_version", Help: "Version of the running config: 1 at start, +1 per applied reload.",
 		}),
 	}
-	reg.MustRegister(r.reloads, r.lastOK, r.lastSuccess, r.version)
+	workersNow := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edge_workers", Help: "Go scheduler slots (GOMAXPROCS) running edge now.",
+	}, func() float64 { return float64(runtime.GOMAXPROCS(0)) })
+	workersAuto := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edge_workers_auto", Help: "1 when the workers controller steers edge_workers (workers = 0), else 0.",
+	}, func() float64 {
+		if r.workers.Enabled() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(r.reloads, r.lastOK, r.lastSuccess, r.version, workersNow, workersAuto)
 	r.reloads.WithLabelValues("success")
 	r.reloads.WithLabelValues("failure")
 	return r
 }
 
-// defaultProcs is GOMAXPROCS as Go chose it at start (the CPUs it may use).
+// defaultProcs is GOMAXPROCS as Go chose it at start: the CPUs the process may use
+// (affinity and cgroup limit included).
 var defaultProcs = runtime.GOMAXPROCS(0)
 
-// setWorkers applies cfg's workers to the Go scheduler: twice the CPUs by default, so
-// that requests waiting inside syscalls do not idle the cores; an explicit GOMAXPROCS in
-// the environment wins.
-func setWorkers(cfg *config.Config) {
-	if os.Getenv("GOMAXPROCS") != "" {
-		return
+// setWorkers applies cfg's workers to the Go scheduler. An explicit GOMAXPROCS in the
+// environment wins, then an explicit workers count; by default (0) the workers
+// controller steers the count from the traffic, starting from twice the CPUs.
+func (r *reloader) setWorkers(cfg *config.Config) {
+	switch {
+	case os.Getenv("GOMAXPROCS") != "":
+		r.workers.Enable(false)
+	case cfg.Workers > 0:
+		r.workers.Enable(false)
+		runtime.GOMAXPROCS(cfg.Workers)
+	case !r.workers.Enabled():
+		runtime.GOMAXPROCS(2 * defaultProcs)
+		r.workers.Enable(true)
 	}
-	n := cfg.Workers
-	if n == 0 {
-		n = 2 * defaultProcs
-	}
-	runtime.GOMAXPROCS(n)
 }
 
 // start applies the first config.
@@ -83,7 +105,7 @@ func (r *reloader) start(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	setWorkers(cfg)
+	r.setWorkers(cfg)
 	r.succeeded(s.Version)
 	return nil
 }
@@ -130,7 +152,7 @@ func (r *reloader) reload() reloadResult {
 		return reloadResult{version: cur.Version, err: err}
 	}
 	r.reloads.WithLabelValues("success").Inc()
-	setWorkers(cfg)
+	r.setWorkers(cfg)
 	r.succeeded(s.Version)
 	r.log.Info("config reloaded", "config", r.path, "version", s.Version)
 	if join != nil && r.cluster != nil {

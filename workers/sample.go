@@ -1,0 +1,89 @@
+package workers
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// snapshot is the cumulative state the controller compares between intervals.
+type snapshot struct {
+	at        time.Time
+	served    uint64
+	forwarded uint64
+	self      float64 // CPU seconds of this process
+	machine   float64 // busy CPU seconds of the machine; <0 unknown
+}
+
+func (s snapshot) since(p snapshot) Load {
+	l := Load{
+		Served:    s.served - p.served,
+		Forwarded: s.forwarded - p.forwarded,
+		Self:      s.self - p.self,
+		Others:    -1,
+		Wall:      s.at.Sub(p.at).Seconds(),
+	}
+	if s.machine >= 0 && p.machine >= 0 {
+		l.Others = max(s.machine-p.machine-l.Self, 0)
+	}
+	return l
+}
+
+func sample(traffic func() (uint64, uint64), cpus int) snapshot {
+	s := snapshot{at: time.Now(), machine: -1}
+	if traffic != nil {
+		s.served, s.forwarded = traffic()
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.self = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		s.machine = machineBusy(b, cpus)
+	}
+	return s
+}
+
+func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+
+// clockTick is USER_HZ, the unit of /proc/stat; 100 on every Linux architecture Go runs on.
+const clockTick = 100
+
+// machineBusy returns the busy CPU seconds in a /proc/stat text (user, nice, system, irq,
+// softirq and steal of the aggregate "cpu" line), or -1 when the text cannot be read or
+// counts other than cpus CPUs: busy time of CPUs the process may not use says nothing
+// about the ones it may.
+func machineBusy(stat []byte, cpus int) float64 {
+	busy, n := -1.0, 0
+	sc := bufio.NewScanner(bytes.NewReader(stat))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) == 0 || !bytes.HasPrefix(f[0], []byte("cpu")) {
+			continue
+		}
+		if len(f[0]) > 3 {
+			n++
+			continue
+		}
+		if len(f) < 9 {
+			return -1
+		}
+		var t [8]uint64
+		for i := range t {
+			v, err := strconv.ParseUint(string(f[i+1]), 10, 64)
+			if err != nil {
+				return -1
+			}
+			t[i] = v
+		}
+		// user nice system idle iowait irq softirq steal
+		busy = float64(t[0]+t[1]+t[2]+t[5]+t[6]+t[7]) / clockTick
+	}
+	if n != cpus {
+		return -1
+	}
+	return busy
+}

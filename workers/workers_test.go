@@ -1,0 +1,144 @@
+package workers
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestChoose(t *testing.T) {
+	p := Policy{CPUs: 4}
+	for _, c := range []struct {
+		name string
+		l    Load
+		cur  int
+		want int
+	}{
+		{"idle keeps the count", Load{Wall: 1}, 3, 3},
+		{"no interval keeps the count", Load{Served: 10}, 3, 3},
+		{"forwarding: twice the CPUs", Load{Served: 100, Forwarded: 20, Others: 0, Wall: 1}, 1, 8},
+		{"all forwarded", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 2, 8},
+		{"local, machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Wall: 1}, 8, 4},
+		{"local, others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1},
+		{"local, others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 3},
+		{"others over a 2s interval", Load{Served: 100, Others: 2.8, Wall: 2}, 8, 3},
+		{"others take everything: still 1", Load{Served: 100, Others: 9, Wall: 1}, 8, 1},
+		{"others unknown: the CPUs", Load{Served: 100, Others: -1, Wall: 1}, 8, 4},
+		{"between thresholds a proxy stays", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 8, 8},
+		{"between thresholds local stays local", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1},
+		{"below half the threshold a proxy goes local", Load{Served: 100, Forwarded: 9, Others: 0, Wall: 1}, 8, 4},
+	} {
+		if got := p.Choose(c.l, c.cur); got != c.want {
+			t.Errorf("%s: Choose(%+v, %d) = %d, want %d", c.name, c.l, c.cur, got, c.want)
+		}
+	}
+	if got := (Policy{CPUs: 4, Forward: 0.5}).Choose(Load{Served: 100, Forwarded: 40, Wall: 1}, 4); got != 4 {
+		t.Errorf("Forward 0.5, share 0.4 from local: %d, want 4", got)
+	}
+}
+
+func TestMachineBusy(t *testing.T) {
+	stat := "cpu  100 20 30 1000 50 5 15 10 0 0\ncpu0 50 10 15 500 25 2 7 5 0 0\ncpu1 50 10 15 500 25 3 8 5 0 0\nintr 1 2 3\nctxt 99\n"
+	// user+nice+system+irq+softirq+steal = 100+20+30+5+15+10 = 180 ticks
+	if got := machineBusy([]byte(stat), 2); got != 1.8 {
+		t.Errorf("busy = %v, want 1.8", got)
+	}
+	if got := machineBusy([]byte(stat), 4); got != -1 {
+		t.Errorf("2 CPUs in the file, 4 usable: %v, want -1 (unknown)", got)
+	}
+	for _, bad := range []string{"", "cpu 1 2 3\ncpu0 1 2 3\n", "cpu  1 2 x 4 5 6 7 8\ncpu0 1\n", "intr 1\n"} {
+		if got := machineBusy([]byte(bad), 1); got != -1 {
+			t.Errorf("machineBusy(%q) = %v, want -1", bad, got)
+		}
+	}
+	real, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatalf("this test runs on Linux: %v", err)
+	}
+	n := strings.Count(string(real), "\ncpu")
+	if got := machineBusy(real, n); got <= 0 {
+		t.Errorf("busy seconds of this machine (%d CPUs) = %v, want > 0", n, got)
+	}
+}
+
+// The sampler measures this process's CPU: spinning for 300ms shows up as Self.
+func TestSampleSelf(t *testing.T) {
+	var served atomic.Uint64
+	traffic := func() (uint64, uint64) { return served.Load(), 0 }
+	a := sample(traffic, runtime.NumCPU())
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		served.Add(1)
+	}
+	l := sample(traffic, runtime.NumCPU()).since(a)
+	if l.Self < 0.2 || l.Self > l.Wall*float64(runtime.NumCPU())+0.05 {
+		t.Errorf("Self = %.3fs over %.3fs of spinning", l.Self, l.Wall)
+	}
+	if l.Served == 0 || l.Forwarded != 0 {
+		t.Errorf("served %d forwarded %d", l.Served, l.Forwarded)
+	}
+	if l.Others < 0 {
+		t.Errorf("Others unknown on Linux with all CPUs usable: %+v", l)
+	}
+}
+
+// The controller moves GOMAXPROCS with the traffic it is shown, only while enabled, and
+// only once a choice has held for Confirm intervals.
+func TestControllerSteers(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(orig)
+	cpus := runtime.NumCPU()
+
+	var served, forwarded atomic.Uint64
+	c := &Controller{
+		Policy:  Policy{CPUs: cpus},
+		Traffic: func() (uint64, uint64) { return served.Load(), forwarded.Load() },
+		Every:   20 * time.Millisecond,
+		Confirm: 2,
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { c.Run(stop); close(done) }()
+	defer func() { close(stop); <-done }()
+
+	// feed shows the controller traffic until until holds or d has passed.
+	feed := func(fwd bool, d time.Duration, until func(int) bool) int {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			served.Add(100)
+			if fwd {
+				forwarded.Add(100)
+			}
+			time.Sleep(2 * time.Millisecond)
+			if n := runtime.GOMAXPROCS(0); until(n) {
+				return n
+			}
+		}
+		return runtime.GOMAXPROCS(0)
+	}
+
+	runtime.GOMAXPROCS(cpus + 3)
+	if n := feed(false, 300*time.Millisecond, func(n int) bool { return n != cpus+3 }); n != cpus+3 {
+		t.Fatalf("disabled controller changed GOMAXPROCS to %d", n)
+	}
+	c.Enable(true)
+	if n := feed(false, 5*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
+		t.Fatalf("local answers: GOMAXPROCS %d, want 1..%d", n, cpus)
+	}
+	if n := feed(true, 5*time.Second, func(n int) bool { return n == 2*cpus }); n != 2*cpus {
+		t.Fatalf("forwarded traffic: GOMAXPROCS %d, want %d", n, 2*cpus)
+	}
+	// Idle intervals teach nothing: the count stays.
+	time.Sleep(100 * time.Millisecond)
+	if n := runtime.GOMAXPROCS(0); n != 2*cpus {
+		t.Fatalf("idle: GOMAXPROCS moved to %d", n)
+	}
+	c.Enable(false)
+	runtime.GOMAXPROCS(cpus + 1)
+	if n := feed(false, 300*time.Millisecond, func(n int) bool { return n != cpus+1 }); n != cpus+1 {
+		t.Fatalf("disabled again, the controller changed GOMAXPROCS to %d", n)
+	}
+}
