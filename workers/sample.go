@@ -16,6 +16,7 @@ type snapshot struct {
 	forwarded uint64
 	self      float64 // CPU seconds of this process
 	machine   float64 // busy CPU seconds of the machine; <0 unknown
+	delay     float64 // run-queue wait of this process's threads in seconds; <0 unknown
 }
 
 func (s snapshot) since(p snapshot) Load {
@@ -24,16 +25,21 @@ func (s snapshot) since(p snapshot) Load {
 		Forwarded: s.forwarded - p.forwarded,
 		Self:      s.self - p.self,
 		Others:    -1,
+		Delay:     -1,
 		Wall:      s.at.Sub(p.at).Seconds(),
 	}
 	if s.machine >= 0 && p.machine >= 0 {
 		l.Others = max(s.machine-p.machine-l.Self, 0)
 	}
+	// A thread that exited took its share of the sum along: unknown then.
+	if s.delay >= 0 && p.delay >= 0 && s.delay >= p.delay {
+		l.Delay = s.delay - p.delay
+	}
 	return l
 }
 
 func sample(traffic func() (uint64, uint64), cpus int) snapshot {
-	s := snapshot{at: time.Now(), machine: -1}
+	s := snapshot{at: time.Now(), machine: -1, delay: runDelay("/proc/self/task")}
 	if traffic != nil {
 		s.served, s.forwarded = traffic()
 	}
@@ -86,4 +92,31 @@ func machineBusy(stat []byte, cpus int) float64 {
 		return -1
 	}
 	return busy
+}
+
+// runDelay sums the run-queue delay (the second field of schedstat, in nanoseconds) of
+// the threads under dir, in seconds; -1 when it cannot be read (a kernel without
+// schedstats).
+func runDelay(dir string) float64 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	var ns uint64
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread exited since the listing
+		}
+		f := bytes.Fields(b)
+		if len(f) < 2 {
+			return -1
+		}
+		v, err := strconv.ParseUint(string(f[1]), 10, 64)
+		if err != nil {
+			return -1
+		}
+		ns += v
+	}
+	return float64(ns) / 1e9
 }

@@ -3,19 +3,26 @@
 // The right number of scheduler slots depends on where a request spends its time, and
 // edge serves two kinds that pull opposite ways:
 //
+//   - Requests forwarded to an upstream spend much of their life waiting on another
+//     process; spare slots keep the cores busy meanwhile (on the 2-core bench machine,
+//     shared with the load generator and the origin, 4 slots proxied at 0.87–0.91×
+//     nginx where 1 slot reached 0.63×).
 //   - Answers edge makes itself (cache hits, limit, blacklist and shed rejects, respond
 //     routes) are CPU work from the request's first byte to the response's last. Slots
 //     beyond the cores edge really gets add nothing but thread wake-ups and context
-//     switches: on the 2-core bench machine, shared with the load generator, 1 slot
-//     answered cache hits at 1.52× nginx per CPU-second where 4 slots managed 1.27×.
-//   - Requests forwarded to an upstream spend much of their life waiting on another
-//     process; spare slots keep the cores busy meanwhile (there, 4 slots proxied at
-//     0.87–0.91× nginx where 1 slot reached 0.63×).
+//     switches: there, 1 slot answered cache hits at 1.46–1.52× nginx per CPU-second
+//     where 4 slots managed 1.16–1.33×.
 //
-// A Controller samples the traffic and the machine every interval and picks a count with
-// Policy.Choose; a choice is applied once it has been made Confirm times in a row, so
-// one odd interval changes nothing. Changing GOMAXPROCS stops the world for tens of
-// microseconds; with the defaults it happens at most once a second.
+// "The cores edge really gets" is measured, not assumed: the CPUs other processes left
+// idle over the interval (from /proc/stat), corrected by whether edge's threads had to
+// wait for a CPU (their run-queue delay, from /proc/self/task/*/schedstat). A heavy
+// neighbour, such as a load generator that takes whatever CPU is free, would otherwise
+// talk edge down to one starved slot.
+//
+// A Controller samples every interval and picks a count with Policy.Choose; a choice is
+// applied once it has been made Confirm times in a row, so one odd interval changes
+// nothing. Changing GOMAXPROCS stops the world for tens of microseconds; with the
+// defaults it happens at most once a second.
 //
 // The package is a leaf: the caller supplies the request counts as a function.
 package workers
@@ -33,6 +40,7 @@ type Load struct {
 	Forwarded uint64  // requests sent to an upstream
 	Self      float64 // CPU seconds this process used
 	Others    float64 // CPU seconds every other process (and interrupt work) used; <0 unknown
+	Delay     float64 // seconds this process's threads were runnable but waited for a CPU; <0 unknown
 	Wall      float64 // length of the interval in seconds
 }
 
@@ -45,6 +53,10 @@ type Policy struct {
 	// proxy and runs twice the CPUs; below half of it, it counts as answering locally.
 	// In between, the previous mode holds. Default 0.2.
 	Forward float64
+	// Starved is the run-queue delay per CPU second above which edge's threads count
+	// as starved of CPU: measured at 1 slot on 2 cores, 0.05 next to wrk (one thread),
+	// 0.5 next to a two-thread Go load generator. Default 0.25.
+	Starved float64
 }
 
 func (p Policy) forward() float64 {
@@ -54,13 +66,29 @@ func (p Policy) forward() float64 {
 	return 0.2
 }
 
-// Choose returns the slot count for l given the current one:
+// starved reports whether edge's threads waited for a CPU for more than the Starved
+// share of the CPU time they got, while busy (a fifth of a CPU or more: the interval in
+// which a load starts says little).
+func (p Policy) starved(l Load) bool {
+	s := p.Starved
+	if s <= 0 {
+		s = 0.25
+	}
+	return l.Delay >= 0 && l.Self >= 0.2*l.Wall && l.Delay > s*l.Self
+}
+
+// local reports whether count n is one of the local-answer counts (at most the CPUs).
+func (p Policy) local(n int) bool { return n <= p.CPUs }
+
+// Choose returns the slot count for l given the current count cur and a floor below
+// which local answering must not go (see Controller):
 //
 //   - no request finished: cur, unchanged (nothing was learned);
 //   - forwarding (see Forward): 2 × CPUs;
-//   - answering locally: the CPUs left over by other processes during the interval,
-//     rounded, between 1 and CPUs; all CPUs when Others is unknown.
-func (p Policy) Choose(l Load, cur int) int {
+//   - answering locally: the CPUs other processes left idle over the interval, rounded
+//     (all CPUs when Others is unknown); one more than cur when edge ran fewer slots
+//     than CPUs and was starved at them; never below floor or 1, never above CPUs.
+func (p Policy) Choose(l Load, cur, floor int) int {
 	if l.Served == 0 || l.Wall <= 0 {
 		return cur
 	}
@@ -68,14 +96,17 @@ func (p Policy) Choose(l Load, cur int) int {
 	switch {
 	case share >= p.forward():
 		return 2 * p.CPUs
-	case share >= p.forward()/2 && cur > p.CPUs:
+	case share >= p.forward()/2 && !p.local(cur):
 		return cur // between the thresholds a proxy stays a proxy
 	}
-	if l.Others < 0 {
-		return p.CPUs
+	n := p.CPUs
+	if l.Others >= 0 {
+		n = int(float64(p.CPUs) - l.Others/l.Wall + 0.5)
 	}
-	free := float64(p.CPUs) - l.Others/l.Wall
-	return min(max(int(free+0.5), 1), p.CPUs)
+	if cur < p.CPUs && p.starved(l) {
+		n = max(n, cur+1)
+	}
+	return min(max(n, floor, 1), p.CPUs)
 }
 
 // Controller applies a Policy to the running process.
@@ -84,7 +115,11 @@ type Controller struct {
 	Traffic func() (served, forwarded uint64) // cumulative counts
 	Every   time.Duration                     // sampling interval; default 500ms
 	Confirm int                               // intervals a new choice must hold; default 2
-	Log     *slog.Logger                      // where changes are reported; nil: silent
+	// Hold is how long a count found starved stays ruled out: after edge was starved
+	// at n slots, local answering runs at least n+1 for Hold, then tries lower again.
+	// Default 1 minute.
+	Hold time.Duration
+	Log  *slog.Logger // where changes are reported; nil: silent
 
 	on atomic.Bool
 }
@@ -106,10 +141,14 @@ func (c *Controller) Run(stop <-chan struct{}) {
 	if confirm <= 0 {
 		confirm = 2
 	}
+	hold := c.Hold
+	if hold <= 0 {
+		hold = time.Minute
+	}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	prev := sample(c.Traffic, c.Policy.CPUs)
-	want, streak := 0, 0
+	st := steer{policy: c.Policy, confirm: confirm, hold: hold}
 	for {
 		select {
 		case <-stop:
@@ -120,28 +159,60 @@ func (c *Controller) Run(stop <-chan struct{}) {
 		l := cur.since(prev)
 		prev = cur
 		if !c.on.Load() {
-			streak = 0
+			st.streak = 0
 			continue
 		}
 		now := runtime.GOMAXPROCS(0)
-		n := c.Policy.Choose(l, now)
+		n := st.next(l, now, cur.at)
 		if n == now {
-			streak = 0
-			continue
-		}
-		if n != want {
-			want, streak = n, 0
-		}
-		if streak++; streak < confirm {
 			continue
 		}
 		runtime.GOMAXPROCS(n)
-		streak = 0
 		if c.Log != nil {
-			c.Log.Info("workers changed", "from", now, "to", n, "served", l.Served,
-				"forwarded", l.Forwarded, "cpu_self", round2(l.Self/l.Wall), "cpu_others", round2(l.Others/l.Wall))
+			c.Log.Info("workers changed", "from", now, "to", n, "served", l.Served, "forwarded", l.Forwarded,
+				"cpu_self", round2(l.Self/l.Wall), "cpu_others", round2(l.Others/l.Wall), "run_delay", round2(l.Delay/l.Wall))
 		}
 	}
+}
+
+// steer is the controller's memory between intervals: the choice waiting for
+// confirmation and the floor left by a starved count.
+type steer struct {
+	policy  Policy
+	confirm int
+	hold    time.Duration
+
+	want, streak int       // the pending choice and how many intervals in a row made it
+	floor        int       // local answering runs at least this many slots ...
+	until        time.Time // ... until then
+}
+
+// next returns the count to run after an interval with load l at count cur, ending at
+// at: cur until a different choice has been made confirm times in a row.
+func (s *steer) next(l Load, cur int, at time.Time) int {
+	if at.After(s.until) {
+		s.floor = 1
+	}
+	p := s.policy
+	n := p.Choose(l, cur, s.floor)
+	if n == cur {
+		s.streak = 0
+		return cur
+	}
+	if n != s.want {
+		s.want, s.streak = n, 0
+	}
+	if s.streak++; s.streak < s.confirm {
+		return cur
+	}
+	s.streak = 0
+	if p.local(cur) && p.local(n) && n > cur && p.starved(l) {
+		// Starved at cur slots, interval after interval: rule the count out for a
+		// while, so that the estimate of idle CPUs (which falls as soon as edge takes
+		// less) does not talk it back down at the next interval.
+		s.floor, s.until = n, at.Add(s.hold)
+	}
+	return n
 }
 
 func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }

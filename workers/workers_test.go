@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,31 +13,42 @@ import (
 func TestChoose(t *testing.T) {
 	p := Policy{CPUs: 4}
 	for _, c := range []struct {
-		name string
-		l    Load
-		cur  int
-		want int
+		name       string
+		l          Load
+		cur, floor int
+		want       int
 	}{
-		{"idle keeps the count", Load{Wall: 1}, 3, 3},
-		{"no interval keeps the count", Load{Served: 10}, 3, 3},
-		{"forwarding: twice the CPUs", Load{Served: 100, Forwarded: 20, Others: 0, Wall: 1}, 1, 8},
-		{"all forwarded", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 2, 8},
-		{"local, machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Wall: 1}, 8, 4},
-		{"local, others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1},
-		{"local, others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 3},
-		{"others over a 2s interval", Load{Served: 100, Others: 2.8, Wall: 2}, 8, 3},
-		{"others take everything: still 1", Load{Served: 100, Others: 9, Wall: 1}, 8, 1},
-		{"others unknown: the CPUs", Load{Served: 100, Others: -1, Wall: 1}, 8, 4},
-		{"between thresholds a proxy stays", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 8, 8},
-		{"between thresholds local stays local", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1},
-		{"below half the threshold a proxy goes local", Load{Served: 100, Forwarded: 9, Others: 0, Wall: 1}, 8, 4},
+		{"idle keeps the count", Load{Wall: 1}, 3, 1, 3},
+		{"no interval keeps the count", Load{Served: 10}, 3, 1, 3},
+		{"forwarding: twice the CPUs", Load{Served: 100, Forwarded: 20, Wall: 1}, 1, 1, 8},
+		{"all forwarded", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 2, 3, 8},
+		{"local, machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Delay: -1, Wall: 1}, 8, 1, 4},
+		{"local, others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1, 1},
+		{"local, others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 1, 3},
+		{"others over a 2s interval", Load{Served: 100, Others: 2.8, Wall: 2}, 8, 1, 3},
+		{"others take everything: still 1", Load{Served: 100, Others: 9, Wall: 1}, 8, 1, 1},
+		{"others unknown: the CPUs", Load{Served: 100, Others: -1, Wall: 1}, 8, 1, 4},
+		{"floor holds", Load{Served: 100, Others: 3.5, Wall: 1}, 2, 2, 2},
+		{"floor above CPUs is capped", Load{Served: 100, Others: 3.5, Wall: 1}, 4, 9, 4},
+		{"starved below the CPUs: one more", Load{Served: 100, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 2},
+		{"starved, but idle CPUs say more", Load{Served: 100, Others: 0.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 4},
+		{"not starved: stays low", Load{Served: 100, Others: 3.5, Self: 1, Delay: 0.05, Wall: 1}, 1, 1, 1},
+		{"starved at the CPUs means nothing: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 4, 1, 1},
+		{"starved from a proxy count: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 8, 1, 1},
+		{"delay unknown: not starved", Load{Served: 100, Others: 3.5, Self: 1, Delay: -1, Wall: 1}, 1, 1, 1},
+		{"between thresholds a proxy stays", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 8, 1, 8},
+		{"between thresholds local stays local", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1, 1},
+		{"below half the threshold a proxy goes local", Load{Served: 100, Forwarded: 9, Wall: 1}, 8, 1, 4},
 	} {
-		if got := p.Choose(c.l, c.cur); got != c.want {
-			t.Errorf("%s: Choose(%+v, %d) = %d, want %d", c.name, c.l, c.cur, got, c.want)
+		if got := p.Choose(c.l, c.cur, c.floor); got != c.want {
+			t.Errorf("%s: Choose(%+v, %d, %d) = %d, want %d", c.name, c.l, c.cur, c.floor, got, c.want)
 		}
 	}
-	if got := (Policy{CPUs: 4, Forward: 0.5}).Choose(Load{Served: 100, Forwarded: 40, Wall: 1}, 4); got != 4 {
+	if got := (Policy{CPUs: 4, Forward: 0.5}).Choose(Load{Served: 100, Forwarded: 40, Wall: 1}, 4, 1); got != 4 {
 		t.Errorf("Forward 0.5, share 0.4 from local: %d, want 4", got)
+	}
+	if got := (Policy{CPUs: 4, Starved: 0.9}).Choose(Load{Served: 100, Others: 3.5, Self: 1, Delay: 0.5, Wall: 1}, 1, 1); got != 1 {
+		t.Errorf("Starved 0.9, delay 0.5 per CPU second: %d, want 1", got)
 	}
 }
 
@@ -79,8 +91,8 @@ func TestSampleSelf(t *testing.T) {
 	if l.Served == 0 || l.Forwarded != 0 {
 		t.Errorf("served %d forwarded %d", l.Served, l.Forwarded)
 	}
-	if l.Others < 0 {
-		t.Errorf("Others unknown on Linux with all CPUs usable: %+v", l)
+	if l.Others < 0 || l.Delay < 0 {
+		t.Errorf("Others or Delay unknown on Linux with all CPUs usable: %+v", l)
 	}
 }
 
@@ -140,5 +152,77 @@ func TestControllerSteers(t *testing.T) {
 	runtime.GOMAXPROCS(cpus + 1)
 	if n := feed(false, 300*time.Millisecond, func(n int) bool { return n != cpus+1 }); n != cpus+1 {
 		t.Fatalf("disabled again, the controller changed GOMAXPROCS to %d", n)
+	}
+}
+
+// steer: a choice applies after confirm intervals; a count found starved is ruled out
+// for hold, then tried again.
+func TestSteer(t *testing.T) {
+	s := steer{policy: Policy{CPUs: 2}, confirm: 2, hold: time.Minute}
+	t0 := time.Unix(1000, 0)
+	local := Load{Served: 100, Others: 1, Self: 1, Delay: 0.01, Wall: 0.5}      // idle CPUs: 2-2 = 0 → 1
+	starved := Load{Served: 100, Others: 1, Self: 0.4, Delay: 0.2, Wall: 0.5}   // waited half its CPU time
+	fwd := Load{Served: 100, Forwarded: 100, Others: 0.5, Self: 0.5, Wall: 0.5} // a proxy
+	steps := []struct {
+		l    Load
+		cur  int
+		at   time.Duration
+		want int
+	}{
+		{local, 4, 0, 4},                          // first vote for 1
+		{fwd, 4, time.Second, 4},                  // a proxy again: the vote is reset
+		{local, 4, 2 * time.Second, 4},            // vote 1
+		{local, 4, 3 * time.Second, 1},            // confirmed
+		{starved, 1, 3200 * time.Millisecond, 1},  // one starved interval: a vote for 2 ...
+		{local, 1, 3500 * time.Millisecond, 1},    // ... that the next one does not confirm
+		{starved, 1, 4 * time.Second, 1},          // starved at 1: vote for 2, floor 2 for a minute
+		{starved, 1, 5 * time.Second, 2},          // confirmed
+		{local, 2, 6 * time.Second, 2},            // idle CPUs say 1, the floor says 2
+		{local, 2, 50 * time.Second, 2},           // still within the hold
+		{local, 2, 65 * time.Second, 2},           // a minute from the last starved interval (5s)
+		{local, 2, 66 * time.Second, 2},           // hold over: vote for 1
+		{local, 2, 67 * time.Second, 1},           // tried again
+		{local, 1, 68 * time.Second, 1},           // not starved this time: stays
+		{fwd, 1, 69 * time.Second, 1},             // vote for 4
+		{fwd, 1, 70 * time.Second, 4},             // confirmed
+		{Load{Wall: 0.5}, 4, 71 * time.Second, 4}, // idle: unchanged
+	}
+	for i, st := range steps {
+		if got := s.next(st.l, st.cur, t0.Add(st.at)); got != st.want {
+			t.Fatalf("step %d (at %v, cur %d): %d, want %d", i, st.at, st.cur, got, st.want)
+		}
+	}
+}
+
+// runDelay reads the run-queue wait of this process's threads: more runnable threads
+// than CPUs make it grow.
+func TestRunDelay(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(orig)
+	n := 2*runtime.NumCPU() + 2
+	runtime.GOMAXPROCS(n)
+	d0 := runDelay("/proc/self/task")
+	if d0 < 0 {
+		t.Fatal("no /proc/self/task/*/schedstat on this Linux")
+	}
+	var wg sync.WaitGroup
+	end := time.Now().Add(300 * time.Millisecond)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+			}
+		}()
+	}
+	wg.Wait()
+	if d := runDelay("/proc/self/task") - d0; d < 0.05 {
+		t.Errorf("%d spinning threads on %d CPUs for 300ms: run delay grew by %.3fs", n, runtime.NumCPU(), d)
+	}
+	if d := runDelay(t.TempDir()); d != 0 {
+		t.Errorf("no threads: %v", d)
+	}
+	if d := runDelay("/nonexistent"); d != -1 {
+		t.Errorf("unreadable: %v, want -1", d)
 	}
 }
