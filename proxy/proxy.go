@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/rawsock"
 	"github.com/edge-gw/edge/watchdog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -168,9 +169,10 @@ type Server struct {
 	timeouts watchdog.Timeouts
 }
 
-// Serve serves the connections ln accepts until Shutdown.
+// Serve serves the connections ln accepts until Shutdown: their reads and writes are
+// raw system calls (package rawsock) watched for stalls (package watchdog).
 func (s *Server) Serve(ln net.Listener) error {
-	return s.Server.Serve(watchdog.Listen(ln, s.timeouts))
+	return s.Server.Serve(watchdog.Listen(rawsock.Listener{Listener: ln}, s.timeouts))
 }
 
 // NewServer returns the public server for cfg, bounded by its limits. Like fasthttp,

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-gw/edge/rawsock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -152,7 +153,11 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 	return &fasthttp.HostClient{
 		Addr: s.addr,
 		Dial: func(addr string) (net.Conn, error) {
-			return dialer.DialTimeout(addr, connect)
+			c, err := dialer.DialTimeout(addr, connect)
+			if err != nil {
+				return nil, err
+			}
+			return rawsock.Wrap(c), nil // raw reads and writes, as for clients
 		},
 		MaxConns:            s.maxConns,
 		MaxConnWaitTimeout:  s.timeout,

@@ -12,7 +12,7 @@ const module = "github.com/edge-gw/edge"
 // not listed is a leaf: it may import no edge package at all.
 var allowed = map[string][]string{
 	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers"},
-	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog"},
+	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock"},
 	"bench":           {},
 	"internal/layout": {},
 }

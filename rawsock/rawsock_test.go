@@ -1,0 +1,171 @@
+package rawsock
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped client connection and the server end it is connected to,
+// over real loopback TCP.
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := Listener{ln}.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := <-accepted
+	if _, ok := srv.(*Conn); !ok {
+		t.Fatalf("Listener accepted a %T, want *Conn", srv)
+	}
+	w := Wrap(c)
+	rc, ok := w.(*Conn)
+	if !ok {
+		t.Fatalf("Wrap(*net.TCPConn) = %T", w)
+	}
+	t.Cleanup(func() { rc.Close(); srv.Close() })
+	return rc, srv
+}
+
+func TestRoundTrip(t *testing.T) {
+	c, srv := pair(t)
+	if n, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); n != 18 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(srv, buf, 18)
+	if err != nil || string(buf[:n]) != "GET / HTTP/1.1\r\n\r\n" {
+		t.Fatalf("server read %q, %v", buf[:n], err)
+	}
+	go srv.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
+	// The reply is not there when Read starts: it waits on the poller, then reads.
+	n, err = io.ReadAtLeast(c, buf, 19)
+	if err != nil || string(buf[:n]) != "HTTP/1.1 200 OK\r\n\r\n" {
+		t.Fatalf("client read %q, %v", buf[:n], err)
+	}
+	if n, err := c.Read(nil); n != 0 || err != nil {
+		t.Errorf("Read(nil) = %d, %v", n, err)
+	}
+}
+
+// A write larger than the socket buffers completes across many EAGAIN waits, byte-exact,
+// while the peer reads slowly; a large read returns at most MaxChunk.
+func TestLargeWriteSlowReader(t *testing.T) {
+	c, srv := pair(t)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var b bytes.Buffer
+		buf := make([]byte, 64<<10)
+		for b.Len() < len(want) {
+			n, err := srv.Read(buf)
+			if err != nil {
+				t.Error(err)
+				break
+			}
+			b.Write(buf[:n])
+			if b.Len() < 1<<20 {
+				time.Sleep(time.Millisecond) // slow at first: the writer hits a full buffer
+			}
+		}
+		got <- b.Bytes()
+	}()
+	if n, err := c.Write(want); n != len(want) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, not the %d written", len(b), len(want))
+	}
+
+	go srv.Write(want[:2*MaxChunk])
+	time.Sleep(50 * time.Millisecond)
+	big := make([]byte, 4*MaxChunk)
+	if n, err := c.Read(big); err != nil || n > MaxChunk {
+		t.Fatalf("Read of a full buffer = %d, %v; want at most %d", n, err, MaxChunk)
+	}
+}
+
+// Deadlines, set directly or by a watchdog, cut a blocked call with the error net gives.
+func TestDeadline(t *testing.T) {
+	c, _ := pair(t)
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 10))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || !oe.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v (%T)", err, err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 2*time.Second {
+		t.Errorf("read returned after %v", d)
+	}
+
+	c.SetReadDeadline(time.Time{})
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = c.Write(make([]byte, 64<<20)) // the peer never reads
+	if !errors.As(err, &oe) || !oe.Timeout() {
+		t.Fatalf("write past its deadline: %v", err)
+	}
+}
+
+func TestEOFResetClose(t *testing.T) {
+	c, srv := pair(t)
+	srv.Close()
+	if _, err := c.Read(make([]byte, 10)); err != io.EOF {
+		t.Fatalf("read after the peer closed: %v, want io.EOF", err)
+	}
+
+	c, srv = pair(t)
+	srv.(*Conn).Conn.(*net.TCPConn).SetLinger(0) // close with RST
+	srv.Close()
+	time.Sleep(20 * time.Millisecond)
+	_, err := c.Read(make([]byte, 10))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after a reset: %v, want an OpError around ECONNRESET", err)
+	}
+
+	c, _ = pair(t)
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 10)); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("read blocked at Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not unblock a waiting Read")
+	}
+}
+
+// Connections without a raw socket are returned as they are.
+func TestWrapOther(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if w := Wrap(a); w != a {
+		t.Errorf("Wrap(pipe) = %T, want the pipe itself", w)
+	}
+}
