@@ -35,11 +35,10 @@ type Config struct {
 
 	// Workers (workers) is how many Go scheduler slots (GOMAXPROCS) run edge's code.
 	// Default 0: steered by the workers controller (package workers) from the traffic:
-	// twice the CPUs while a fifth or more of the requests go to an upstream (they wait
-	// on another process; spare slots keep the cores busy), else the CPUs other
-	// processes leave idle, at least 1 and one more while edge's threads starve for CPU
-	// (local answers are pure CPU work). A count fixes it. A GOMAXPROCS environment
-	// variable, when set, wins. docs/config.md, "Workers", has the rules.
+	// one slot per CPU while a fifth or more of the requests go to an upstream, else the
+	// CPUs other processes leave idle, at least 1 and one more while edge's threads
+	// starve for CPU (local answers are pure CPU work). A count fixes it. A GOMAXPROCS
+	// environment variable, when set, wins. docs/config.md, "Workers", has the rules.
 	Workers int
 
 	AccessLog AccessLog

@@ -1,17 +1,16 @@
 // Package workers sizes the Go scheduler (GOMAXPROCS) to the work edge is doing.
 //
-// The right number of scheduler slots depends on where a request spends its time, and
-// edge serves two kinds that pull opposite ways:
+// Edge serves two kinds of request that want different slot counts:
 //
-//   - Requests forwarded to an upstream spend much of their life waiting on another
-//     process; spare slots keep the cores busy meanwhile (on the 2-core bench machine,
-//     shared with the load generator and the origin, 4 slots proxied at 0.87–0.91×
-//     nginx where 1 slot reached 0.63×).
+//   - Requests forwarded to an upstream wait on another process between their reads and
+//     writes. With raw socket calls (package rawsock) no slot is lost to a system call,
+//     and one slot per CPU proxied best on the 2-core bench machine, shared with the load
+//     generator and the origin: 62–67k requests per CPU-second against 58–63k with 3
+//     slots and 53–64k with 4; 1 slot fell to 38k requests per second.
 //   - Answers edge makes itself (cache hits, limit, blacklist and shed rejects, respond
-//     routes) are CPU work from the request's first byte to the response's last. Slots
-//     beyond the cores edge really gets add nothing but thread wake-ups and context
-//     switches: there, 1 slot answered cache hits at 1.46–1.52× nginx per CPU-second
-//     where 4 slots managed 1.16–1.33×.
+//     routes) are CPU work from the request's first byte to the response's last, and
+//     slots beyond the cores edge really gets add nothing but thread wake-ups and
+//     context switches: there, 1 slot answered cache hits 15 % faster than 2.
 //
 // "The cores edge really gets" is measured, not assumed: the CPUs other processes left
 // idle over the interval (from /proc/stat), corrected by whether edge's threads had to
@@ -50,8 +49,8 @@ type Policy struct {
 	// which follows the CPU affinity and a cgroup CPU limit.
 	CPUs int
 	// Forward is the share of forwarded requests at or above which edge counts as a
-	// proxy and runs twice the CPUs; below half of it, it counts as answering locally.
-	// In between, the previous mode holds. Default 0.2.
+	// proxy and runs one slot per CPU; below half of it, it counts as answering locally.
+	// In between, the count holds. Default 0.2.
 	Forward float64
 	// Starved is the run-queue delay per CPU second above which edge's threads count
 	// as starved of CPU: measured at 1 slot on 2 cores, 0.05 next to wrk (one thread),
@@ -77,14 +76,18 @@ func (p Policy) starved(l Load) bool {
 	return l.Delay >= 0 && l.Self >= 0.2*l.Wall && l.Delay > s*l.Self
 }
 
-// local reports whether count n is one of the local-answer counts (at most the CPUs).
-func (p Policy) local(n int) bool { return n <= p.CPUs }
+// answersLocally reports whether under a tenth (half of Forward) of l's requests went
+// to an upstream.
+func (p Policy) answersLocally(l Load) bool {
+	return l.Served > 0 && float64(l.Forwarded) < p.forward()/2*float64(l.Served)
+}
 
 // Choose returns the slot count for l given the current count cur and a floor below
 // which local answering must not go (see Controller):
 //
 //   - no request finished: cur, unchanged (nothing was learned);
-//   - forwarding (see Forward): 2 × CPUs;
+//   - forwarding (see Forward): CPUs;
+//   - between the thresholds: cur;
 //   - answering locally: the CPUs other processes left idle over the interval, rounded
 //     (all CPUs when Others is unknown); one more than cur when edge ran fewer slots
 //     than CPUs and was starved at them; never below floor or 1, never above CPUs.
@@ -95,9 +98,9 @@ func (p Policy) Choose(l Load, cur, floor int) int {
 	share := float64(l.Forwarded) / float64(l.Served)
 	switch {
 	case share >= p.forward():
-		return 2 * p.CPUs
-	case share >= p.forward()/2 && !p.local(cur):
-		return cur // between the thresholds a proxy stays a proxy
+		return p.CPUs
+	case share >= p.forward()/2:
+		return cur
 	}
 	n := p.CPUs
 	if l.Others >= 0 {
@@ -125,7 +128,7 @@ type Controller struct {
 }
 
 // Enable turns the controller on or off. Off, it leaves GOMAXPROCS alone; the caller
-// sets it. Turned on, it starts from the current value.
+// sets it. Turned on, it steers from the current value.
 func (c *Controller) Enable(on bool) { c.on.Store(on) }
 
 // Enabled reports whether the controller is steering GOMAXPROCS.
@@ -206,7 +209,7 @@ func (s *steer) next(l Load, cur int, at time.Time) int {
 		return cur
 	}
 	s.streak = 0
-	if p.local(cur) && p.local(n) && n > cur && p.starved(l) {
+	if p.answersLocally(l) && n > cur && p.starved(l) {
 		// Starved at cur slots, interval after interval: rule the count out for a
 		// while, so that the estimate of idle CPUs (which falls as soon as edge takes
 		// less) does not talk it back down at the next interval.

@@ -20,8 +20,8 @@ func TestChoose(t *testing.T) {
 	}{
 		{"idle keeps the count", Load{Wall: 1}, 3, 1, 3},
 		{"no interval keeps the count", Load{Served: 10}, 3, 1, 3},
-		{"forwarding: twice the CPUs", Load{Served: 100, Forwarded: 20, Wall: 1}, 1, 1, 8},
-		{"all forwarded", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 2, 3, 8},
+		{"forwarding: the CPUs", Load{Served: 100, Forwarded: 20, Wall: 1}, 1, 1, 4},
+		{"all forwarded, from a fixed count above", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 8, 3, 4},
 		{"local, machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Delay: -1, Wall: 1}, 8, 1, 4},
 		{"local, others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1, 1},
 		{"local, others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 1, 3},
@@ -36,8 +36,8 @@ func TestChoose(t *testing.T) {
 		{"starved at the CPUs means nothing: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 4, 1, 1},
 		{"starved from a proxy count: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 8, 1, 1},
 		{"delay unknown: not starved", Load{Served: 100, Others: 3.5, Self: 1, Delay: -1, Wall: 1}, 1, 1, 1},
-		{"between thresholds a proxy stays", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 8, 1, 8},
-		{"between thresholds local stays local", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1, 1},
+		{"between thresholds the count holds", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 4, 1, 4},
+		{"between thresholds a low count holds", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1, 1},
 		{"below half the threshold a proxy goes local", Load{Served: 100, Forwarded: 9, Wall: 1}, 8, 1, 4},
 	} {
 		if got := p.Choose(c.l, c.cur, c.floor); got != c.want {
@@ -137,15 +137,19 @@ func TestControllerSteers(t *testing.T) {
 		t.Fatalf("disabled controller changed GOMAXPROCS to %d", n)
 	}
 	c.Enable(true)
-	if n := feed(false, 5*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
-		t.Fatalf("local answers: GOMAXPROCS %d, want 1..%d", n, cpus)
+	if n := feed(true, 5*time.Second, func(n int) bool { return n == cpus }); n != cpus {
+		t.Fatalf("forwarded traffic from %d slots: GOMAXPROCS %d, want %d", cpus+3, n, cpus)
 	}
-	if n := feed(true, 5*time.Second, func(n int) bool { return n == 2*cpus }); n != 2*cpus {
-		t.Fatalf("forwarded traffic: GOMAXPROCS %d, want %d", n, 2*cpus)
+	runtime.GOMAXPROCS(cpus + 3)
+	if n := feed(false, 5*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
+		t.Fatalf("local answers from %d slots: GOMAXPROCS %d, want 1..%d", cpus+3, n, cpus)
+	}
+	if n := feed(true, 5*time.Second, func(n int) bool { return n == cpus }); n != cpus {
+		t.Fatalf("forwarded traffic again: GOMAXPROCS %d, want %d", n, cpus)
 	}
 	// Idle intervals teach nothing: the count stays.
 	time.Sleep(100 * time.Millisecond)
-	if n := runtime.GOMAXPROCS(0); n != 2*cpus {
+	if n := runtime.GOMAXPROCS(0); n != cpus {
 		t.Fatalf("idle: GOMAXPROCS moved to %d", n)
 	}
 	c.Enable(false)
@@ -184,8 +188,8 @@ func TestSteer(t *testing.T) {
 		{local, 2, 67 * time.Second, 1},           // tried again
 		{local, 1, 68 * time.Second, 1},           // not starved this time: stays
 		{fwd, 1, 69 * time.Second, 1},             // vote for 4
-		{fwd, 1, 70 * time.Second, 4},             // confirmed
-		{Load{Wall: 0.5}, 4, 71 * time.Second, 4}, // idle: unchanged
+		{fwd, 1, 70 * time.Second, 2},             // confirmed: one slot per CPU
+		{Load{Wall: 0.5}, 2, 71 * time.Second, 2}, // idle: unchanged
 	}
 	for i, st := range steps {
 		if got := s.next(st.l, st.cur, t0.Add(st.at)); got != st.want {

@@ -155,7 +155,7 @@ func TestRefusesOpenAdmin(t *testing.T) {
 }
 
 // workers sets GOMAXPROCS: a fixed count, or by default (0) the workers controller,
-// which starts at twice the CPUs; a GOMAXPROCS in the environment wins. edge_workers
+// which starts at one slot per CPU; a GOMAXPROCS in the environment wins. edge_workers
 // and edge_workers_auto say which.
 func TestWorkers(t *testing.T) {
 	o := origin(t, "a")
@@ -174,7 +174,7 @@ func TestWorkers(t *testing.T) {
 		}
 	}
 	f("workers = 3\n", nil, 3, false)
-	f("", nil, 2*runtime.GOMAXPROCS(0), true)
+	f("", nil, runtime.GOMAXPROCS(0), true)
 	f("workers = 3\n", []string{"GOMAXPROCS=1"}, 1, false)
 }
 
@@ -190,9 +190,9 @@ func workersMetric(t *testing.T, e *edgetest.Edge, name string) int {
 	return n
 }
 
-// With workers left at 0, edge runs at most one slot per CPU while it answers requests
-// itself and twice the CPUs while it forwards them, and a reload to a fixed count stops
-// the steering.
+// With workers at 0, the controller steers: from a count set before (7, by a reload
+// from a fixed config), answering locally brings it to at most one slot per CPU and
+// forwarding to exactly one per CPU; a reload to a fixed count stops the steering.
 func TestWorkersAuto(t *testing.T) {
 	o := origin(t, "a")
 	t.Setenv("GOMAXPROCS", "")
@@ -268,20 +268,31 @@ route "app" {
 		}
 		return n
 	}
+	reload := func(workers string) {
+		t.Helper()
+		edgetest.WriteConfig(t, cfg, workers+src)
+		if code, body := e.Admin(t, testToken, "POST", "/reload", ""); code != 200 {
+			t.Fatalf("reload with %q: %d %s", workers, code, body)
+		}
+	}
+	reload("workers = 7\n")
+	if n := workersMetric(t, e, "edge_workers"); n != 7 {
+		t.Fatalf("workers = 7: edge_workers %d", n)
+	}
+	reload("")
 	if n := load("/local", "here", 10*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
-		t.Errorf("answering locally: edge_workers %d, want 1..%d", n, cpus)
+		t.Errorf("answering locally from 7 slots: edge_workers %d, want 1..%d", n, cpus)
 	}
-	if n := load("/x", "a", 10*time.Second, func(n int) bool { return n == 2*cpus }); n != 2*cpus {
-		t.Errorf("forwarding: edge_workers %d, want %d", n, 2*cpus)
+	reload("workers = 7\n")
+	reload("")
+	if n := load("/x", "a", 10*time.Second, func(n int) bool { return n == cpus }); n != cpus {
+		t.Errorf("forwarding from 7 slots: edge_workers %d, want %d", n, cpus)
 	}
-	if !strings.Contains(e.Log(), `msg="workers changed"`) {
+	if !strings.Contains(e.Log(), `msg="workers changed" from=7`) {
 		t.Errorf("no workers change logged:\n%s", e.Log())
 	}
 
-	edgetest.WriteConfig(t, cfg, "workers = 3\n"+src)
-	if code, body := e.Admin(t, testToken, "POST", "/reload", ""); code != 200 {
-		t.Fatalf("reload: %d %s", code, body)
-	}
+	reload("workers = 3\n")
 	// Six controller intervals of local answers: a steering controller would have moved.
 	if n := load("/local", "here", 3*time.Second, func(n int) bool { return n != 3 }); n != 3 {
 		t.Errorf("workers = 3 after reload, under local load: edge_workers %d", n)

@@ -85,7 +85,8 @@ var defaultProcs = runtime.GOMAXPROCS(0)
 
 // setWorkers applies cfg's workers to the Go scheduler. An explicit GOMAXPROCS in the
 // environment wins, then an explicit workers count; by default (0) the workers
-// controller steers the count from the traffic, starting from twice the CPUs.
+// controller steers the count from the traffic, starting from the count in force (one
+// slot per CPU at start).
 func (r *reloader) setWorkers(cfg *config.Config) {
 	switch {
 	case os.Getenv("GOMAXPROCS") != "":
@@ -93,8 +94,7 @@ func (r *reloader) setWorkers(cfg *config.Config) {
 	case cfg.Workers > 0:
 		r.workers.Enable(false)
 		runtime.GOMAXPROCS(cfg.Workers)
-	case !r.workers.Enabled():
-		runtime.GOMAXPROCS(2 * defaultProcs)
+	default:
 		r.workers.Enable(true)
 	}
 }
