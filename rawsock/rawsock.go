@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package rawsock reads and writes sockets with raw system calls.
 //
 // Go's net package wraps every read(2) and write(2) in entersyscall/exitsyscall: the

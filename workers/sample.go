@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -43,17 +42,12 @@ func sample(traffic func() (uint64, uint64), cpus int) snapshot {
 	if traffic != nil {
 		s.served, s.forwarded = traffic()
 	}
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		s.self = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-	}
+	s.self = selfCPU()
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		s.machine = machineBusy(b, cpus)
 	}
 	return s
 }
-
-func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
 
 // clockTick is USER_HZ, the unit of /proc/stat; 100 on every Linux architecture Go runs on.
 const clockTick = 100
