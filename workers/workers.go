@@ -95,11 +95,10 @@ func (p Policy) Choose(l Load, cur, floor int) int {
 	if l.Served == 0 || l.Wall <= 0 {
 		return cur
 	}
-	share := float64(l.Forwarded) / float64(l.Served)
 	switch {
-	case share >= p.forward():
+	case float64(l.Forwarded) >= p.forward()*float64(l.Served):
 		return p.CPUs
-	case share >= p.forward()/2:
+	case !p.answersLocally(l):
 		return cur
 	}
 	n := p.CPUs

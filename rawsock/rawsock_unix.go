@@ -1,0 +1,126 @@
+//go:build unix
+
+package rawsock
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Conn is a net.Conn whose Read and Write are raw system calls. Everything else
+// (deadlines, addresses, Close) is the inner connection's.
+//
+// Like a net.Conn it allows one Read and one Write at a time, concurrently with each
+// other.
+type Conn struct {
+	net.Conn
+	raw syscall.RawConn
+	r   op
+	w   op
+}
+
+// op is one direction's call in progress. fn is the method value handed to
+// RawConn.Read/Write, bound once so that a call allocates nothing.
+type op struct {
+	fn    func(uintptr) bool
+	p     []byte
+	n     int
+	errno syscall.Errno
+}
+
+// Wrap returns c as a Conn, or c itself when it exposes no raw socket (a TLS
+// connection, a pipe).
+func Wrap(c net.Conn) net.Conn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	rc := &Conn{Conn: c, raw: raw}
+	rc.r.fn, rc.w.fn = rc.read, rc.write
+	return rc
+}
+
+// Read reads like net.Conn.Read, at most MaxChunk bytes.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.r.p, c.r.n, c.r.errno = p[:min(len(p), MaxChunk)], 0, 0
+	err := c.raw.Read(c.r.fn)
+	c.r.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.r.errno != 0:
+		return 0, c.opError("read", c.r.errno)
+	case c.r.n == 0:
+		return 0, io.EOF
+	}
+	return c.r.n, nil
+}
+
+// Write writes all of p like net.Conn.Write, MaxChunk bytes per system call.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.w.p, c.w.n, c.w.errno = p, 0, 0
+	err := c.raw.Write(c.w.fn)
+	c.w.p = nil
+	switch {
+	case err != nil:
+		return c.w.n, err
+	case c.w.errno != 0:
+		return c.w.n, c.opError("write", c.w.errno)
+	}
+	return c.w.n, nil
+}
+
+// read is the RawConn.Read callback: false asks the poller to wait for readability.
+func (c *Conn) read(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.r.p))), uintptr(len(c.r.p)))
+		switch e {
+		case 0:
+			c.r.n = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.r.errno = e
+		return true
+	}
+}
+
+// write is the RawConn.Write callback: it writes what is left of c.w.p, and returns
+// false (wait for writability, then call again) when the socket buffer is full.
+func (c *Conn) write(fd uintptr) bool {
+	for c.w.n < len(c.w.p) {
+		rest := c.w.p[c.w.n:]
+		rest = rest[:min(len(rest), MaxChunk)]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)))
+		switch e {
+		case 0:
+			c.w.n += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.w.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+// opError describes a failed call the way net does (*net.OpError around an
+// *os.SyscallError), so callers' checks for timeouts and resets work unchanged.
+func (c *Conn) opError(op string, e syscall.Errno) error {
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, e)}
+}
