@@ -6,12 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
 
-// Conn is a net.Conn whose Read and Write are raw system calls. Everything else
-// (deadlines, addresses, Close) is the inner connection's.
+// Conn is a net.Conn whose Read and Write are raw system calls, whose reads wait for
+// the poller first when an answer is awaited (poll_unix.go), and whose deadlines are
+// armed coarsely (DeadlineSlack). Addresses and Close are the inner connection's.
 //
 // Like a net.Conn it allows one Read and one Write at a time, concurrently with each
 // other.
@@ -20,6 +22,22 @@ type Conn struct {
 	raw syscall.RawConn
 	r   op
 	w   op
+
+	// poll is the runtime poller's descriptor for the socket, 0 when it could not be
+	// found (see pollDescOf); then every read tries the socket first.
+	poll uintptr
+	// wait is awaitReadable bound once, for RawConn.Control.
+	wait func(uintptr)
+	// drained is true when the last read left the socket empty: it returned data, less
+	// than asked for. Only Read uses it.
+	drained bool
+	// wrote is set by Write and cleared by Read: a write came since the last read.
+	wrote atomic.Bool
+	// rd and wd are the deadlines armed in the runtime (deadline_unix.go).
+	rd, wd deadline
+	// emptyReads counts reads that found nothing to read (EAGAIN). Only the reader
+	// touches it; tests read it.
+	emptyReads int
 }
 
 // op is one direction's call in progress. fn is the method value handed to
@@ -42,8 +60,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	rc := &Conn{Conn: c, raw: raw}
-	rc.r.fn, rc.w.fn = rc.read, rc.write
+	rc := &Conn{Conn: c, raw: raw, poll: pollDescOf(c, raw), drained: true}
+	rc.r.fn, rc.w.fn, rc.wait = rc.read, rc.write, rc.awaitReadable
+	rc.wrote.Store(true)
 	return rc
 }
 
@@ -52,8 +71,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if c.wrote.Load() {
+		c.wrote.Store(false)
+		if c.drained && c.poll != 0 {
+			// The socket was empty after the last read, and this side has written since:
+			// an answer is awaited. Reading now would almost surely fail with EAGAIN, so
+			// wait for the poller first. Errors (closed, deadline) are left to the read.
+			_ = c.raw.Control(c.wait)
+		}
+	}
 	c.r.p, c.r.n, c.r.errno = p[:min(len(p), MaxChunk)], 0, 0
 	err := c.raw.Read(c.r.fn)
+	c.drained = err == nil && c.r.errno == 0 && c.r.n > 0 && c.r.n < len(c.r.p)
 	c.r.p = nil
 	switch {
 	case err != nil:
@@ -68,6 +97,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes all of p like net.Conn.Write, MaxChunk bytes per system call.
 func (c *Conn) Write(p []byte) (int, error) {
+	if !c.wrote.Load() {
+		c.wrote.Store(true)
+	}
 	c.w.p, c.w.n, c.w.errno = p, 0, 0
 	err := c.raw.Write(c.w.fn)
 	c.w.p = nil
@@ -91,6 +123,7 @@ func (c *Conn) read(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			c.emptyReads++
 			return false
 		}
 		c.r.errno = e
