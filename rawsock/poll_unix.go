@@ -84,9 +84,16 @@ func pollDescOf(c net.Conn, raw syscall.RawConn) uintptr {
 	return uintptr(nfd.pollCtx)
 }
 
-// awaitReadable is the RawConn.Control callback that waits for the poller's next read
-// event. Control holds a reference on the descriptor, so Close cannot free it meanwhile;
-// Close wakes the wait instead.
-func (c *Conn) awaitReadable(uintptr) {
-	runtimePollWait(c.poll, 'r')
+// The runtime poller's answers (runtime/netpoll.go).
+const (
+	pollErrClosing = 1 // the descriptor is being closed
+	pollErrTimeout = 2 // the deadline passed
+)
+
+// await parks until the poller reports the socket ready for mode, and records in o
+// why a wait ended otherwise. It runs inside RawConn.Control, which holds the
+// descriptor open: Close wakes the wait instead of freeing what it waits on.
+func (c *Conn) await(mode int, o *op) bool {
+	o.code = runtimePollWait(c.poll, mode)
+	return o.code == 0
 }

@@ -15,6 +15,10 @@ import (
 // the poller first when an answer is awaited (poll_unix.go), and whose deadlines are
 // armed coarsely (DeadlineSlack). Addresses and Close are the inner connection's.
 //
+// A deadline, or Close, ends a wait for the socket; unlike net.Conn, a call that can
+// proceed without waiting does so even past its deadline (when the runtime poller's
+// descriptor was found, see poll_unix.go).
+//
 // Like a net.Conn it allows one Read and one Write at a time, concurrently with each
 // other.
 type Conn struct {
@@ -26,8 +30,6 @@ type Conn struct {
 	// poll is the runtime poller's descriptor for the socket, 0 when it could not be
 	// found (see pollDescOf); then every read tries the socket first.
 	poll uintptr
-	// wait is awaitReadable bound once, for RawConn.Control.
-	wait func(uintptr)
 	// drained is true when the last read left the socket empty: it returned data, less
 	// than asked for. Only Read uses it.
 	drained bool
@@ -40,13 +42,18 @@ type Conn struct {
 	emptyReads int
 }
 
-// op is one direction's call in progress. fn is the method value handed to
-// RawConn.Read/Write, bound once so that a call allocates nothing.
+// op is one direction's call in progress. fn and ctl are the method values handed to
+// RawConn.Read/Write and RawConn.Control, bound once so that a call allocates nothing.
 type op struct {
 	fn    func(uintptr) bool
+	ctl   func(uintptr)
 	p     []byte
 	n     int
 	errno syscall.Errno
+	// code is the poller's answer that ended a wait: 0, or pollErrClosing/pollErrTimeout.
+	code int
+	// first makes a read wait for the poller before its first attempt.
+	first bool
 }
 
 // Wrap returns c as a Conn, or c itself when it exposes no raw socket (a TLS
@@ -61,7 +68,8 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	rc := &Conn{Conn: c, raw: raw, poll: pollDescOf(c, raw), drained: true}
-	rc.r.fn, rc.w.fn, rc.wait = rc.read, rc.write, rc.awaitReadable
+	rc.r.fn, rc.w.fn = rc.read, rc.write
+	rc.r.ctl, rc.w.ctl = rc.readPolled, rc.writePolled
 	rc.wrote.Store(true)
 	return rc
 }
@@ -71,24 +79,23 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.wrote.Load() {
+	// When the socket was empty after the last read and this side has written since,
+	// an answer is awaited: reading now would almost surely fail with EAGAIN, so the
+	// read waits for the poller first (poll_unix.go).
+	wrote := c.wrote.Load()
+	if wrote {
 		c.wrote.Store(false)
-		if c.drained && c.poll != 0 {
-			// The socket was empty after the last read, and this side has written since:
-			// an answer is awaited. Reading now would almost surely fail with EAGAIN, so
-			// wait for the poller first. Errors (closed, deadline) are left to the read.
-			_ = c.raw.Control(c.wait)
-		}
 	}
-	c.r.p, c.r.n, c.r.errno = p[:min(len(p), MaxChunk)], 0, 0
-	err := c.raw.Read(c.r.fn)
-	c.drained = err == nil && c.r.errno == 0 && c.r.n > 0 && c.r.n < len(c.r.p)
+	c.r.p, c.r.n, c.r.errno, c.r.code = p[:min(len(p), MaxChunk)], 0, 0, 0
+	c.r.first = wrote && c.drained
+	err := c.call(&c.r)
+	c.drained = err == nil && c.r.errno == 0 && c.r.code == 0 && c.r.n > 0 && c.r.n < len(c.r.p)
 	c.r.p = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case c.r.errno != 0:
-		return 0, c.opError("read", c.r.errno)
+	case c.r.code != 0 || c.r.errno != 0:
+		return 0, c.opError("read", &c.r)
 	case c.r.n == 0:
 		return 0, io.EOF
 	}
@@ -100,16 +107,55 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if !c.wrote.Load() {
 		c.wrote.Store(true)
 	}
-	c.w.p, c.w.n, c.w.errno = p, 0, 0
-	err := c.raw.Write(c.w.fn)
+	c.w.p, c.w.n, c.w.errno, c.w.code = p, 0, 0, 0
+	err := c.call(&c.w)
 	c.w.p = nil
 	switch {
 	case err != nil:
 		return c.w.n, err
-	case c.w.errno != 0:
-		return c.w.n, c.opError("write", c.w.errno)
+	case c.w.code != 0 || c.w.errno != 0:
+		return c.w.n, c.opError("write", &c.w)
 	}
 	return c.w.n, nil
+}
+
+// call runs o: with the runtime poller's descriptor, the whole call (system calls and
+// waits) inside one RawConn.Control, which holds the descriptor open; without it,
+// through RawConn.Read/Write, trying the socket first.
+func (c *Conn) call(o *op) error {
+	if c.poll == 0 {
+		if o == &c.r {
+			return c.raw.Read(o.fn)
+		}
+		return c.raw.Write(o.fn)
+	}
+	if c.raw.Control(o.ctl) != nil {
+		o.code = pollErrClosing // Control fails only on a closed descriptor
+	}
+	return nil
+}
+
+// readPolled is the RawConn.Control callback of a read: it reads, waiting for the
+// poller first when c.r.first is set and whenever the socket is empty.
+func (c *Conn) readPolled(fd uintptr) {
+	if c.r.first && !c.await('r', &c.r) {
+		return
+	}
+	for !c.read(fd) {
+		if !c.await('r', &c.r) {
+			return
+		}
+	}
+}
+
+// writePolled is the RawConn.Control callback of a write: it writes, waiting for the
+// poller whenever the socket buffer is full.
+func (c *Conn) writePolled(fd uintptr) {
+	for !c.write(fd) {
+		if !c.await('w', &c.w) {
+			return
+		}
+	}
 }
 
 // read is the RawConn.Read callback: false asks the poller to wait for readability.
@@ -152,8 +198,18 @@ func (c *Conn) write(fd uintptr) bool {
 	return true
 }
 
-// opError describes a failed call the way net does (*net.OpError around an
-// *os.SyscallError), so callers' checks for timeouts and resets work unchanged.
-func (c *Conn) opError(op string, e syscall.Errno) error {
-	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, e)}
+// opError describes a failed call the way net does: a *net.OpError around an
+// *os.SyscallError, net.ErrClosed or os.ErrDeadlineExceeded, so callers' checks for
+// timeouts, resets and closed connections work unchanged.
+func (c *Conn) opError(op string, o *op) error {
+	var err error
+	switch o.code {
+	case 0:
+		err = os.NewSyscallError(op, o.errno)
+	case pollErrTimeout:
+		err = os.ErrDeadlineExceeded
+	default:
+		err = net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
