@@ -21,9 +21,6 @@ var hopHeaders = [][]byte{
 }
 
 var (
-	hdrXFF       = "X-Forwarded-For"
-	hdrRealIP    = "X-Real-IP"
-	hdrProto     = "X-Forwarded-Proto"
 	hdrRequestID = "X-Request-Id"
 	strHTTP      = []byte("http")
 )
@@ -80,21 +77,6 @@ func stripHop(h hopDeleter, present uint16) {
 	}
 }
 
-// stripRequestHop removes hop-by-hop headers from a request about to be forwarded.
-// One scan finds which are present, so a request without any costs no deletes.
-func stripRequestHop(h *fasthttp.RequestHeader) {
-	var present uint16
-	if h.ConnectionClose() {
-		present = 1 // Connection: close is kept as a flag, not a header line
-	}
-	for k := range h.All() {
-		present = hopMask(present, k)
-	}
-	if present != 0 {
-		stripHop(h, present)
-	}
-}
-
 // stripResponseHop removes hop-by-hop headers from an upstream response. A
 // Connection: close from the upstream concerns the upstream connection only.
 func stripResponseHop(h *fasthttp.ResponseHeader) {
@@ -130,27 +112,38 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 // clientAddr returns the client address: the peer, or, when the peer is a trusted
-// proxy, the right-most address of X-Forwarded-For that is not itself trusted.
+// proxy, the right-most address of X-Forwarded-For that is not itself trusted. Repeated
+// X-Forwarded-For headers count as one list, in order (RFC 9110 §5.3).
 func (t trustedSet) clientAddr(ctx *fasthttp.RequestCtx, peer netip.Addr) netip.Addr {
 	if len(t) == 0 || !t.contains(peer) {
 		return peer
 	}
-	xff := ctx.Request.Header.Peek(hdrXFF)
+	var copies [8][]byte // the last 8 copies; a client sending more is not believed further
+	n := 0
+	for k, v := range ctx.Request.Header.All() {
+		if bytes.Equal(k, fwdNames[fwdXFF]) {
+			copies[n%len(copies)] = v
+			n++
+		}
+	}
 	client := peer
-	for len(xff) > 0 {
-		var el []byte
-		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
-			el, xff = xff[i+1:], xff[:i]
-		} else {
-			el, xff = xff, nil
-		}
-		a, ok := parseAddr(bytes.TrimSpace(el))
-		if !ok {
-			break
-		}
-		client = a
-		if !t.contains(a) {
-			break
+	for i := n - 1; i >= max(0, n-len(copies)); i-- {
+		xff := copies[i%len(copies)]
+		for len(xff) > 0 {
+			var el []byte
+			if j := bytes.LastIndexByte(xff, ','); j >= 0 {
+				el, xff = xff[j+1:], xff[:j]
+			} else {
+				el, xff = xff, nil
+			}
+			a, ok := parseAddr(bytes.TrimSpace(el))
+			if !ok {
+				return client
+			}
+			client = a
+			if !t.contains(a) {
+				return client
+			}
 		}
 	}
 	return client
@@ -178,27 +171,89 @@ func parseAddr(b []byte) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// setForwarded writes X-Forwarded-For (appended), X-Real-IP, X-Forwarded-Proto and
-// X-Request-Id (kept when sane, else generated) on a request about to be forwarded.
-// scratch is reused; the returned slice is the grown scratch.
-func setForwarded(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted bool, scratch []byte) []byte {
+// The headers edge sets on a forwarded request, in the canonical form fasthttp
+// stores request header names in (so SetCanonical finds a client's copy).
+var fwdNames = [fwdCount][]byte{
+	fwdXFF: []byte("X-Forwarded-For"), fwdRealIP: []byte("X-Real-Ip"),
+	fwdProto: []byte("X-Forwarded-Proto"), fwdRequestID: []byte("X-Request-Id"),
+}
+
+const (
+	fwdXFF = iota
+	fwdRealIP
+	fwdProto
+	fwdRequestID
+	fwdCount
+)
+
+// fwdScan is what one pass over a request's headers found: the hop-by-hop headers
+// present (a hopMask) and, for each header edge sets, how many copies the client
+// sent and the first one's value.
+type fwdScan struct {
+	hop    uint16
+	copies [fwdCount]uint8
+	first  [fwdCount][]byte
+}
+
+func scanRequest(h *fasthttp.RequestHeader) fwdScan {
+	var f fwdScan
+	if h.ConnectionClose() {
+		f.hop = 1 // Connection: close is kept as a flag, not a header line
+	}
+	for k, v := range h.All() {
+		f.hop = hopMask(f.hop, k)
+		for i := range fwdNames {
+			if bytes.Equal(k, fwdNames[i]) {
+				if f.copies[i] == 0 {
+					f.first[i] = v
+				}
+				f.copies[i] = min(f.copies[i]+1, 2)
+			}
+		}
+	}
+	return f
+}
+
+// prepareForward readies a request for its upstream, in one pass over its headers
+// when it has no hop-by-hop headers (the usual case): hop-by-hop headers are removed,
+// and X-Forwarded-For (appended), X-Real-IP, X-Forwarded-Proto (kept from a trusted
+// peer) and X-Request-Id (kept when sane, else generated) are set. A client's extra
+// copies of these headers are dropped: the upstream sees exactly one of each, and
+// the X-Forwarded-For values of all copies, in order. scratch is reused; the
+// returned slice is the grown scratch.
+func prepareForward(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted bool, scratch []byte) []byte {
+	f := scanRequest(h)
+	if f.hop != 0 {
+		stripHop(h, f.hop)
+		f = scanRequest(h) // what is left once the hop-by-hop headers are gone
+	}
+	keepProto := trusted && f.copies[fwdProto] == 1 && len(f.first[fwdProto]) > 0
+	keepID := f.copies[fwdRequestID] == 1 && saneRequestID(f.first[fwdRequestID])
+
 	buf := scratch[:0]
-	if prior := h.Peek(hdrXFF); len(prior) > 0 {
-		buf = append(buf, prior...)
-		buf = append(buf, ", "...)
+	if f.copies[fwdXFF] > 1 {
+		for k, v := range h.All() {
+			if bytes.Equal(k, fwdNames[fwdXFF]) && len(v) > 0 {
+				buf = append(append(buf, v...), ", "...)
+			}
+		}
+	} else if prior := f.first[fwdXFF]; len(prior) > 0 {
+		buf = append(append(buf, prior...), ", "...)
 	}
 	buf = peer.AppendTo(buf)
-	h.SetBytesV(hdrXFF, buf)
-
-	buf = client.AppendTo(buf[:0])
-	h.SetBytesV(hdrRealIP, buf)
-
-	if !trusted || len(h.Peek(hdrProto)) == 0 {
-		h.SetBytesV(hdrProto, strHTTP)
+	for i, n := range f.copies {
+		if n > 1 {
+			h.DelBytes(fwdNames[i])
+		}
 	}
-	if !saneRequestID(h.Peek(hdrRequestID)) {
+	h.SetCanonical(fwdNames[fwdXFF], buf)
+	h.SetCanonical(fwdNames[fwdRealIP], client.AppendTo(buf[:0]))
+	if !keepProto {
+		h.SetCanonical(fwdNames[fwdProto], strHTTP)
+	}
+	if !keepID {
 		buf = appendRequestID(buf[:0])
-		h.SetBytesV(hdrRequestID, buf)
+		h.SetCanonical(fwdNames[fwdRequestID], buf)
 	}
 	return buf
 }

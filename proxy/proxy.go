@@ -340,10 +340,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
 	p.metrics.forwarded.inc(sc.stripe)
 	req := &ctx.Request
-	stripRequestHop(&req.Header)
-	sc.buf = setForwarded(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
+	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
 	idempotent := methodBit(req.Header.Method())&idempotentMethods != 0
-	start := time.Now()
+	// The first try gets the whole timeout; later ones what is left of it, counted from
+	// the request's arrival (ctx.Time, already read), so a request that went through on
+	// its first try reads no clock here.
+	budget := pl.timeout
 	var tried uint64
 	last := failNone
 	for try := 1; ; try++ {
@@ -363,7 +365,6 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		budget := pl.timeout - time.Since(start)
 		err := srv.hc.DoTimeout(req, &ctx.Response, budget)
 		f := classify(err)
 		if f == failNone {
@@ -383,7 +384,8 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			srv.health.failure()
 		}
 		ctx.Response.Reset()
-		if try >= maxTries || !retryable(f, idempotent) || time.Since(start) >= pl.timeout {
+		budget = pl.timeout - time.Since(ctx.Time())
+		if try >= maxTries || !retryable(f, idempotent) || budget <= 0 {
 			failureAnswer(f).write(ctx)
 			return outcomeOf(f)
 		}

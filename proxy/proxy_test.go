@@ -395,3 +395,111 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("20 reloads under load: %d ok, %d failed; want 0 failed", ok.Load(), failed.Load())
 	}
 }
+
+// rawExchange sends a raw HTTP/1.1 request to addr and returns the raw response head
+// and body, read until the connection closes (the request says Connection: close).
+func rawExchange(t *testing.T, addr, request string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	return string(b)
+}
+
+// values returns every value of header name in h, in order.
+func values(h *fasthttp.RequestHeader, name string) []string {
+	var vs []string
+	for k, v := range h.All() {
+		if strings.EqualFold(string(k), name) {
+			vs = append(vs, string(v))
+		}
+	}
+	return vs
+}
+
+// A request without hop-by-hop headers (the one-pass path) gets the same forwarding
+// headers, and a client's repeated copies of them reach the upstream as exactly one
+// each: X-Forwarded-For joined in order, the others edge's own.
+func TestForwardedHeadersOnePassAndCopies(t *testing.T) {
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {})
+	e := startEdge(t, upstreamConfig(o.Addr))
+	e.do(t, "GET", "/app/h", "X-Forwarded-For", "203.0.113.9, 198.51.100.1", "X-Forwarded-Proto", "https", "X-Request-Id", "req-8")
+	got := o.LastHeader()
+	for k, v := range map[string]string{"X-Forwarded-For": "203.0.113.9, 198.51.100.1, 127.0.0.1", "X-Real-IP": "198.51.100.1",
+		"X-Forwarded-Proto": "https", "X-Request-Id": "req-8"} {
+		if vs := values(got, k); len(vs) != 1 || vs[0] != v {
+			t.Errorf("upstream saw %s = %q, want [%q]", k, vs, v)
+		}
+	}
+
+	resp := rawExchange(t, e.addr, "GET /app/dup HTTP/1.1\r\nHost: shop.example\r\n"+
+		"X-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.1\r\nX-Real-IP: 7.7.7.7\r\n"+
+		"X-Request-Id: a\r\nX-Request-Id: b\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: ftp\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("response to a request with repeated headers: %q", resp)
+	}
+	got = o.LastHeader()
+	if vs := values(got, "X-Forwarded-For"); len(vs) != 1 || vs[0] != "203.0.113.9, 198.51.100.1, 127.0.0.1" {
+		t.Errorf("upstream saw X-Forwarded-For %q, want one joined copy", vs)
+	}
+	if vs := values(got, "X-Real-IP"); len(vs) != 1 || vs[0] != "198.51.100.1" {
+		t.Errorf("upstream saw X-Real-IP %q, want only edge's", vs)
+	}
+	if vs := values(got, "X-Request-Id"); len(vs) != 1 || len(vs[0]) != 32 {
+		t.Errorf("upstream saw X-Request-Id %q, want one generated id (two client ids are ambiguous)", vs)
+	}
+	if vs := values(got, "X-Forwarded-Proto"); len(vs) != 1 || vs[0] != "http" {
+		t.Errorf("upstream saw X-Forwarded-Proto %q, want only edge's", vs)
+	}
+}
+
+// Hop-by-hop headers from an upstream are removed whatever their case.
+func TestUpstreamHopHeadersAnyCase(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var req fasthttp.Request
+				br := bufio.NewReader(c)
+				for req.Read(br) == nil {
+					c.Write([]byte("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-secret, keep-alive\r\n" +
+						"x-secret: 1\r\nkeep-alive: timeout=5\r\nPROXY-CONNECTION: keep-alive\r\nx-Mixed-Case: kept\r\n\r\nok"))
+				}
+			}()
+		}
+	}()
+	e := startEdge(t, upstreamConfig(ln.Addr().String()))
+	resp := rawExchange(t, e.addr, "GET /app/x HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+	head, body, _ := strings.Cut(resp, "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 200") || body != "ok" {
+		t.Fatalf("response %q", resp)
+	}
+	lower := strings.ToLower(head)
+	for _, hop := range []string{"x-secret", "keep-alive", "proxy-connection"} {
+		if strings.Contains(lower, "\r\n"+hop+":") {
+			t.Errorf("client saw upstream hop-by-hop %s:\n%s", hop, head)
+		}
+	}
+	if !strings.Contains(lower, "\r\nx-mixed-case: kept") {
+		t.Errorf("end-to-end header lost:\n%s", head)
+	}
+}

@@ -170,7 +170,7 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 		WriteBufferSize:               8 << 10,
 		NoDefaultUserAgentHeader:      true,
 		DisablePathNormalizing:        true,
-		DisableHeaderNamesNormalizing: false,
+		DisableHeaderNamesNormalizing: false, // the cache and hop-by-hop checks look names up canonically
 		// fasthttp's own retry, on the SAME server: when a request fails after it
 		// got a connection (typically a keep-alive connection the origin had just
 		// closed), it is repeated once on a fresh connection, only for GET, HEAD
