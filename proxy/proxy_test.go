@@ -503,3 +503,48 @@ func TestUpstreamHopHeadersAnyCase(t *testing.T) {
 		t.Errorf("end-to-end header lost:\n%s", head)
 	}
 }
+
+// An upstream that closes a pooled keep-alive connection while it sits idle costs the
+// next GET a second try on a fresh connection, not a hang until the timeout: the
+// closed connection's end of file is noticed by the read that awaits the answer.
+func TestUpstreamClosedIdleConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				var req fasthttp.Request
+				if req.Read(bufio.NewReader(c)) != nil {
+					return
+				}
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				time.Sleep(20 * time.Millisecond) // then close, idle, without notice
+			}()
+		}
+	}()
+	e := startEdge(t, upstreamConfig(ln.Addr().String()))
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		resp := e.do(t, "GET", "/app/x")
+		if resp.StatusCode() != 200 || string(resp.Body()) != "ok" {
+			t.Fatalf("request %d after the upstream closed the idle connection: %d %q", i, resp.StatusCode(), resp.Body())
+		}
+		if d := time.Since(start); d > 200*time.Millisecond {
+			t.Errorf("request %d took %v: the stale connection was waited on", i, d)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+	if n := conns.Load(); n != 5 {
+		t.Errorf("upstream saw %d connections for 5 requests, want 5 (one per request)", n)
+	}
+}
