@@ -34,11 +34,10 @@ type Config struct {
 	MaxConns      int           // max_conns: concurrent client connections; default 20000
 
 	// Workers (workers) is how many Go scheduler slots (GOMAXPROCS) run edge's code.
-	// Default 0: steered by the workers controller (package workers) from the traffic:
-	// one slot per CPU while a fifth or more of the requests go to an upstream, else the
-	// CPUs other processes leave idle, at least 1 and one more while edge's threads
-	// starve for CPU (local answers are pure CPU work). A count fixes it. A GOMAXPROCS
-	// environment variable, when set, wins. docs/config.md, "Workers", has the rules.
+	// Default 0: steered by the workers controller (package workers): the CPUs other
+	// processes leave idle, at least 1, and, while edge answers locally, one more when
+	// its threads starve for CPU. A count fixes it. A GOMAXPROCS environment variable,
+	// when set, wins. docs/config.md, "Workers", has the rules.
 	Workers int
 
 	AccessLog AccessLog

@@ -1,22 +1,20 @@
-// Package workers sizes the Go scheduler (GOMAXPROCS) to the work edge is doing.
+// Package workers sizes the Go scheduler (GOMAXPROCS) to the CPUs edge really gets.
 //
-// Edge serves two kinds of request that want different slot counts:
+// Slots beyond the cores edge gets add nothing but thread wake-ups, work stealing and
+// context switches, whatever edge does with a request. On the 2-core bench machine,
+// shared with the load generator and the origin, 1 slot answered cache hits about 15 %
+// faster than 2; and since reads that await an answer wait for the poller instead of
+// failing with EAGAIN (package rawsock), 1 slot also forwarded 3.8 % more requests per
+// second than 2 at the same CPU per request (eight alternating 4-second rounds, every
+// one in favour), and as many next to bench's Go load generator.
 //
-//   - Requests forwarded to an upstream wait on another process between their reads and
-//     writes. With raw socket calls (package rawsock) no slot is lost to a system call,
-//     and one slot per CPU proxied best on the 2-core bench machine, shared with the load
-//     generator and the origin: 62–67k requests per CPU-second against 58–63k with 3
-//     slots and 53–64k with 4; 1 slot fell to 38k requests per second.
-//   - Answers edge makes itself (cache hits, limit, blacklist and shed rejects, respond
-//     routes) are CPU work from the request's first byte to the response's last, and
-//     slots beyond the cores edge really gets add nothing but thread wake-ups and
-//     context switches: there, 1 slot answered cache hits 15 % faster than 2.
-//
-// "The cores edge really gets" is measured, not assumed: the CPUs other processes left
-// idle over the interval (from /proc/stat), corrected by whether edge's threads had to
-// wait for a CPU (their run-queue delay, from /proc/self/task/*/schedstat). A heavy
-// neighbour, such as a load generator that takes whatever CPU is free, would otherwise
-// talk edge down to one starved slot.
+// "The cores edge really gets" is measured, not assumed: the CPUs other processes (and
+// interrupt work) left idle over the interval, from /proc/stat. For answers edge makes
+// itself it is corrected by whether edge's threads had to wait for a CPU (their
+// run-queue delay, from /proc/self/task/*/schedstat): a heavy neighbour, such as a load
+// generator that takes whatever CPU is free, would otherwise talk edge down to one
+// starved slot. Forwarding is not corrected so: there the delay was as high at the
+// better count as at the worse one.
 //
 // A Controller samples every interval and picks a count with Policy.Choose; a choice is
 // applied once it has been made Confirm times in a row, so one odd interval changes
@@ -48,21 +46,14 @@ type Policy struct {
 	// CPUs is how many CPUs the process may use: GOMAXPROCS as Go chose it at start,
 	// which follows the CPU affinity and a cgroup CPU limit.
 	CPUs int
-	// Forward is the share of forwarded requests at or above which edge counts as a
-	// proxy and runs one slot per CPU; below half of it, it counts as answering locally.
-	// In between, the count holds. Default 0.2.
-	Forward float64
+	// Local is the share of forwarded requests under which edge counts as answering
+	// locally, and a starved count is raised. Default 0.1.
+	Local float64
 	// Starved is the run-queue delay per CPU second above which edge's threads count
-	// as starved of CPU: measured at 1 slot on 2 cores, 0.05 next to wrk (one thread),
-	// 0.5 next to a two-thread Go load generator. Default 0.25.
+	// as starved of CPU: measured at 1 slot on 2 cores, answering cache hits, 0.02–0.05
+	// next to wrk (one thread), 0.35–0.5 next to a two-thread Go load generator.
+	// Default 0.25.
 	Starved float64
-}
-
-func (p Policy) forward() float64 {
-	if p.Forward > 0 {
-		return p.Forward
-	}
-	return 0.2
 }
 
 // starved reports whether edge's threads waited for a CPU for more than the Starved
@@ -76,36 +67,33 @@ func (p Policy) starved(l Load) bool {
 	return l.Delay >= 0 && l.Self >= 0.2*l.Wall && l.Delay > s*l.Self
 }
 
-// answersLocally reports whether under a tenth (half of Forward) of l's requests went
-// to an upstream.
-func (p Policy) answersLocally(l Load) bool {
-	return l.Served > 0 && float64(l.Forwarded) < p.forward()/2*float64(l.Served)
+// raise reports whether edge, answering locally at cur slots (fewer than CPUs), was
+// starved at them: it should run one more.
+func (p Policy) raise(l Load, cur int) bool {
+	share := p.Local
+	if share <= 0 {
+		share = 0.1
+	}
+	local := float64(l.Forwarded) < share*float64(l.Served)
+	return local && cur < p.CPUs && p.starved(l)
 }
 
 // Choose returns the slot count for l given the current count cur and a floor below
-// which local answering must not go (see Controller):
+// which it must not go (see Controller):
 //
 //   - no request finished: cur, unchanged (nothing was learned);
-//   - forwarding (see Forward): CPUs;
-//   - between the thresholds: cur;
-//   - answering locally: the CPUs other processes left idle over the interval, rounded
-//     (all CPUs when Others is unknown); one more than cur when edge ran fewer slots
-//     than CPUs and was starved at them; never below floor or 1, never above CPUs.
+//   - else the CPUs other processes left idle over the interval, rounded (all CPUs when
+//     Others is unknown); one more than cur when edge answered locally, at fewer slots
+//     than CPUs, and was starved at them; never below floor or 1, never above CPUs.
 func (p Policy) Choose(l Load, cur, floor int) int {
 	if l.Served == 0 || l.Wall <= 0 {
-		return cur
-	}
-	switch {
-	case float64(l.Forwarded) >= p.forward()*float64(l.Served):
-		return p.CPUs
-	case !p.answersLocally(l):
 		return cur
 	}
 	n := p.CPUs
 	if l.Others >= 0 {
 		n = int(float64(p.CPUs) - l.Others/l.Wall + 0.5)
 	}
-	if cur < p.CPUs && p.starved(l) {
+	if p.raise(l, cur) {
 		n = max(n, cur+1)
 	}
 	return min(max(n, floor, 1), p.CPUs)
@@ -118,8 +106,7 @@ type Controller struct {
 	Every   time.Duration                     // sampling interval; default 500ms
 	Confirm int                               // intervals a new choice must hold; default 2
 	// Hold is how long a count found starved stays ruled out: after edge was starved
-	// at n slots, local answering runs at least n+1 for Hold, then tries lower again.
-	// Default 1 minute.
+	// at n slots, it runs at least n+1 for Hold, then tries lower again. Default 1 minute.
 	Hold time.Duration
 	Log  *slog.Logger // where changes are reported; nil: silent
 
@@ -185,7 +172,7 @@ type steer struct {
 	hold    time.Duration
 
 	want, streak int       // the pending choice and how many intervals in a row made it
-	floor        int       // local answering runs at least this many slots ...
+	floor        int       // at least this many slots ...
 	until        time.Time // ... until then
 }
 
@@ -208,10 +195,10 @@ func (s *steer) next(l Load, cur int, at time.Time) int {
 		return cur
 	}
 	s.streak = 0
-	if p.answersLocally(l) && n > cur && p.starved(l) {
+	if n > cur && p.raise(l, cur) {
 		// Starved at cur slots, interval after interval: rule the count out for a
 		// while, so that the estimate of idle CPUs (which falls as soon as edge takes
-		// less) does not talk it back down at the next interval.
+		// more) does not talk it back down at the next interval.
 		s.floor, s.until = n, at.Add(s.hold)
 	}
 	return n

@@ -20,11 +20,10 @@ func TestChoose(t *testing.T) {
 	}{
 		{"idle keeps the count", Load{Wall: 1}, 3, 1, 3},
 		{"no interval keeps the count", Load{Served: 10}, 3, 1, 3},
-		{"forwarding: the CPUs", Load{Served: 100, Forwarded: 20, Wall: 1}, 1, 1, 4},
-		{"all forwarded, from a fixed count above", Load{Served: 100, Forwarded: 100, Others: 3, Wall: 1}, 8, 3, 4},
-		{"local, machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Delay: -1, Wall: 1}, 8, 1, 4},
-		{"local, others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1, 1},
-		{"local, others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 1, 3},
+		{"machine to itself: the CPUs", Load{Served: 100, Others: 0.1, Delay: -1, Wall: 1}, 8, 1, 4},
+		{"others take 2.6 of 4", Load{Served: 100, Others: 2.6, Wall: 1}, 8, 1, 1},
+		{"forwarding follows the same rule", Load{Served: 100, Forwarded: 100, Others: 2.6, Wall: 1}, 4, 1, 1},
+		{"others take 1.4 of 4", Load{Served: 100, Others: 1.4, Wall: 1}, 8, 1, 3},
 		{"others over a 2s interval", Load{Served: 100, Others: 2.8, Wall: 2}, 8, 1, 3},
 		{"others take everything: still 1", Load{Served: 100, Others: 9, Wall: 1}, 8, 1, 1},
 		{"others unknown: the CPUs", Load{Served: 100, Others: -1, Wall: 1}, 8, 1, 4},
@@ -32,23 +31,23 @@ func TestChoose(t *testing.T) {
 		{"floor above CPUs is capped", Load{Served: 100, Others: 3.5, Wall: 1}, 4, 9, 4},
 		{"starved below the CPUs: one more", Load{Served: 100, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 2},
 		{"starved, but idle CPUs say more", Load{Served: 100, Others: 0.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 4},
-		{"not starved: stays low", Load{Served: 100, Others: 3.5, Self: 1, Delay: 0.05, Wall: 1}, 1, 1, 1},
+		{"not starved: stays low, even with every slot busy", Load{Served: 100, Others: 3.5, Self: 1, Delay: 0.05, Wall: 1}, 1, 1, 1},
+		{"forwarding starved: idle CPUs decide", Load{Served: 100, Forwarded: 100, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 1},
+		{"a tenth forwarded counts as forwarding", Load{Served: 100, Forwarded: 10, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 1},
+		{"under a tenth forwarded counts as local", Load{Served: 100, Forwarded: 9, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1, 2},
 		{"starved at the CPUs means nothing: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 4, 1, 1},
-		{"starved from a proxy count: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 8, 1, 1},
-		{"delay unknown: not starved", Load{Served: 100, Others: 3.5, Self: 1, Delay: -1, Wall: 1}, 1, 1, 1},
-		{"between thresholds the count holds", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 4, 1, 4},
-		{"between thresholds a low count holds", Load{Served: 100, Forwarded: 15, Others: 3, Wall: 1}, 1, 1, 1},
-		{"below half the threshold a proxy goes local", Load{Served: 100, Forwarded: 9, Wall: 1}, 8, 1, 4},
+		{"starved above the CPUs: idle CPUs decide", Load{Served: 100, Others: 3.5, Self: 1, Delay: 2, Wall: 1}, 8, 1, 1},
+		{"delay unknown: not starved", Load{Served: 100, Others: 3.5, Self: 0.5, Delay: -1, Wall: 1}, 1, 1, 1},
 	} {
 		if got := p.Choose(c.l, c.cur, c.floor); got != c.want {
 			t.Errorf("%s: Choose(%+v, %d, %d) = %d, want %d", c.name, c.l, c.cur, c.floor, got, c.want)
 		}
 	}
-	if got := (Policy{CPUs: 4, Forward: 0.5}).Choose(Load{Served: 100, Forwarded: 40, Wall: 1}, 4, 1); got != 4 {
-		t.Errorf("Forward 0.5, share 0.4 from local: %d, want 4", got)
+	if got := (Policy{CPUs: 4, Starved: 0.9}).Choose(Load{Served: 100, Others: 3.5, Self: 0.8, Delay: 0.5, Wall: 1}, 1, 1); got != 1 {
+		t.Errorf("Starved 0.9, delay 0.5 per 0.8 CPU second: %d, want 1", got)
 	}
-	if got := (Policy{CPUs: 4, Starved: 0.9}).Choose(Load{Served: 100, Others: 3.5, Self: 1, Delay: 0.5, Wall: 1}, 1, 1); got != 1 {
-		t.Errorf("Starved 0.9, delay 0.5 per CPU second: %d, want 1", got)
+	if got := (Policy{CPUs: 4, Local: 0.5}).Choose(Load{Served: 100, Forwarded: 40, Others: 3.5, Self: 0.6, Delay: 0.3, Wall: 1}, 1, 1); got != 2 {
+		t.Errorf("Local 0.5, 40%% forwarded, starved at 1: %d, want 2", got)
 	}
 }
 
@@ -137,19 +136,16 @@ func TestControllerSteers(t *testing.T) {
 		t.Fatalf("disabled controller changed GOMAXPROCS to %d", n)
 	}
 	c.Enable(true)
-	if n := feed(true, 5*time.Second, func(n int) bool { return n == cpus }); n != cpus {
-		t.Fatalf("forwarded traffic from %d slots: GOMAXPROCS %d, want %d", cpus+3, n, cpus)
-	}
-	runtime.GOMAXPROCS(cpus + 3)
-	if n := feed(false, 5*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
-		t.Fatalf("local answers from %d slots: GOMAXPROCS %d, want 1..%d", cpus+3, n, cpus)
-	}
-	if n := feed(true, 5*time.Second, func(n int) bool { return n == cpus }); n != cpus {
-		t.Fatalf("forwarded traffic again: GOMAXPROCS %d, want %d", n, cpus)
+	for _, fwd := range []bool{true, false} {
+		runtime.GOMAXPROCS(cpus + 3)
+		if n := feed(fwd, 5*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
+			t.Fatalf("traffic (forwarded %v) from %d slots: GOMAXPROCS %d, want 1..%d", fwd, cpus+3, n, cpus)
+		}
 	}
 	// Idle intervals teach nothing: the count stays.
+	runtime.GOMAXPROCS(cpus + 2)
 	time.Sleep(100 * time.Millisecond)
-	if n := runtime.GOMAXPROCS(0); n != cpus {
+	if n := runtime.GOMAXPROCS(0); n != cpus+2 {
 		t.Fatalf("idle: GOMAXPROCS moved to %d", n)
 	}
 	c.Enable(false)
@@ -164,32 +160,35 @@ func TestControllerSteers(t *testing.T) {
 func TestSteer(t *testing.T) {
 	s := steer{policy: Policy{CPUs: 2}, confirm: 2, hold: time.Minute}
 	t0 := time.Unix(1000, 0)
-	local := Load{Served: 100, Others: 1, Self: 1, Delay: 0.01, Wall: 0.5}      // idle CPUs: 2-2 = 0 → 1
-	starved := Load{Served: 100, Others: 1, Self: 0.4, Delay: 0.2, Wall: 0.5}   // waited half its CPU time
-	fwd := Load{Served: 100, Forwarded: 100, Others: 0.5, Self: 0.5, Wall: 0.5} // a proxy
+	local := Load{Served: 100, Others: 1, Self: 0.3, Delay: 0.01, Wall: 0.5}  // idle CPUs: 2-2 = 0 → 1
+	starved := Load{Served: 100, Others: 1, Self: 0.4, Delay: 0.2, Wall: 0.5} // waited half its CPU time
+	fwdStarved := Load{Served: 100, Forwarded: 100, Others: 1, Self: 0.4, Delay: 0.2, Wall: 0.5}
+	alone := Load{Served: 100, Forwarded: 100, Others: 0.1, Self: 0.5, Wall: 0.5}
 	steps := []struct {
 		l    Load
 		cur  int
 		at   time.Duration
 		want int
 	}{
-		{local, 4, 0, 4},                          // first vote for 1
-		{fwd, 4, time.Second, 4},                  // a proxy again: the vote is reset
-		{local, 4, 2 * time.Second, 4},            // vote 1
-		{local, 4, 3 * time.Second, 1},            // confirmed
-		{starved, 1, 3200 * time.Millisecond, 1},  // one starved interval: a vote for 2 ...
-		{local, 1, 3500 * time.Millisecond, 1},    // ... that the next one does not confirm
-		{starved, 1, 4 * time.Second, 1},          // starved at 1: vote for 2, floor 2 for a minute
-		{starved, 1, 5 * time.Second, 2},          // confirmed
-		{local, 2, 6 * time.Second, 2},            // idle CPUs say 1, the floor says 2
-		{local, 2, 50 * time.Second, 2},           // still within the hold
-		{local, 2, 65 * time.Second, 2},           // a minute from the last starved interval (5s)
-		{local, 2, 66 * time.Second, 2},           // hold over: vote for 1
-		{local, 2, 67 * time.Second, 1},           // tried again
-		{local, 1, 68 * time.Second, 1},           // not starved this time: stays
-		{fwd, 1, 69 * time.Second, 1},             // vote for 4
-		{fwd, 1, 70 * time.Second, 2},             // confirmed: one slot per CPU
-		{Load{Wall: 0.5}, 2, 71 * time.Second, 2}, // idle: unchanged
+		{local, 4, 0, 4},                         // first vote for 1
+		{alone, 4, time.Second, 4},               // the machine to itself: a vote for 2 resets it
+		{local, 4, 2 * time.Second, 4},           // vote 1
+		{local, 4, 3 * time.Second, 1},           // confirmed
+		{starved, 1, 3200 * time.Millisecond, 1}, // one starved interval: a vote for 2 ...
+		{local, 1, 3500 * time.Millisecond, 1},   // ... that the next one does not confirm
+		{starved, 1, 4 * time.Second, 1},         // starved at 1: vote for 2, floor 2 for a minute
+		{starved, 1, 5 * time.Second, 2},         // confirmed
+		{local, 2, 6 * time.Second, 2},           // idle CPUs say 1, the floor says 2
+		{local, 2, 50 * time.Second, 2},          // still within the hold
+		{local, 2, 65 * time.Second, 2},          // a minute from the last starved interval (5s)
+		{local, 2, 66 * time.Second, 2},          // hold over: vote for 1
+		{local, 2, 67 * time.Second, 1},          // tried again
+		{local, 1, 68 * time.Second, 1},          // not starved this time: stays
+		{fwdStarved, 1, 69 * time.Second, 1},     // forwarding: the delay is not acted on
+		{fwdStarved, 1, 70 * time.Second, 1},
+		{alone, 1, 80 * time.Second, 1},           // the machine to itself: vote for 2
+		{alone, 1, 81 * time.Second, 2},           // confirmed
+		{Load{Wall: 0.5}, 2, 82 * time.Second, 2}, // idle: unchanged
 	}
 	for i, st := range steps {
 		if got := s.next(st.l, st.cur, t0.Add(st.at)); got != st.want {

@@ -191,8 +191,8 @@ func workersMetric(t *testing.T, e *edgetest.Edge, name string) int {
 }
 
 // With workers at 0, the controller steers: from a count set before (7, by a reload
-// from a fixed config), answering locally brings it to at most one slot per CPU and
-// forwarding to exactly one per CPU; a reload to a fixed count stops the steering.
+// from a fixed config), answering locally or forwarding brings it to at most one slot
+// per CPU; a reload to a fixed count stops the steering.
 func TestWorkersAuto(t *testing.T) {
 	o := origin(t, "a")
 	t.Setenv("GOMAXPROCS", "")
@@ -285,8 +285,8 @@ route "app" {
 	}
 	reload("workers = 7\n")
 	reload("")
-	if n := load("/x", "a", 10*time.Second, func(n int) bool { return n == cpus }); n != cpus {
-		t.Errorf("forwarding from 7 slots: edge_workers %d, want %d", n, cpus)
+	if n := load("/x", "a", 10*time.Second, func(n int) bool { return n <= cpus }); n > cpus || n < 1 {
+		t.Errorf("forwarding from 7 slots: edge_workers %d, want 1..%d", n, cpus)
 	}
 	if !strings.Contains(e.Log(), `msg="workers changed" from=7`) {
 		t.Errorf("no workers change logged:\n%s", e.Log())
