@@ -58,8 +58,9 @@ type runtimePollDescHead struct {
 }
 
 // pollDescOf returns the runtime poller descriptor of c, a *net.TCPConn or
-// *net.UnixConn, or 0 when c is something else or the layout check fails.
-func pollDescOf(c net.Conn, raw syscall.RawConn) uintptr {
+// *net.UnixConn, and its file descriptor, or 0s when c is something else or the layout
+// check fails.
+func pollDescOf(c net.Conn, raw syscall.RawConn) (pd, fd uintptr) {
 	// Both types are a struct holding only net.conn, which holds only fd *netFD.
 	var conn unsafe.Pointer
 	switch c := c.(type) {
@@ -68,20 +69,20 @@ func pollDescOf(c net.Conn, raw syscall.RawConn) uintptr {
 	case *net.UnixConn:
 		conn = unsafe.Pointer(c)
 	default:
-		return 0
+		return 0, 0
 	}
-	fd := ^uintptr(0)
+	fd = ^uintptr(0)
 	if raw.Control(func(s uintptr) { fd = s }) != nil {
-		return 0
+		return 0, 0
 	}
 	nfd := *(**netFDHead)(conn)
 	if nfd == nil || uintptr(nfd.sysfd) != fd || nfd.pollCtx == nil {
-		return 0
+		return 0, 0
 	}
 	if (*runtimePollDescHead)(nfd.pollCtx).fd != fd {
-		return 0
+		return 0, 0
 	}
-	return uintptr(nfd.pollCtx)
+	return uintptr(nfd.pollCtx), fd
 }
 
 // The runtime poller's answers (runtime/netpoll.go).
@@ -91,8 +92,8 @@ const (
 )
 
 // await parks until the poller reports the socket ready for mode, and records in o
-// why a wait ended otherwise. It runs inside RawConn.Control, which holds the
-// descriptor open: Close wakes the wait instead of freeing what it waits on.
+// why a wait ended otherwise. It runs inside a call registered with life, which holds
+// the descriptor open: Close wakes the wait instead of freeing what it waits on.
 func (c *Conn) await(mode int, o *op) bool {
 	o.code = runtimePollWait(c.poll, mode)
 	return o.code == 0

@@ -28,8 +28,11 @@ type Conn struct {
 	w   op
 
 	// poll is the runtime poller's descriptor for the socket, 0 when it could not be
-	// found (see pollDescOf); then every read tries the socket first.
+	// found (see pollDescOf); then every read tries the socket first, and calls go
+	// through the RawConn. With it, calls use fd directly, kept open by life.
 	poll uintptr
+	fd   uintptr
+	life life
 	// drained is true when the last read left the socket empty: it returned data, less
 	// than asked for. Only Read uses it.
 	drained bool
@@ -42,11 +45,10 @@ type Conn struct {
 	emptyReads int
 }
 
-// op is one direction's call in progress. fn and ctl are the method values handed to
-// RawConn.Read/Write and RawConn.Control, bound once so that a call allocates nothing.
+// op is one direction's call in progress. fn is the method value handed to
+// RawConn.Read/Write, bound once so that a call allocates nothing.
 type op struct {
 	fn    func(uintptr) bool
-	ctl   func(uintptr)
 	p     []byte
 	n     int
 	errno syscall.Errno
@@ -67,9 +69,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	rc := &Conn{Conn: c, raw: raw, poll: pollDescOf(c, raw), drained: true}
+	rc := &Conn{Conn: c, raw: raw, drained: true}
+	rc.poll, rc.fd = pollDescOf(c, raw)
 	rc.r.fn, rc.w.fn = rc.read, rc.write
-	rc.r.ctl, rc.w.ctl = rc.readPolled, rc.writePolled
 	rc.wrote.Store(true)
 	return rc
 }
@@ -119,9 +121,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.w.n, nil
 }
 
-// call runs o: with the runtime poller's descriptor, the whole call (system calls and
-// waits) inside one RawConn.Control, which holds the descriptor open; without it,
-// through RawConn.Read/Write, trying the socket first.
+// call runs o: with the runtime poller's descriptor, on the socket directly (system
+// calls and waits), kept open by life; without it, through RawConn.Read/Write, trying
+// the socket first.
 func (c *Conn) call(o *op) error {
 	if c.poll == 0 {
 		if o == &c.r {
@@ -129,14 +131,24 @@ func (c *Conn) call(o *op) error {
 		}
 		return c.raw.Write(o.fn)
 	}
-	if c.raw.Control(o.ctl) != nil {
-		o.code = pollErrClosing // Control fails only on a closed descriptor
+	if !c.enter() {
+		o.code = pollErrClosing
+		return nil
 	}
+	if o == &c.r {
+		c.readPolled(c.fd)
+	} else {
+		c.writePolled(c.fd)
+	}
+	if o.code != 0 && c.closing() {
+		o.code = pollErrClosing // woken by Close, not by a deadline
+	}
+	c.leave()
 	return nil
 }
 
-// readPolled is the RawConn.Control callback of a read: it reads, waiting for the
-// poller first when c.r.first is set and whenever the socket is empty.
+// readPolled reads, waiting for the poller first when c.r.first is set and whenever the
+// socket is empty.
 func (c *Conn) readPolled(fd uintptr) {
 	if c.r.first && !c.await('r', &c.r) {
 		return
@@ -148,8 +160,7 @@ func (c *Conn) readPolled(fd uintptr) {
 	}
 }
 
-// writePolled is the RawConn.Control callback of a write: it writes, waiting for the
-// poller whenever the socket buffer is full.
+// writePolled writes, waiting for the poller whenever the socket buffer is full.
 func (c *Conn) writePolled(fd uintptr) {
 	for !c.write(fd) {
 		if !c.await('w', &c.w) {
