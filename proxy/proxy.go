@@ -365,7 +365,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		err := srv.hc.DoTimeout(req, &ctx.Response, budget)
+		err := exchange(srv.hc, req, &ctx.Response, budget)
 		f := classify(err)
 		if f == failNone {
 			o := outcomeOK

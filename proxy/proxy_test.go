@@ -548,3 +548,19 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 		t.Errorf("upstream saw %d connections for 5 requests, want 5 (one per request)", n)
 	}
 }
+
+// The request target goes upstream as the client sent it: dot segments, doubled
+// slashes and escapes untouched (routing saw the normalized path).
+func TestRequestTargetVerbatim(t *testing.T) {
+	o := origintest.Start(t, nil)
+	e := startEdge(t, upstreamConfig(o.Addr))
+	for _, target := range []string{"/app/x/../y//z%2Fw?a=b&c=%20", "/app/plain?x=1", "/app//a/./b"} {
+		resp := rawExchange(t, e.addr, "GET "+target+" HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(resp, "HTTP/1.1 200") {
+			t.Fatalf("GET %s: %q", target, resp)
+		}
+		if got := string(o.LastHeader().RequestURI()); got != target {
+			t.Errorf("upstream saw %q, client sent %q", got, target)
+		}
+	}
+}

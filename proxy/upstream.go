@@ -162,24 +162,20 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 		MaxConns:            s.maxConns,
 		MaxConnWaitTimeout:  s.timeout,
 		MaxIdleConnDuration: s.keepalive,
-		// No ReadTimeout/WriteTimeout: every exchange runs under the deadline of
-		// forward's DoTimeout budget (at most timeout), and a second, per-client one
-		// would only cost two clock reads per request.
+		// No ReadTimeout/WriteTimeout: exchange (exchange.go) sets one deadline per
+		// attempt from forward's budget.
 		MaxResponseBodySize:           int(s.maxResponseSize),
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               8 << 10,
 		NoDefaultUserAgentHeader:      true,
-		DisablePathNormalizing:        true,
+		DisablePathNormalizing:        true,  // for Do; exchange sets it on each request
 		DisableHeaderNamesNormalizing: false, // the cache and hop-by-hop checks look names up canonically
-		// fasthttp's own retry, on the SAME server: when a request fails after it
-		// got a connection (typically a keep-alive connection the origin had just
-		// closed), it is repeated once on a fresh connection, only for GET, HEAD
-		// and PUT (fasthttp's isIdempotent; no RetryIf is set), never for a POST,
-		// and within the one DoTimeout deadline forward gives it. Dial failures
-		// are not retried here: forward moves them to another server. So one
-		// forward attempt is at most 2 sends of an idempotent request and 1 of
-		// any other; forward bounds the attempts (maxTries) and the total time.
-		MaxIdemponentCallAttempts: 2,
+		// Requests go through exchange, not Do: its retry on the same server (once,
+		// on a fresh connection, after a failure on a reused one, for GET, HEAD and PUT
+		// only, within the one budget) replaces fasthttp's. Dial failures are not
+		// retried there: forward moves them to another server. So one forward attempt
+		// is at most 2 sends of such a request and 1 of any other; forward bounds the
+		// attempts (maxTries) and the total time.
 	}
 }
 
