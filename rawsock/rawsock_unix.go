@@ -12,8 +12,9 @@ import (
 )
 
 // Conn is a net.Conn whose Read and Write are raw system calls, whose reads wait for
-// the poller first when an answer is awaited (poll_unix.go), and whose deadlines are
-// armed coarsely (DeadlineSlack). Addresses and Close are the inner connection's.
+// the poller first when an answer is awaited (poll_unix.go), whose deadlines are
+// armed coarsely (DeadlineSlack), and whose Close lets calls in flight end before the
+// socket is closed (life_unix.go). Addresses are the inner connection's.
 //
 // A deadline, or Close, ends a wait for the socket; unlike net.Conn, a call that can
 // proceed without waiting does so even past its deadline (when the runtime poller's
