@@ -564,3 +564,27 @@ func TestRequestTargetVerbatim(t *testing.T) {
 		}
 	}
 }
+
+// A client that shuts down its sending side right after its request still gets the
+// whole response (edge then keeps the connection until idle_timeout; docs/config.md).
+func TestHalfClosingClientGetsResponse(t *testing.T) {
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("whole body") })
+	e := startEdge(t, upstreamConfig(o.Addr))
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /app/h HTTP/1.1\r\nHost: shop.example\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(c)); err != nil {
+		t.Fatalf("reading the response after a half-close: %v", err)
+	}
+	if resp.StatusCode() != 200 || string(resp.Body()) != "whole body" {
+		t.Errorf("half-closing client got %d %q", resp.StatusCode(), resp.Body())
+	}
+}
