@@ -588,3 +588,36 @@ func TestHalfClosingClientGetsResponse(t *testing.T) {
 		t.Errorf("half-closing client got %d %q", resp.StatusCode(), resp.Body())
 	}
 }
+
+// Pipelined requests (several in one packet, some split across packets) are all
+// answered, in order, on the one connection.
+func TestPipelinedRequests(t *testing.T) {
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(ctx.Path()) })
+	e := startEdge(t, upstreamConfig(o.Addr))
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	req := func(i int) string { return fmt.Sprintf("GET /app/%d HTTP/1.1\r\nHost: shop.example\r\n\r\n", i) }
+	batch := req(1) + req(2) + req(3) + req(4)[:10]
+	if _, err := c.Write([]byte(batch)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i := 1; i <= 4; i++ {
+		if i == 4 {
+			if _, err := c.Write([]byte(req(4)[10:])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("/app/%d", i); resp.StatusCode() != 200 || string(resp.Body()) != want {
+			t.Fatalf("response %d: %d %q, want 200 %q", i, resp.StatusCode(), resp.Body(), want)
+		}
+	}
+}
