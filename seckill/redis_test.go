@@ -86,10 +86,12 @@ func TestRedisFailures(t *testing.T) {
 		srv.Resume()
 		waitHealthy(t, r)
 		// A call that timed out may still run once Redis wakes up: the late SetStock may or
-		// may not have restarted the sale. Either way no unit was made up.
+		// may not have restarted the sale, and the late Issue (which the client may retry
+		// once connected again) may have run before or after it. Either way no unit was
+		// made up: 10 units in all, or the 5 of the restock.
 		st, err := r.Item(ctx, "it")
-		if err != nil || (st.Stock+st.Issued != 10 && st != (Stock{Stock: 5})) {
-			t.Fatalf("after resume: %+v, %v; want 10 units in all or the late restock to 5", st, err)
+		if err != nil || (st.Stock+st.Issued != 10 && st.Stock+st.Issued != 5) || st.Issued > 2 {
+			t.Fatalf("after resume: %+v, %v; want 10 units in all or the late restock's 5", st, err)
 		}
 	})
 
