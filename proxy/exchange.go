@@ -8,42 +8,43 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// exchange sends req to hc's server and reads the answer into resp, all within timeout.
+// exchange sends req to hc's server and reads the answer into resp, before deadline.
+// wait bounds the wait for a free connection on the first attempt (the time left until
+// deadline, or more: the caller need not read the clock to say).
 //
 // It is fasthttp's HostClient.DoTimeout cut to what edge needs, through the client's
 // exported connection and buffer pools. DoTimeout reads the clock five times per
-// request (edge needs one deadline), takes the connection's addresses for
+// request (exchange, on the way through, none), takes the connection's addresses for
 // resp.RemoteAddr (edge never asks), parses the request URI to check its scheme and
 // counts pending requests; together about 2 % of a proxied request's CPU.
 //
 // Semantics kept from DoTimeout: waiting for a free connection (max_conns) counts
-// against the timeout and ends with ErrNoFreeConns; a failure on a connection that
-// had served requests before (typically one the upstream had just closed) is retried
-// once on another connection for GET, HEAD and PUT, never for other methods, while
-// time is left; a timeout is ErrTimeout; an upstream that closed the connection
-// without answering is ErrConnectionClosed; a body over the client's
-// MaxResponseBodySize is ErrBodyTooLarge and not retried. The request path is sent as
-// received. Connection: close from either
-// side closes the connection after the exchange. HEAD responses and those resp was set
-// to skip (fasthttp's server does for HEAD) have no body read.
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
-	if timeout <= 0 {
+// against the time and ends with ErrNoFreeConns; a failure on a connection that had
+// served requests before (typically one the upstream had just closed) is retried once
+// on another connection for GET, HEAD and PUT, never for other methods, while time is
+// left; a timeout is ErrTimeout; an upstream that closed the connection without
+// answering is ErrConnectionClosed; a body over the client's MaxResponseBodySize is
+// ErrBodyTooLarge and not retried. Connection: close from either side closes the
+// connection after the exchange. HEAD responses and those resp was set to skip
+// (fasthttp's server does for HEAD) have no body read. The request path is sent as
+// received.
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait time.Duration) error {
+	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
-	deadline := time.Now().Add(timeout)
 	skipBody := resp.SkipBody || req.Header.IsHead()
 	// The path goes upstream as the client sent it: no dot segments resolved, no
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, timeout, skipBody)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, skipBody)
 		if err == nil {
 			return nil
 		}
 		if !retry || attempt >= 2 || !fasthttpIdempotent(req) {
 			return exchangeError(err)
 		}
-		if timeout = time.Until(deadline); timeout <= 0 {
+		if wait = time.Until(deadline); wait <= 0 {
 			return fasthttp.ErrTimeout
 		}
 	}

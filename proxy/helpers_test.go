@@ -5,6 +5,8 @@ package proxy
 // the race build (limit tests) uses them too.
 
 import (
+	"io"
+	"log"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -32,12 +34,18 @@ func handlerCtx(method, uri string, headers ...string) *fasthttp.RequestCtx {
 	return ctx
 }
 
-// serveOnce runs req through px's Handler the way the server does, reusing ctx.
+// serveOnce runs req through px's Handler the way the server does, reusing ctx: the
+// request copied in, the response reset, the request time (ctx.Time, from which the
+// upstream deadline counts) read anew.
 func serveOnce(px *Proxy, ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
+	ctx.Init2(ctx.Conn(), quietLogger, true)
 	req.CopyTo(&ctx.Request)
 	ctx.Response.Reset()
 	px.Handler(ctx)
 }
+
+// quietLogger is the fasthttp logger of handler calls without a server.
+var quietLogger = log.New(io.Discard, "", 0)
 
 // benchProxy is a Proxy serving src in process, for tests and benchmarks that
 // call Handler directly.
@@ -63,11 +71,16 @@ func allocs(t *testing.T, px *Proxy, ctx *fasthttp.RequestCtx, wantStatus int) f
 	if ctx.Response.StatusCode() != wantStatus {
 		t.Fatalf("status %d, want %d: %s", ctx.Response.StatusCode(), wantStatus, ctx.Response.Body())
 	}
-	return testing.AllocsPerRun(200, func() { serveOnce(px, ctx, &req) })
+	n := testing.AllocsPerRun(200, func() { serveOnce(px, ctx, &req) })
+	if ctx.Response.StatusCode() != wantStatus {
+		t.Fatalf("status %d after the measured runs, want %d: %s", ctx.Response.StatusCode(), wantStatus, ctx.Response.Body())
+	}
+	return n
 }
 
 // benchServe reports allocations and runs the same request through px's Handler
-// in parallel, one context per goroutine.
+// in parallel, one context per goroutine. A 502 or 504 answer (an upstream exchange
+// that failed) fails the benchmark: it would be timing an error path.
 func benchServe(b *testing.B, px *Proxy, method, uri string, headers ...string) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -76,6 +89,10 @@ func benchServe(b *testing.B, px *Proxy, method, uri string, headers ...string) 
 		ctx.Request.CopyTo(&req)
 		for pb.Next() {
 			serveOnce(px, ctx, &req)
+			if code := ctx.Response.StatusCode(); code == 502 || code == 504 {
+				b.Errorf("answer %d: %s", code, ctx.Response.Body())
+				return
+			}
 		}
 	})
 }

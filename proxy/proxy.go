@@ -342,9 +342,10 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 	req := &ctx.Request
 	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
 	idempotent := methodBit(req.Header.Method())&idempotentMethods != 0
-	// The first try gets the whole timeout; later ones what is left of it, counted from
-	// the request's arrival (ctx.Time, already read), so a request that went through on
-	// its first try reads no clock here.
+	// All tries share one deadline: the pool's timeout from the handler's start
+	// (ctx.Time, already read), so a request that went through on its first try reads
+	// no clock here.
+	deadline := ctx.Time().Add(pl.timeout)
 	budget := pl.timeout
 	var tried uint64
 	last := failNone
@@ -365,7 +366,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		err := exchange(srv.hc, req, &ctx.Response, budget)
+		err := exchange(srv.hc, req, &ctx.Response, deadline, budget)
 		f := classify(err)
 		if f == failNone {
 			o := outcomeOK
@@ -384,7 +385,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			srv.health.failure()
 		}
 		ctx.Response.Reset()
-		budget = pl.timeout - time.Since(ctx.Time())
+		budget = time.Until(deadline)
 		if try >= maxTries || !retryable(f, idempotent) || budget <= 0 {
 			failureAnswer(f).write(ctx)
 			return outcomeOf(f)
