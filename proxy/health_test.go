@@ -34,32 +34,18 @@ route "app" {
 // brokenOrigin reads each request's head and closes the connection without an
 // answer: the request reached it, the response never came.
 func brokenOrigin(t *testing.T) (addr string, requests *atomic.Int64) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	requests = &atomic.Int64{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tp := textproto.NewReader(bufio.NewReader(c))
-				if _, err := tp.ReadLine(); err != nil {
-					return
-				}
-				if _, err := tp.ReadMIMEHeader(); err != nil {
-					return
-				}
-				requests.Add(1)
-			}()
+	addr, _ = rawOrigin(t, func(c net.Conn) {
+		tp := textproto.NewReader(bufio.NewReader(c))
+		if _, err := tp.ReadLine(); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String(), requests
+		if _, err := tp.ReadMIMEHeader(); err != nil {
+			return
+		}
+		requests.Add(1)
+	})
+	return addr, requests
 }
 
 // A POST that timed out at an origin reached origins exactly once; so did a GET

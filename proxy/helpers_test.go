@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,34 @@ func serveOnce(px *Proxy, ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	req.CopyTo(&ctx.Request)
 	ctx.Response.Reset()
 	px.Handler(ctx)
+}
+
+// rawOrigin serves each connection to a fresh loopback listener with serve, closing it
+// when serve returns, until the test ends. It returns the address and the count of
+// connections accepted: an origin that misbehaves at the TCP level, as fasthttp's
+// server would not.
+func rawOrigin(t testing.TB, serve func(c net.Conn)) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String(), conns
 }
 
 // quietLogger is the fasthttp logger of handler calls without a server.

@@ -101,9 +101,10 @@ func (h *stripedHistogram) observe(stripe uint32, d time.Duration) {
 }
 
 // Traffic returns how many requests the proxy has finished since it was created, and
-// how many of them went to an upstream pool (whether or not a server answered; the rest
-// it answered itself: cache hits, rejects, respond routes, seckill, no route). Both only grow; sums over stripes, so
-// a pair read during traffic may be a few requests apart.
+// how many of them went to an upstream pool (whether or not a server answered; the
+// rest it answered itself: cache hits, rejects, respond routes, seckill, no route).
+// Both only grow; sums over stripes, so a pair read during traffic may be a few
+// requests apart.
 func (p *Proxy) Traffic() (served, forwarded uint64) {
 	return p.metrics.served.load(), p.metrics.forwarded.load()
 }

@@ -416,15 +416,21 @@ func rawExchange(t *testing.T, addr, request string) string {
 	return string(b)
 }
 
-// values returns every value of header name in h, in order.
-func values(h *fasthttp.RequestHeader, name string) []string {
+// oneCopy returns the value of header name in h, failing the test unless there is
+// exactly one copy of it.
+func oneCopy(t *testing.T, h *fasthttp.RequestHeader, name string) string {
+	t.Helper()
 	var vs []string
 	for k, v := range h.All() {
 		if strings.EqualFold(string(k), name) {
 			vs = append(vs, string(v))
 		}
 	}
-	return vs
+	if len(vs) != 1 {
+		t.Errorf("upstream saw %s %q, want exactly one copy", name, vs)
+		return ""
+	}
+	return vs[0]
 }
 
 // A request without hop-by-hop headers (the one-pass path) gets the same forwarding
@@ -433,14 +439,18 @@ func values(h *fasthttp.RequestHeader, name string) []string {
 func TestForwardedHeadersOnePassAndCopies(t *testing.T) {
 	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {})
 	e := startEdge(t, upstreamConfig(o.Addr))
-	e.do(t, "GET", "/app/h", "X-Forwarded-For", "203.0.113.9, 198.51.100.1", "X-Forwarded-Proto", "https", "X-Request-Id", "req-8")
-	got := o.LastHeader()
-	for k, v := range map[string]string{"X-Forwarded-For": "203.0.113.9, 198.51.100.1, 127.0.0.1", "X-Real-IP": "198.51.100.1",
-		"X-Forwarded-Proto": "https", "X-Request-Id": "req-8"} {
-		if vs := values(got, k); len(vs) != 1 || vs[0] != v {
-			t.Errorf("upstream saw %s = %q, want [%q]", k, vs, v)
+	check := func(what string, want map[string]string) {
+		t.Helper()
+		got := o.LastHeader()
+		for k, v := range want {
+			if g := oneCopy(t, got, k); g != v {
+				t.Errorf("%s: upstream saw %s = %q, want %q", what, k, g, v)
+			}
 		}
 	}
+	e.do(t, "GET", "/app/h", "X-Forwarded-For", "203.0.113.9, 198.51.100.1", "X-Forwarded-Proto", "https", "X-Request-Id", "req-8")
+	check("one copy each", map[string]string{"X-Forwarded-For": "203.0.113.9, 198.51.100.1, 127.0.0.1",
+		"X-Real-IP": "198.51.100.1", "X-Forwarded-Proto": "https", "X-Request-Id": "req-8"})
 
 	resp := rawExchange(t, e.addr, "GET /app/dup HTTP/1.1\r\nHost: shop.example\r\n"+
 		"X-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.1\r\nX-Real-IP: 7.7.7.7\r\n"+
@@ -448,46 +458,25 @@ func TestForwardedHeadersOnePassAndCopies(t *testing.T) {
 	if !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Fatalf("response to a request with repeated headers: %q", resp)
 	}
-	got = o.LastHeader()
-	if vs := values(got, "X-Forwarded-For"); len(vs) != 1 || vs[0] != "203.0.113.9, 198.51.100.1, 127.0.0.1" {
-		t.Errorf("upstream saw X-Forwarded-For %q, want one joined copy", vs)
-	}
-	if vs := values(got, "X-Real-IP"); len(vs) != 1 || vs[0] != "198.51.100.1" {
-		t.Errorf("upstream saw X-Real-IP %q, want only edge's", vs)
-	}
-	if vs := values(got, "X-Request-Id"); len(vs) != 1 || len(vs[0]) != 32 {
-		t.Errorf("upstream saw X-Request-Id %q, want one generated id (two client ids are ambiguous)", vs)
-	}
-	if vs := values(got, "X-Forwarded-Proto"); len(vs) != 1 || vs[0] != "http" {
-		t.Errorf("upstream saw X-Forwarded-Proto %q, want only edge's", vs)
+	// X-Forwarded-For copies joined; edge's own X-Real-IP and X-Forwarded-Proto.
+	check("two copies each", map[string]string{"X-Forwarded-For": "203.0.113.9, 198.51.100.1, 127.0.0.1",
+		"X-Real-IP": "198.51.100.1", "X-Forwarded-Proto": "http"})
+	if id := oneCopy(t, o.LastHeader(), "X-Request-Id"); len(id) != 32 {
+		t.Errorf("upstream saw X-Request-Id %q, want a generated id (two client ids are ambiguous)", id)
 	}
 }
 
 // Hop-by-hop headers from an upstream are removed whatever their case.
 func TestUpstreamHopHeadersAnyCase(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var req fasthttp.Request
-				br := bufio.NewReader(c)
-				for req.Read(br) == nil {
-					c.Write([]byte("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-secret, keep-alive\r\n" +
-						"x-secret: 1\r\nkeep-alive: timeout=5\r\nPROXY-CONNECTION: keep-alive\r\nx-Mixed-Case: kept\r\n\r\nok"))
-				}
-			}()
+	addr, _ := rawOrigin(t, func(c net.Conn) {
+		var req fasthttp.Request
+		br := bufio.NewReader(c)
+		for req.Read(br) == nil {
+			c.Write([]byte("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-secret, keep-alive\r\n" +
+				"x-secret: 1\r\nkeep-alive: timeout=5\r\nPROXY-CONNECTION: keep-alive\r\nx-Mixed-Case: kept\r\n\r\nok"))
 		}
-	}()
-	e := startEdge(t, upstreamConfig(ln.Addr().String()))
+	})
+	e := startEdge(t, upstreamConfig(addr))
 	resp := rawExchange(t, e.addr, "GET /app/x HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
 	head, body, _ := strings.Cut(resp, "\r\n\r\n")
 	if !strings.HasPrefix(head, "HTTP/1.1 200") || body != "ok" {
@@ -508,31 +497,15 @@ func TestUpstreamHopHeadersAnyCase(t *testing.T) {
 // next GET a second try on a fresh connection, not a hang until the timeout: the
 // closed connection's end of file is noticed by the read that awaits the answer.
 func TestUpstreamClosedIdleConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conns atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				var req fasthttp.Request
-				if req.Read(bufio.NewReader(c)) != nil {
-					return
-				}
-				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				time.Sleep(20 * time.Millisecond) // then close, idle, without notice
-			}()
+	addr, conns := rawOrigin(t, func(c net.Conn) {
+		var req fasthttp.Request
+		if req.Read(bufio.NewReader(c)) != nil {
+			return
 		}
-	}()
-	e := startEdge(t, upstreamConfig(ln.Addr().String()))
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		time.Sleep(20 * time.Millisecond) // then close, idle, without notice
+	})
+	e := startEdge(t, upstreamConfig(addr))
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		resp := e.do(t, "GET", "/app/x")

@@ -542,27 +542,12 @@ func TestSeckillRedisDownAtStart(t *testing.T) {
 // TestSeckillCheckConnectsNothing: edge -check builds the seckill block without
 // opening a connection to Redis.
 func TestSeckillCheckConnectsNothing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	if err := Check(mustParse(t, seckillConfig(redisStore(ln.Addr().String()), "127.0.0.1:1"))); err != nil {
+	addr, accepted := rawOrigin(t, func(net.Conn) {})
+	if err := Check(mustParse(t, seckillConfig(redisStore(addr), "127.0.0.1:1"))); err != nil {
 		t.Fatalf("check: %v", err)
 	}
 	// A control connection proves the accept loop counts: it must be the only one.
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

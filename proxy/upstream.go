@@ -162,13 +162,12 @@ func newHostClient(s poolSettings) *fasthttp.HostClient {
 		MaxConns:            s.maxConns,
 		MaxConnWaitTimeout:  s.timeout,
 		MaxIdleConnDuration: s.keepalive,
-		// No ReadTimeout/WriteTimeout: exchange (exchange.go) sets one deadline per
-		// attempt from forward's budget.
+		// No ReadTimeout/WriteTimeout: exchange (exchange.go) sets the request's one
+		// upstream deadline on each connection it uses.
 		MaxResponseBodySize:           int(s.maxResponseSize),
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               8 << 10,
 		NoDefaultUserAgentHeader:      true,
-		DisablePathNormalizing:        true,  // for Do; exchange sets it on each request
 		DisableHeaderNamesNormalizing: false, // the cache and hop-by-hop checks look names up canonically
 		// Requests go through exchange, not Do: its retry on the same server (once,
 		// on a fresh connection, after a failure on a reused one, for GET, HEAD and PUT

@@ -18,23 +18,10 @@ func TestCloseWithCallsInFlight(t *testing.T) {
 	if c.poll == 0 {
 		t.Fatal("no poller descriptor: this test needs the direct path")
 	}
-	reads := make(chan error, 1)
-	go func() { _, err := c.Read(make([]byte, 8)); reads <- err }()
-	writes := make(chan error, 1)
-	go func() { _, err := c.Write(make([]byte, 64<<20)); writes <- err }() // the peer does not read yet
-	time.Sleep(50 * time.Millisecond)
-	if err := c.Close(); err != nil {
+	calls := blockedRead(c)
+	calls["write"] = func() error { _, err := c.Write(make([]byte, 64<<20)); return err } // the peer does not read yet
+	if err := closeDuring(t, c, calls); err != nil {
 		t.Fatalf("Close with calls in flight: %v", err)
-	}
-	for name, ch := range map[string]chan error{"read": reads, "write": writes} {
-		select {
-		case err := <-ch:
-			if !errors.Is(err, net.ErrClosed) {
-				t.Errorf("blocked %s at Close: %v, want net.ErrClosed", name, err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("Close did not end a blocked %s", name)
-		}
 	}
 	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.Copy(io.Discard, srv); err != nil {

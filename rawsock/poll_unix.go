@@ -91,10 +91,10 @@ const (
 	pollErrTimeout = 2 // the deadline passed
 )
 
-// await parks until the poller reports the socket ready for mode, and records in o
-// why a wait ended otherwise. It runs inside a call registered with life, which holds
+// await parks until the poller reports the socket ready for o's direction, and records
+// in o why a wait ended otherwise. It runs inside a call registered with life, which holds
 // the descriptor open: Close wakes the wait instead of freeing what it waits on.
-func (c *Conn) await(mode int, o *op) bool {
-	o.code = runtimePollWait(c.poll, mode)
+func (c *Conn) await(o *op) bool {
+	o.code = runtimePollWait(c.poll, o.mode)
 	return o.code == 0
 }

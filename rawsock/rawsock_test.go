@@ -148,18 +148,37 @@ func TestEOFResetClose(t *testing.T) {
 	}
 
 	c, _ = pair(t)
-	done := make(chan error, 1)
-	go func() { _, err := c.Read(make([]byte, 10)); done <- err }()
-	time.Sleep(20 * time.Millisecond)
-	c.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("read blocked at Close: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Close did not unblock a waiting Read")
+	closeDuring(t, c, blockedRead(c))
+}
+
+// blockedRead is a Read of c, for closeDuring.
+func blockedRead(c *Conn) map[string]func() error {
+	return map[string]func() error{"read": func() error { _, err := c.Read(make([]byte, 10)); return err }}
+}
+
+// closeDuring starts the calls, lets them block, closes c, and checks that each call
+// then ended with an error wrapping net.ErrClosed. It returns Close's error.
+func closeDuring(t *testing.T, c *Conn, calls map[string]func() error) error {
+	t.Helper()
+	ended := map[string]chan error{}
+	for name, call := range calls {
+		ch := make(chan error, 1)
+		ended[name] = ch
+		go func() { ch <- call() }()
 	}
+	time.Sleep(50 * time.Millisecond)
+	err := c.Close()
+	for name, ch := range ended {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s blocked at Close: %v, want net.ErrClosed", name, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("Close did not end a blocked %s", name)
+		}
+	}
+	return err
 }
 
 // Connections without a raw socket are returned as they are.

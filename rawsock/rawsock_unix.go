@@ -46,10 +46,12 @@ type Conn struct {
 	emptyReads int
 }
 
-// op is one direction's call in progress. fn is the method value handed to
-// RawConn.Read/Write, bound once so that a call allocates nothing.
+// op is one direction's call in progress. fn is its system calls (read or write),
+// bound once so that a call allocates nothing; it is also what RawConn.Read/Write get
+// when the poller's descriptor is unknown.
 type op struct {
 	fn    func(uintptr) bool
+	mode  int // 'r' or 'w', as the poller names directions
 	p     []byte
 	n     int
 	errno syscall.Errno
@@ -73,6 +75,7 @@ func Wrap(c net.Conn) net.Conn {
 	rc := &Conn{Conn: c, raw: raw, drained: true}
 	rc.poll, rc.fd = pollDescOf(c, raw)
 	rc.r.fn, rc.w.fn = rc.read, rc.write
+	rc.r.mode, rc.w.mode = 'r', 'w'
 	rc.wrote.Store(true)
 	return rc
 }
@@ -127,7 +130,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 // the socket first.
 func (c *Conn) call(o *op) error {
 	if c.poll == 0 {
-		if o == &c.r {
+		if o.mode == 'r' {
 			return c.raw.Read(o.fn)
 		}
 		return c.raw.Write(o.fn)
@@ -136,11 +139,7 @@ func (c *Conn) call(o *op) error {
 		o.code = pollErrClosing
 		return nil
 	}
-	if o == &c.r {
-		c.readPolled(c.fd)
-	} else {
-		c.writePolled(c.fd)
-	}
+	c.callPolled(o)
 	if o.code != 0 && c.closing() {
 		o.code = pollErrClosing // woken by Close, not by a deadline
 	}
@@ -148,29 +147,20 @@ func (c *Conn) call(o *op) error {
 	return nil
 }
 
-// readPolled reads, waiting for the poller first when c.r.first is set and whenever the
-// socket is empty.
-func (c *Conn) readPolled(fd uintptr) {
-	if c.r.first && !c.await('r', &c.r) {
+// callPolled runs o's system calls on the socket, waiting for the poller first when
+// o.first is set (reads only) and whenever the socket is not ready.
+func (c *Conn) callPolled(o *op) {
+	if o.first && !c.await(o) {
 		return
 	}
-	for !c.read(fd) {
-		if !c.await('r', &c.r) {
+	for !o.fn(c.fd) {
+		if !c.await(o) {
 			return
 		}
 	}
 }
 
-// writePolled writes, waiting for the poller whenever the socket buffer is full.
-func (c *Conn) writePolled(fd uintptr) {
-	for !c.write(fd) {
-		if !c.await('w', &c.w) {
-			return
-		}
-	}
-}
-
-// read is the RawConn.Read callback: false asks the poller to wait for readability.
+// read is c.r's system call: false asks the poller to wait for readability.
 func (c *Conn) read(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.r.p))), uintptr(len(c.r.p)))
@@ -189,8 +179,8 @@ func (c *Conn) read(fd uintptr) bool {
 	}
 }
 
-// write is the RawConn.Write callback: it writes what is left of c.w.p, and returns
-// false (wait for writability, then call again) when the socket buffer is full.
+// write is c.w's system calls: it writes what is left of c.w.p, and returns false
+// (wait for writability, then call again) when the socket buffer is full.
 func (c *Conn) write(fd uintptr) bool {
 	for c.w.n < len(c.w.p) {
 		rest := c.w.p[c.w.n:]
