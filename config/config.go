@@ -19,7 +19,10 @@ type Config struct {
 	File string // path it was read from
 	Hash uint64 // xxhash of the file's bytes: equal hashes mean nothing changed
 
-	Listen          string         // listen: address of the public listener; default "127.0.0.1:8080"; cannot change on reload
+	// Listen (listen) is the address of the plain HTTP/1.1 listener, named "default"
+	// (DefaultListener); default "127.0.0.1:8080"; "" turns it off when listener blocks
+	// serve instead. It cannot change on reload (listener blocks can).
+	Listen          string
 	TrustedProxies  []netip.Prefix // trusted_proxies: peers whose X-Forwarded-For is believed; default none
 	ShutdownTimeout time.Duration  // shutdown_timeout: how long a stop waits for in-flight requests; default 10s
 	StateDir        string         // state_dir: where admin changes (bans, switches) are kept; default "./state"
@@ -45,10 +48,11 @@ type Config struct {
 	Upstreams []*Upstream
 	Cells     []*Cells
 	Routes    []*Route
-	Blacklist *Blacklist // nil without a blacklist block
-	Seckill   *Seckill   // nil without a seckill block
-	Cluster   *Cluster   // nil without a cluster block
-	Overload  *Overload  // overload block (edge): priority shedding; nil: off
+	Blacklist *Blacklist  // nil without a blacklist block
+	Seckill   *Seckill    // nil without a seckill block
+	Cluster   *Cluster    // nil without a cluster block
+	Overload  *Overload   // overload block (edge): priority shedding; nil: off
+	Listeners []*Listener // listener "NAME" blocks: more addresses, TLS, HTTP/2 (listener.go)
 
 	ListenRange hcl.Range // where listen was set, for reload messages
 }
@@ -175,11 +179,14 @@ type Route struct {
 
 // Match is the match block of a route. Every field set must match.
 type Match struct {
-	Path    string            // path: prefix; default "/"
-	Methods []string          // methods: default any
-	Host    string            // host: exact Host header (port ignored); default any
-	Query   map[string]string // query: argument values that must be equal
-	Header  map[string]string // header: header values that must be equal
+	Path    string   // path: prefix; default "/"
+	Methods []string // methods: default any
+	Host    string   // host: exact Host header (port ignored); default any
+	// Listener (listener) is the name of the listener the request must have come
+	// through ("default" for the top-level listen); default any.
+	Listener string
+	Query    map[string]string // query: argument values that must be equal
+	Header   map[string]string // header: header values that must be equal
 }
 
 // Answer is a fixed response: respond, reject and fallback blocks.

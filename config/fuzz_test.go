@@ -22,7 +22,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, src []byte) {
 		cfg, err := Parse("fuzz.hcl", src, testEnv)
 		if err == nil {
-			if cfg == nil || cfg.Listen == "" {
+			if cfg == nil || cfg.Listen == "" && len(cfg.Listeners) == 0 {
 				t.Fatal("nil error without a config")
 			}
 			return

@@ -58,7 +58,9 @@ func (c *Config) decodeTop(b *body) {
 
 	if r, ok := b.str("listen", &c.Listen); ok {
 		c.ListenRange = r
-		checkHostPort(b.ps, r, "listen", c.Listen)
+		if c.Listen != "" { // "" turns the plain listener off (listener blocks serve)
+			checkHostPort(b.ps, r, "listen", c.Listen)
+		}
 	}
 	var proxies []string
 	if ranges, ok := b.strList("trusted_proxies", &proxies); ok {
@@ -115,6 +117,11 @@ func (c *Config) decodeTop(b *body) {
 			c.Routes = append(c.Routes, decodeRoute(b, blk))
 		}
 	}
+	for _, blk := range b.blocks("listener", 1) {
+		if unique("listener", blk) {
+			c.Listeners = append(c.Listeners, decodeListener(b, blk))
+		}
+	}
 	if blk := b.block("blacklist"); blk != nil {
 		c.Blacklist = decodeBlacklist(b.child(blk, "blacklist"))
 	}
@@ -128,6 +135,7 @@ func (c *Config) decodeTop(b *body) {
 		c.Overload = decodeOverload(b.child(blk, "overload"), blk)
 	}
 	c.crossCheck(b.ps, names)
+	c.checkListeners(b.ps)
 }
 
 func isName(s string) bool {
@@ -485,6 +493,7 @@ func decodeRoute(top *body, blk *hclsyntax.Block) *Route {
 			}
 		}
 		mb.str("host", &rt.Match.Host)
+		mb.str("listener", &rt.Match.Listener)
 		mb.strMap("query", &rt.Match.Query)
 		mb.strMap("header", &rt.Match.Header)
 		for name := range rt.Match.Header {

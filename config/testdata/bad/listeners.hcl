@@ -1,0 +1,43 @@
+listen = "127.0.0.1:8080"
+
+listener "default" {
+  address = "127.0.0.1:8443"
+}
+
+listener "plain" {
+  address   = "127.0.0.1:8080"
+  protocols = ["h2", "http/1.1", "http/1.1"]
+  hsts      = "365d"
+}
+
+listener "secure" {
+  address        = "127.0.0.1:9443"
+  https_redirect = true
+  hsts           = "forever"
+  tls {
+    min_version = "1.1"
+  }
+}
+
+listener "nameless" {
+  tls {
+    certificate {
+      cert_file = "a.pem"
+    }
+  }
+  http2 {
+    max_concurrent_streams = 0
+    bogus = 1
+  }
+}
+
+upstream "u" {
+  servers = ["127.0.0.1:9001"]
+}
+
+route "r" {
+  match {
+    listener = "nope"
+  }
+  upstream = "u"
+}

@@ -1,0 +1,44 @@
+listen = ""
+
+listener "https" {
+  address = "0.0.0.0:8443"
+  tls {
+    certificate {
+      cert_file = "certs/shop.pem"
+      key_file  = "certs/shop.key"
+    }
+    certificate {
+      cert_file = "certs/shop-rsa.pem"
+      key_file  = "certs/shop-rsa.key"
+    }
+    min_version = "1.3"
+  }
+  hsts                    = "365d"
+  hsts_include_subdomains = true
+  http2 {
+    max_concurrent_streams = 64
+    initial_window_size    = "1MB"
+    ping_interval          = "5s"
+  }
+}
+
+listener "http" {
+  address        = "0.0.0.0:8080"
+  https_redirect = true
+}
+
+listener "internal" {
+  address   = "127.0.0.1:8081"
+  protocols = ["h2c", "http/1.1"]
+}
+
+upstream "u" {
+  servers = ["127.0.0.1:9001"]
+}
+
+route "public" {
+  match {
+    listener = "https"
+  }
+  upstream = "u"
+}
