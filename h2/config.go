@@ -1,0 +1,135 @@
+package h2
+
+import "time"
+
+// Config bounds one listener's HTTP/2 connections. Zero fields take the defaults; a
+// Config is read once, when its Server serves its first connection, and must not change
+// afterwards (a reload that changes it builds a new Server for new connections).
+type Config struct {
+	// MaxConcurrentStreams is advertised in SETTINGS and bounds the streams of one
+	// connection that are open or whose handler still runs (a stream reset by the client
+	// counts until its handler returns). Streams beyond it get RST_STREAM(REFUSED_STREAM).
+	// Default 128.
+	MaxConcurrentStreams uint32
+
+	// MaxHeaderListSize is the RFC 9113 header list size (name+value+32 per field) a
+	// request may have; it is advertised in SETTINGS. A request over it is answered 431
+	// {"error":"header_too_large"}. A header block (HEADERS plus CONTINUATION bytes) longer
+	// than MaxHeaderListSize gets GOAWAY(ENHANCE_YOUR_CALM) and the connection is closed:
+	// this is the CONTINUATION-flood cut (CVE-2024-27316). Default 16 KiB.
+	MaxHeaderListSize uint32
+
+	// InitialWindowSize is the per-stream receive window advertised. Default 256 KiB;
+	// at most 2^31-1.
+	InitialWindowSize uint32
+
+	// ConnWindowSize is the connection receive window. Default 1 MiB; at least 65535.
+	ConnWindowSize uint32
+
+	// MaxFrameSize is the largest frame accepted and advertised; a larger frame gets
+	// GOAWAY(FRAME_SIZE_ERROR). Default 16 KiB; clamped to [16 KiB, 16 MiB-1].
+	MaxFrameSize uint32
+
+	// MaxBodySize bounds a request body (edge's max_body_size). A larger body (declared
+	// by content-length or received) is answered 413 {"error":"body_too_large"} and the
+	// stream is reset. Bodies are buffered whole before the handler runs. Default 4 MiB.
+	MaxBodySize int64
+
+	// ReadTimeout bounds the time from a stream's HEADERS to its END_STREAM. A stream over
+	// it is answered 408 {"error":"request_timeout"}, then the connection gets GOAWAY and
+	// is closed once its other streams finish. It also bounds the arrival of the client
+	// preface and first SETTINGS. Default 10s; negative: no bound.
+	ReadTimeout time.Duration
+
+	// WriteTimeout bounds each write to the connection and the time a response waits for
+	// the peer's flow-control window; beyond it the connection is closed. Default 30s;
+	// negative: no bound.
+	WriteTimeout time.Duration
+
+	// IdleTimeout closes a connection without open streams for this long, after
+	// GOAWAY(NO_ERROR). Default 60s; negative: never.
+	IdleTimeout time.Duration
+
+	// PingInterval: when nothing was received for this long while streams are open, a
+	// PING is sent. Default 15s; negative: no PINGs.
+	PingInterval time.Duration
+
+	// PingTimeout closes the connection when a PING we sent is not acknowledged within it.
+	// Default 15s.
+	PingTimeout time.Duration
+
+	// MaxControlFrames is the per-connection budget of "glitches": a client RST_STREAM on
+	// a stream not yet answered, a refused stream, an empty DATA frame without END_STREAM,
+	// an empty CONTINUATION frame, a WINDOW_UPDATE of 0 on a stream, and each SETTINGS and
+	// PING beyond the first 4 per second cost one. The budget refills at
+	// MaxControlFrames/10 per second; when it is spent the connection gets
+	// GOAWAY(ENHANCE_YOUR_CALM) and is closed. Default 1000.
+	MaxControlFrames int
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxConcurrentStreams = 128
+	DefaultMaxHeaderListSize    = 16 << 10
+	DefaultInitialWindowSize    = 256 << 10
+	DefaultConnWindowSize       = 1 << 20
+	DefaultMaxFrameSize         = 16 << 10
+	DefaultMaxBodySize          = 4 << 20
+	DefaultReadTimeout          = 10 * time.Second
+	DefaultWriteTimeout         = 30 * time.Second
+	DefaultIdleTimeout          = 60 * time.Second
+	DefaultPingInterval         = 15 * time.Second
+	DefaultPingTimeout          = 15 * time.Second
+	DefaultMaxControlFrames     = 1000
+)
+
+const (
+	minFrameSize  = 16 << 10
+	maxFrameSize  = 1<<24 - 1
+	maxWindow     = 1<<31 - 1
+	defaultWindow = 65535
+)
+
+// resolved returns cfg with defaults applied and values clamped to what RFC 9113 allows.
+func (cfg Config) resolved() Config {
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxHeaderListSize == 0 {
+		cfg.MaxHeaderListSize = DefaultMaxHeaderListSize
+	}
+	if cfg.InitialWindowSize == 0 {
+		cfg.InitialWindowSize = DefaultInitialWindowSize
+	}
+	cfg.InitialWindowSize = min(cfg.InitialWindowSize, maxWindow)
+	if cfg.ConnWindowSize == 0 {
+		cfg.ConnWindowSize = DefaultConnWindowSize
+	}
+	cfg.ConnWindowSize = min(max(cfg.ConnWindowSize, defaultWindow), maxWindow)
+	if cfg.MaxFrameSize == 0 {
+		cfg.MaxFrameSize = DefaultMaxFrameSize
+	}
+	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minFrameSize), maxFrameSize)
+	if cfg.MaxBodySize <= 0 {
+		cfg.MaxBodySize = DefaultMaxBodySize
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = DefaultPingTimeout
+	}
+	if cfg.MaxControlFrames <= 0 {
+		cfg.MaxControlFrames = DefaultMaxControlFrames
+	}
+	return cfg
+}

@@ -1,0 +1,66 @@
+// Package h2 is the HTTP/2 server side of edge: it serves connections handed over by a
+// listener (TLS with ALPN "h2", or h2c with prior knowledge) and runs every stream through
+// the one fasthttp.RequestHandler that serves HTTP/1.1, so both get the same answers.
+//
+// # Contract
+//
+// Each stream becomes a pooled *fasthttp.RequestCtx set up with Init2 (fresh ConnID and
+// Time, RemoteAddr/LocalAddr of the real connection): :method, :path and :authority (or
+// host) become the method, RequestURI and Host; regular fields are added as headers
+// (cookie crumbs joined with "; "); the body is the DATA received, buffered whole up to
+// Config.MaxBodySize. The protocol stays "HTTP/1.1", so a proxying handler forwards
+// HTTP/1.1. The handler runs once the request is complete (END_STREAM); its
+// ctx.Response becomes :status, the response headers lowercased minus the
+// connection-specific ones, content-length, date, and DATA frames within the peer's flow
+// control windows and frame size (none for HEAD, 1xx, 204 and 304). The ctx is then reset
+// and pooled: nothing of it is kept.
+//
+// Malformed requests (RFC 9113 §8.2, §8.3: uppercase or invalid names, connection-specific
+// fields, te other than "trailers", missing, duplicate or misplaced pseudo-headers,
+// content-length not matching the DATA) get RST_STREAM(PROTOCOL_ERROR). CONNECT is
+// answered 405 {"error":"method_not_allowed"}. h2 answers itself with 408, 413 and 431
+// JSON bodies as Config describes.
+//
+// # Concurrency shape
+//
+// ServeConn's goroutine is the connection's only reader: it parses frames, decodes header
+// blocks with one hpack.Decoder per connection, buffers bodies and acknowledges them with
+// WINDOW_UPDATE. A complete request is handed to a worker goroutine that runs the handler
+// and writes the answer; after a stream a worker waits for the connection's next stream
+// while at most 4 idle, so a busy connection starts no goroutine per request. Writes are
+// serialized by a mutex around a bufio.Writer, flushed when no other writer waits. One
+// timer per connection enforces ReadTimeout per stream, the flow-control stall bound
+// (WriteTimeout), IdleTimeout and PINGs. When ServeConn returns, every goroutine it
+// started has ended (handlers still running are waited for: they cannot be cancelled).
+//
+// Memory per connection is bounded by MaxConcurrentStreams × (MaxBodySize + the response)
+// plus one header block of MaxHeaderListSize and one frame of MaxFrameSize.
+//
+// # Abuse
+//
+// Every cut costs the server little CPU and ends with GOAWAY and a closed connection,
+// counted in Stats.GoAwayByReason:
+//   - Rapid reset (CVE-2023-44487): a client RST_STREAM on a stream not yet answered and
+//     a refused stream each cost a token of a per-connection budget of
+//     Config.MaxControlFrames refilled at a tenth of it per second; when it is spent:
+//     GOAWAY(ENHANCE_YOUR_CALM), "rapid_reset". A stream reset before its handler started
+//     never runs it, and a reset stream still counts against MaxConcurrentStreams until
+//     its handler returns, so running handlers stay bounded.
+//   - SETTINGS, PING and unknown-frame floods, empty DATA and CONTINUATION frames and
+//     stream WINDOW_UPDATEs of 0 spend the same budget: "control_flood".
+//   - CONTINUATION flood (CVE-2024-27316): the header block is bounded by
+//     MaxHeaderListSize bytes while it accumulates: "continuation_flood".
+//   - A stream whose body does not arrive within ReadTimeout: 408, then GOAWAY(NO_ERROR)
+//     and close once the other streams finish: "body_timeout".
+//   - A peer that does not read: WriteTimeout per write and per flow-control stall;
+//     a peer that does not answer PINGs: "ping_timeout".
+//   - Frames over MaxFrameSize: GOAWAY(FRAME_SIZE_ERROR); other RFC 9113 connection
+//     errors: GOAWAY with their code, "protocol".
+//
+// # Why not net/http's or x/net/http2's server
+//
+// They build an *http.Request per stream and allocate heavily, would need an adapter to
+// fasthttp.RequestCtx on top, and do not close a connection that opens and resets
+// streams (they only bound the handlers). h2 is allocation-free per request in steady
+// state, except the strings hpack.Decoder makes for literal (non-indexed) fields.
+package h2

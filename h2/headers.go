@@ -1,0 +1,269 @@
+package h2
+
+import (
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// hdrKind says what a header block is for.
+type hdrKind uint8
+
+const (
+	hkNew      hdrKind = iota // a new request
+	hkTrailers                // trailers of an open request: checked, then dropped
+	hkIgnore                  // a refused, closed or post-GOAWAY stream: decoded only for HPACK state
+)
+
+// Pseudo-header bits.
+const (
+	psMethod uint8 = 1 << iota
+	psPath
+	psScheme
+	psAuthority
+)
+
+// hdrState is the decoding state of the header block in progress (reader-owned).
+type hdrState struct {
+	st      *stream
+	id      uint32
+	kind    hdrKind
+	rst     http2.ErrCode // hkIgnore: the RST_STREAM code to send, if hasRST
+	hasRST  bool
+	refused bool
+	end     bool // END_STREAM was on the HEADERS
+	selfDep bool // the HEADERS made the stream depend on itself
+	regular bool // a regular field was seen: pseudo-headers may no longer come
+	pseudo  uint8
+	connect bool
+	size    uint32
+	tooBig  bool
+	bad     bool
+}
+
+// JSON bodies of the answers h2 gives itself.
+const (
+	bodyTooLarge       = `{"error":"body_too_large"}`
+	bodyHeaderTooLarge = `{"error":"header_too_large"}`
+	bodyTimeout        = `{"error":"request_timeout"}`
+	bodyMethod         = `{"error":"method_not_allowed"}`
+)
+
+// tokenLower marks the bytes allowed in a field name on the HTTP/2 wire: RFC 9110 tchar
+// without uppercase letters (RFC 9113 §8.2.1).
+var tokenLower = func() (t [256]bool) {
+	for _, c := range "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz" {
+		t[c] = true
+	}
+	return t
+}()
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenLower[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+func validMethod(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !tokenLower[c] && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue applies RFC 9113 §8.2.1: no NUL, CR or LF, no leading or trailing SP/HTAB.
+func validValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == 0 || c == '\r' || c == '\n' {
+			return false
+		}
+	}
+	if n := len(s); n > 0 {
+		if c := s[0]; c == ' ' || c == '\t' {
+			return false
+		}
+		if c := s[n-1]; c == ' ' || c == '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseContentLength parses a content-length value; -1 if it is not a plain number.
+func parseContentLength(s string) int64 {
+	if s == "" || len(s) > 18 {
+		return -1
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// onField is the hpack.Decoder's emit function, set once per connection. It builds
+// ctx.Request.Header from the fields and checks RFC 9113 §8.2 and §8.3.
+func (c *conn) onField(f hpack.HeaderField) {
+	h := &c.hd
+	h.size += uint32(len(f.Name)) + uint32(len(f.Value)) + 32
+	if h.size > c.cfg.MaxHeaderListSize {
+		h.tooBig = true
+		c.dec.SetEmitEnabled(false) // keep the HPACK state, stop materialising strings
+		return
+	}
+	if h.bad || h.kind == hkIgnore {
+		return
+	}
+	name, value := f.Name, f.Value
+	if len(name) > 0 && name[0] == ':' {
+		if h.kind == hkTrailers || h.regular {
+			h.bad = true
+			return
+		}
+		var bit uint8
+		switch name {
+		case ":method":
+			bit = psMethod
+		case ":path":
+			bit = psPath
+		case ":scheme":
+			bit = psScheme
+		case ":authority":
+			bit = psAuthority
+		default:
+			h.bad = true
+			return
+		}
+		if h.pseudo&bit != 0 || !validValue(value) {
+			h.bad = true
+			return
+		}
+		h.pseudo |= bit
+		rh := &h.st.ctx.Request.Header
+		switch bit {
+		case psMethod:
+			if !validMethod(value) {
+				h.bad = true
+				return
+			}
+			h.connect = value == "CONNECT"
+			rh.SetMethod(value)
+		case psPath:
+			if value == "" || (value[0] != '/' && value != "*") {
+				h.bad = true
+				return
+			}
+			rh.SetRequestURI(value)
+		case psAuthority:
+			rh.SetHost(value)
+		}
+		return
+	}
+	h.regular = true
+	if !validName(name) || !validValue(value) {
+		h.bad = true
+		return
+	}
+	if h.kind == hkTrailers {
+		return // trailers are checked but not forwarded
+	}
+	st := h.st
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		h.bad = true
+		return
+	case "te":
+		if value != "trailers" {
+			h.bad = true
+		}
+		return // hop-by-hop: not forwarded
+	case "cookie":
+		// RFC 9113 §8.2.3: crumbs are joined with "; " for HTTP/1.1.
+		if len(st.cookie) > 0 {
+			st.cookie = append(st.cookie, "; "...)
+		}
+		st.cookie = append(st.cookie, value...)
+		return
+	case "content-length":
+		n := parseContentLength(value)
+		if n < 0 || (st.cl >= 0 && st.cl != n) {
+			h.bad = true
+			return
+		}
+		st.cl = n
+	case "host":
+		if h.pseudo&psAuthority != 0 {
+			return // :authority wins (RFC 9113 §8.3.1)
+		}
+	}
+	st.ctx.Request.Header.Add(name, value)
+}
+
+var strCookie = []byte("Cookie")
+
+// decodeBlock decodes a complete header block and acts on it.
+func (c *conn) decodeBlock(block []byte) *goErr {
+	c.dec.SetEmitEnabled(true)
+	if _, err := c.dec.Write(block); err != nil {
+		return errCompression
+	}
+	if err := c.dec.Close(); err != nil {
+		return errCompression
+	}
+	h := &c.hd
+	st := h.st
+	switch h.kind {
+	case hkIgnore:
+		if h.hasRST {
+			c.resetStream(h.id, h.rst)
+		}
+		return nil
+	case hkTrailers:
+		if h.bad || h.tooBig || h.selfDep || !h.end {
+			c.rejectStream(st, http2.ErrCodeProtocol)
+			return nil
+		}
+		c.endOfRequest(st)
+		return nil
+	}
+	switch {
+	case h.selfDep:
+		c.rejectStream(st, http2.ErrCodeProtocol)
+	case h.tooBig:
+		c.answer(st, 431, bodyHeaderTooLarge, h.end)
+	case h.bad:
+		c.rejectStream(st, http2.ErrCodeProtocol)
+	case h.connect:
+		if h.pseudo&(psScheme|psPath) != 0 || h.pseudo&psAuthority == 0 {
+			c.rejectStream(st, http2.ErrCodeProtocol)
+			return nil
+		}
+		c.answer(st, 405, bodyMethod, h.end)
+	case h.pseudo&(psMethod|psPath|psScheme) != psMethod|psPath|psScheme:
+		c.rejectStream(st, http2.ErrCodeProtocol)
+	case st.cl > c.cfg.MaxBodySize:
+		c.answer(st, 413, bodyTooLarge, h.end)
+	default:
+		if len(st.cookie) > 0 {
+			st.ctx.Request.Header.SetBytesKV(strCookie, st.cookie)
+		}
+		if h.end {
+			c.endOfRequest(st)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,339 @@
+package h2
+
+import (
+	"errors"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// worker runs the handler of st, then of the streams handed to it while it idles; it ends
+// when too many workers idle or the connection is done.
+func (c *conn) worker(st *stream) {
+	defer c.wg.Done()
+	for {
+		c.serveStream(st)
+		if c.idleWorkers.Add(1) > maxIdleWorkers {
+			c.idleWorkers.Add(-1)
+			return
+		}
+		select {
+		case st = <-c.work:
+			c.idleWorkers.Add(-1)
+		case <-c.done:
+			c.idleWorkers.Add(-1)
+			return
+		}
+	}
+}
+
+func (c *conn) serveStream(st *stream) {
+	if !st.reset.Load() { // reset before it ran: the handler is not needed
+		c.srv.stats.handlerRuns.Add(1)
+		c.srv.Handler(&st.ctx)
+		c.respond(st)
+	}
+	c.mu.Lock()
+	closeNow := c.removeLocked(st, false)
+	c.mu.Unlock()
+	release(st)
+	if closeNow {
+		c.beginClose(nil)
+	}
+}
+
+// Response header names h2 does not forward: connection-specific ones (RFC 9113 §8.2.2),
+// content-length (recomputed) and trailer (no trailers are sent).
+func skipResponseHeader(name []byte) bool {
+	switch string(name) {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+		"content-length", "trailer", "te":
+		return true
+	}
+	return false
+}
+
+// respond translates ctx.Response into HEADERS and DATA frames.
+func (c *conn) respond(st *stream) {
+	if st.reset.Load() {
+		return
+	}
+	resp := &st.ctx.Response
+	status := resp.StatusCode()
+	noBody := st.ctx.IsHead() || status == 204 || status == 304 || status < 200 || resp.SkipBody
+	streamed := !noBody && resp.IsBodyStream()
+	var body []byte
+	if !noBody && !streamed {
+		body = resp.Body()
+	}
+
+	b := appendStatus(st.hdr[:0], status)
+	date := false
+	for k, v := range resp.Header.All() {
+		st.lower = append(st.lower[:0], k...)
+		for i, ch := range st.lower {
+			if 'A' <= ch && ch <= 'Z' {
+				st.lower[i] = ch + 'a' - 'A'
+			}
+		}
+		if skipResponseHeader(st.lower) {
+			continue
+		}
+		if string(st.lower) == "date" {
+			date = true
+		}
+		b = appendField(b, st.lower, v)
+	}
+	switch {
+	case status == 204 || status == 304 || status < 200:
+	case streamed || (noBody && resp.IsBodyStream()):
+		if cl := resp.Header.ContentLength(); cl >= 0 {
+			b = appendContentLength(b, int64(cl))
+		}
+	case noBody: // HEAD: the length a GET would get
+		if n := len(resp.Body()); n > 0 {
+			b = appendContentLength(b, int64(n))
+		} else if cl := resp.Header.ContentLength(); cl >= 0 {
+			b = appendContentLength(b, int64(cl))
+		}
+	default:
+		b = appendContentLength(b, int64(len(body)))
+	}
+	if !date {
+		b = appendDate(b)
+	}
+	st.hdr = b
+	endOnHeaders := noBody || (!streamed && len(body) == 0)
+	if !c.writeHeaders(st.id, b, endOnHeaders) {
+		return
+	}
+	st.answered.Store(true)
+	if endOnHeaders {
+		return
+	}
+	if streamed {
+		st.w.c, st.w.st = c, st
+		if err := resp.BodyWriteTo(&st.w); err != nil {
+			if !st.reset.Load() {
+				c.resetStream(st.id, http2.ErrCodeInternal)
+			}
+			return
+		}
+	}
+	c.sendData(st, body, true)
+}
+
+// streamWriter sends a streamed response body as DATA frames.
+type streamWriter struct {
+	c  *conn
+	st *stream
+}
+
+var errStreamGone = errors.New("h2: stream reset or connection closed")
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	if !w.c.sendData(w.st, p, false) {
+		return 0, errStreamGone
+	}
+	return len(p), nil
+}
+
+// sendData writes p as DATA frames within the peer's windows and SETTINGS_MAX_FRAME_SIZE,
+// blocking while a window is empty. end sets END_STREAM on the last frame (an empty one if
+// p is empty). It reports false if the stream was reset or the connection is going.
+func (c *conn) sendData(st *stream, p []byte, end bool) bool {
+	for {
+		n := 0
+		if len(p) > 0 {
+			c.mu.Lock()
+			for !st.reset.Load() && !c.closing.Load() && (c.sendWin <= 0 || st.sendWin <= 0) {
+				if st.blocked == 0 {
+					st.blocked = monoNow()
+					if wt := c.cfg.WriteTimeout; wt > 0 {
+						c.armLocked(st.blocked, st.blocked+int64(wt))
+					}
+				}
+				c.cond.Wait()
+			}
+			st.blocked = 0
+			if st.reset.Load() || c.closing.Load() {
+				c.mu.Unlock()
+				return false
+			}
+			n = int(min(int64(len(p)), c.sendWin, st.sendWin, int64(c.peerFrame.Load())))
+			c.sendWin -= int64(n)
+			st.sendWin -= int64(n)
+			c.mu.Unlock()
+		}
+		last := end && n == len(p)
+		if n > 0 || last {
+			if !c.write(func() error { return c.fr.WriteData(st.id, last, p[:n]) }) {
+				return false
+			}
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return true
+		}
+	}
+}
+
+// writeHeaders writes a header block as HEADERS and, beyond the peer's frame size,
+// CONTINUATION frames, all under one hold of the write lock.
+func (c *conn) writeHeaders(id uint32, block []byte, end bool) bool {
+	if !c.lockWrite() {
+		return false
+	}
+	max := int(c.peerFrame.Load())
+	first := block
+	if len(first) > max {
+		first = first[:max]
+	}
+	rest := block[len(first):]
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{
+		StreamID:      id,
+		BlockFragment: first,
+		EndStream:     end,
+		EndHeaders:    len(rest) == 0,
+	})
+	for err == nil && len(rest) > 0 {
+		frag := rest
+		if len(frag) > max {
+			frag = frag[:max]
+		}
+		rest = rest[len(frag):]
+		err = c.fr.WriteContinuation(id, len(rest) == 0, frag)
+	}
+	c.unlockWrite(err)
+	return err == nil
+}
+
+// writeAnswer writes one of h2's own small JSON answers: HEADERS then one DATA frame.
+func (c *conn) writeAnswer(id uint32, status int, body string) {
+	if !c.lockWrite() {
+		return
+	}
+	b := appendStatus(c.ebuf[:0], status)
+	b = appendIndexedNameField(b, idxContentType, strJSON)
+	b = appendContentLength(b, int64(len(body)))
+	b = appendDate(b)
+	c.ebuf = b
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndHeaders: true})
+	if err == nil {
+		c.ebuf = append(c.ebuf[:0], body...)
+		err = c.fr.WriteData(id, true, c.ebuf)
+	}
+	c.unlockWrite(err)
+}
+
+var strJSON = []byte("application/json")
+
+// pingData is the opaque data of our PINGs; an ACK carrying it answers ours.
+var pingData = [8]byte{'e', 'd', 'g', 'e', '-', 'h', '2', 'p'}
+
+// armLocked makes the timer fire no later than at. Called with mu held.
+func (c *conn) armLocked(now, at int64) {
+	if at < c.timerAt && c.timer != nil && !c.dead {
+		c.timerAt = at
+		c.timer.Reset(time.Duration(at - now))
+	}
+}
+
+// nextIdleLocked is when an idle connection times out.
+func (c *conn) nextIdleLocked() int64 {
+	if it := c.cfg.IdleTimeout; it > 0 {
+		return c.idleSince + int64(it)
+	}
+	return never
+}
+
+// onTimer enforces ReadTimeout per stream, the flow-control stall bound, IdleTimeout and
+// the PINGs. It runs on the timer's goroutine and re-arms the timer for the next deadline.
+func (c *conn) onTimer() {
+	cfg := c.cfg
+	now := monoNow()
+	var (
+		timedOut    uint32
+		stalled     bool
+		idle        bool
+		ping        bool
+		pingTimeout bool
+		closeNow    bool
+	)
+	c.mu.Lock()
+	if c.dead || c.closing.Load() {
+		c.mu.Unlock()
+		return
+	}
+	next := never
+	for _, st := range c.streams {
+		if st.state == stOpen && st.deadline > 0 {
+			if st.deadline <= now && timedOut == 0 {
+				timedOut = st.id
+				st.state = stAbandoned
+				st.reset.Store(true)
+			} else {
+				next = min(next, st.deadline)
+			}
+		}
+		if st.blocked > 0 && cfg.WriteTimeout > 0 {
+			if d := st.blocked + int64(cfg.WriteTimeout); d <= now {
+				stalled = true
+			} else {
+				next = min(next, d)
+			}
+		}
+	}
+	if timedOut != 0 {
+		st := c.findLocked(timedOut)
+		closeNow = c.removeLocked(st, true)
+		next = now // look again for more
+	}
+	if len(c.streams) == 0 {
+		if d := c.nextIdleLocked(); d <= now && !c.goingAway {
+			idle = true
+		} else {
+			next = min(next, d)
+		}
+	} else if cfg.PingInterval > 0 {
+		if c.pingAt > 0 {
+			if d := c.pingAt + int64(cfg.PingTimeout); d <= now {
+				pingTimeout = true
+			} else {
+				next = min(next, d)
+			}
+		} else if d := c.lastRead.Load() + int64(cfg.PingInterval); d <= now {
+			ping = true
+			c.pingAt = now
+			next = min(next, now+int64(cfg.PingTimeout))
+		} else {
+			next = min(next, d)
+		}
+	}
+	c.timerAt = next
+	if next < never {
+		c.timer.Reset(time.Duration(max(next-now, int64(time.Millisecond))))
+	}
+	c.mu.Unlock()
+
+	switch {
+	case stalled:
+		c.closeNow(ErrTimeout)
+	case pingTimeout:
+		c.goAway(http2.ErrCodeNo, ReasonPingTimeout)
+		c.beginClose(ErrTimeout)
+	case idle:
+		c.goAway(http2.ErrCodeNo, ReasonIdle)
+	}
+	if ping {
+		c.write(func() error { return c.fr.WritePing(false, pingData) })
+	}
+	if timedOut != 0 {
+		c.writeAnswer(timedOut, 408, bodyTimeout)
+		c.write(func() error { return c.fr.WriteRSTStream(timedOut, http2.ErrCodeNo) })
+		c.goAway(http2.ErrCodeNo, ReasonBodyTimeout)
+		if closeNow {
+			c.beginClose(nil)
+		}
+	}
+}
