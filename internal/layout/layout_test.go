@@ -11,7 +11,8 @@ const module = "github.com/edge-gw/edge"
 // allowed lists, per package, the edge packages it may import directly. A package
 // not listed is a leaf: it may import no edge package at all.
 var allowed = map[string][]string{
-	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers"},
+	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2"},
+	"listener":        {"h2", "rawsock", "tlsstore", "watchdog"},
 	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock"},
 	"bench":           {},
 	"internal/layout": {},

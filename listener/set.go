@@ -1,0 +1,227 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edge-gw/edge/tlsstore"
+)
+
+// Set is the listeners of a running edge, keyed by configured address. Prepare and
+// Commit are called by one goroutine at a time (the reload loop); List and the
+// metrics may run concurrently with them.
+type Set struct {
+	mu      sync.Mutex
+	live    map[string]*Listener // by key(spec)
+	m       *Metrics
+	log     *slog.Logger
+	tickets *tlsstore.Tickets
+
+	draining sync.WaitGroup // removed listeners still draining
+}
+
+// NewSet returns an empty set. tickets, when not nil, rotates the session-ticket keys
+// of every TLS listener; m may be nil (no metrics).
+func NewSet(m *Metrics, tickets *tlsstore.Tickets, log *slog.Logger) *Set {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	s := &Set{live: map[string]*Listener{}, m: m, log: log, tickets: tickets}
+	m.set = s
+	return s
+}
+
+// Prepared is one config's listeners, bound but not yet serving: Commit applies it,
+// Abort undoes it. Exactly one of the two must be called.
+type Prepared struct {
+	s     *Set
+	specs []*Spec
+	fresh map[string]*Listener // bound by Prepare, for keys not live before
+}
+
+// key is a listener's identity across reloads: its configured address, or, when
+// that asks for any free port (":0", as tests do), its name and address.
+func key(sp *Spec) string {
+	if strings.HasSuffix(sp.Address, ":0") {
+		return sp.Name + "@" + sp.Address
+	}
+	return sp.Address
+}
+
+// Prepare binds the addresses of specs that no listener holds yet. If one cannot be
+// bound, it closes those it bound and returns an error naming the listener and the
+// address; the running listeners are untouched either way.
+func (s *Set) Prepare(specs []*Spec) (*Prepared, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &Prepared{s: s, specs: specs, fresh: map[string]*Listener{}}
+	for _, sp := range specs {
+		if _, ok := s.live[key(sp)]; ok {
+			continue
+		}
+		l, err := bind(sp, s.m, s.tickets)
+		if err != nil {
+			p.Abort()
+			return nil, fmt.Errorf("listener %q: cannot listen on %s: %w", sp.Name, sp.Address, err)
+		}
+		p.fresh[key(sp)] = l
+	}
+	return p, nil
+}
+
+// Abort closes what Prepare bound.
+func (p *Prepared) Abort() {
+	for _, l := range p.fresh {
+		l.ln.Close()
+		l.q.Close()
+		l.wd.Close()
+		if p.s.tickets != nil {
+			p.s.tickets.Unregister(l.base)
+		}
+	}
+	p.fresh = nil
+}
+
+// Commit makes the prepared specs the running listeners: new ones start serving,
+// kept ones take their new spec for new connections and requests (open connections
+// go on), and listeners missing from the specs stop accepting and drain for up to
+// drain in the background.
+func (p *Prepared) Commit(drain time.Duration) {
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := map[string]bool{}
+	for _, sp := range p.specs {
+		k := key(sp)
+		keep[k] = true
+		if l, ok := p.fresh[k]; ok {
+			s.live[k] = l
+			l.start(s.log)
+			s.log.Info("listener started", "listener", sp.Name, "addr", l.Addr().String(), "protocols", sp.Protocols, "tls", sp.TLS != nil)
+			continue
+		}
+		s.live[k].spec.Store(sp)
+	}
+	for addr, l := range s.live {
+		if keep[addr] {
+			continue
+		}
+		delete(s.live, addr)
+		s.draining.Add(1)
+		go func() {
+			defer s.draining.Done()
+			name := l.spec.Load().Name
+			s.log.Info("listener removed: draining", "listener", name, "addr", addr, "timeout", drain.String())
+			ctx, cancel := context.WithTimeout(context.Background(), drain)
+			defer cancel()
+			if err := l.drain(ctx); err != nil {
+				s.log.Warn("listener drained with requests cut", "listener", name, "error", err)
+			}
+			if s.tickets != nil {
+				s.tickets.Unregister(l.base)
+			}
+		}()
+	}
+	p.fresh = nil
+}
+
+// Addr returns the bound address of the listener named name, or "".
+func (s *Set) Addr(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.live {
+		if l.spec.Load().Name == name {
+			return l.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Shutdown drains every listener at once (stop accepting, GOAWAY to HTTP/2
+// clients, requests in flight finish) until ctx ends, and waits for listeners
+// removed by reloads to finish draining too.
+func (s *Set) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	all := s.live
+	s.live = map[string]*Listener{}
+	s.mu.Unlock()
+	errs := make(chan error, len(all))
+	for _, l := range all {
+		go func() { errs <- l.drain(ctx) }()
+	}
+	var err error
+	for range all {
+		err = errors.Join(err, <-errs)
+	}
+	s.draining.Wait()
+	return err
+}
+
+// Info is one listener as GET /listeners shows it.
+type Info struct {
+	Name         string     `json:"name"`
+	Address      string     `json:"address"` // bound address (the real port when configured as 0)
+	Configured   string     `json:"configured_address"`
+	Protocols    []string   `json:"protocols"`
+	TLS          bool       `json:"tls"`
+	MinVersion   string     `json:"min_version,omitempty"`
+	Connections  int64      `json:"connections"` // open now: HTTP/1.1, HTTP/2 and handshaking
+	HTTP2Conns   int64      `json:"http2_connections"`
+	Handshaking  int64      `json:"handshaking"`
+	Accepted     uint64     `json:"accepted_total"`
+	Refused      uint64     `json:"refused_total"` // closed at accept: over max_conns
+	Certificates []CertInfo `json:"certificates,omitempty"`
+}
+
+// CertInfo is one certificate a TLS listener serves.
+type CertInfo struct {
+	Names    []string  `json:"names"`
+	NotAfter time.Time `json:"not_after"`
+	Serial   string    `json:"serial"`
+	KeyType  string    `json:"key_type"`
+	Issuer   string    `json:"issuer"`
+	File     string    `json:"cert_file"`
+}
+
+// List describes the running listeners, sorted by name.
+func (s *Set) List() []Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Info, 0, len(s.live))
+	for _, l := range s.live {
+		out = append(out, l.info())
+	}
+	slices.SortFunc(out, func(a, b Info) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (l *Listener) info() Info {
+	sp := l.spec.Load()
+	in := Info{Name: sp.Name, Address: l.Addr().String(), Configured: sp.Address, Protocols: sp.Protocols,
+		TLS: sp.TLS != nil, Connections: l.Open(), HTTP2Conns: int64(l.h2.Stats().ConnsOpen),
+		Handshaking: l.handshaking.Load(), Accepted: l.stats.accepted.Load(), Refused: l.stats.refused.Load()}
+	if sp.TLS != nil {
+		in.MinVersion = versionName(sp.TLS.MinVersion)
+	}
+	if sp.Certs != nil {
+		for _, c := range sp.Certs.List() {
+			in.Certificates = append(in.Certificates, CertInfo{Names: c.Names, NotAfter: c.NotAfter.UTC(),
+				Serial: c.Serial, KeyType: c.KeyType, Issuer: c.Issuer, File: c.CertFile})
+		}
+	}
+	return in
+}
