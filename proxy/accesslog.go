@@ -92,6 +92,8 @@ type entry struct {
 	client   netip.Addr
 	route    string
 	upstream string
+	listener string
+	proto    Proto
 }
 
 // log formats and queues one line; it never blocks.
@@ -108,7 +110,11 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		b = appendText(b, req.Header.Method())
 		b = append(b, ' ')
 		b = appendText(b, req.Header.RequestURI())
-		b = append(b, ` HTTP/1.1" `...)
+		if e.proto == ProtoH2 {
+			b = append(b, ` HTTP/2.0" `...)
+		} else {
+			b = append(b, ` HTTP/1.1" `...)
+		}
 		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, int64(len(resp.Body())), 10)
@@ -118,6 +124,8 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		b = appendText(b, e.route)
 		b = append(b, ' ')
 		b = appendText(b, req.Header.Peek(hdrRequestID))
+		b = append(b, ' ')
+		b = appendText(b, e.listener)
 		b = append(b, '\n')
 	} else {
 		b = append(b, `{"ts":"`...)
@@ -142,6 +150,10 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		b = appendJSON(b, e.upstream)
 		b = append(b, `","request_id":"`...)
 		b = appendJSON(b, req.Header.Peek(hdrRequestID))
+		b = append(b, `","listener":"`...)
+		b = appendJSON(b, e.listener)
+		b = append(b, `","protocol":"`...)
+		b = append(b, e.proto.String()...)
 		b = append(b, "\"}\n"...)
 	}
 	*bp = b

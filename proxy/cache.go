@@ -273,7 +273,7 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 		// stale window, an origin that fails or hangs is never seen by a client.
 		kh := cache.KeyHash(cs.key)
 		if rc.c.TryStartRefresh(kh, now) {
-			p.startRefresh(ctx, s, rt, cs, kh, peer, client)
+			p.startRefresh(ctx, s, rt, cs, kh, peer, client, sc.door)
 		}
 		rc.answer(ctx, e, now, resStale)
 		return
@@ -397,7 +397,7 @@ func (rc *routeCache) finish(ctx *fasthttp.RequestCtx, res cacheResult) {
 // startRefresh launches the one background refresh of a stale entry (the caller won
 // TryStartRefresh for kh). The refresh works on its own copy of the request, made here
 // before the handler returns; it never touches ctx afterwards.
-func (p *Proxy) startRefresh(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cacheScratch, kh uint64, peer, client netip.Addr) {
+func (p *Proxy) startRefresh(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cacheScratch, kh uint64, peer, client netip.Addr, d *door) {
 	rc, st := rt.cache, p.cacheState
 	select {
 	case st.refreshes <- struct{}{}:
@@ -405,7 +405,7 @@ func (p *Proxy) startRefresh(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, c
 		rc.c.EndRefresh(kh) // too many running: a later stale hit tries again
 		return
 	}
-	j := &refreshJob{key: append([]byte(nil), cs.key...)}
+	j := &refreshJob{key: append([]byte(nil), cs.key...), door: d}
 	ctx.Request.CopyTo(&j.req)
 	h := &j.req.Header
 	if h.IsHead() {
@@ -431,6 +431,7 @@ type refreshJob struct {
 	key        []byte
 	req        fasthttp.Request
 	revalidate bool
+	door       *door // the listener of the request that started it
 }
 
 // refresh fetches a stale entry again and stores (or renews) it. A failed fetch stores
@@ -438,7 +439,7 @@ type refreshJob struct {
 func (p *Proxy) refresh(j *refreshJob, s *Snapshot, rt *route, peer, client netip.Addr) {
 	rc := rt.cache
 	ep := rc.c.Epoch()
-	ctx := p.detachedFetch(&j.req, s, rt, peer, client)
+	ctx := p.detachedFetch(&j.req, j.door, s, rt, peer, client)
 	if j.revalidate && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
 		e := cache.AcquireEntry()
 		err := rc.c.Renew(e, j.key, &ctx.Request.Header, &ctx.Response, &rc.rule, time.Now(), ep)
@@ -447,7 +448,7 @@ func (p *Proxy) refresh(j *refreshJob, s *Snapshot, rt *route, peer, client neti
 			return
 		}
 		cache.StripConditional(&j.req.Header)
-		ctx = p.detachedFetch(&j.req, s, rt, peer, client)
+		ctx = p.detachedFetch(&j.req, j.door, s, rt, peer, client)
 	}
 	resp := &ctx.Response
 	if p.storable(rc, resp) {
@@ -456,13 +457,14 @@ func (p *Proxy) refresh(j *refreshJob, s *Snapshot, rt *route, peer, client neti
 }
 
 // detachedFetch forwards a copy of req through the route in a request context of its own.
-func (p *Proxy) detachedFetch(req *fasthttp.Request, s *Snapshot, rt *route, peer, client netip.Addr) *fasthttp.RequestCtx {
+func (p *Proxy) detachedFetch(req *fasthttp.Request, d *door, s *Snapshot, rt *route, peer, client netip.Addr) *fasthttp.RequestCtx {
 	ctx := &fasthttp.RequestCtx{}
 	ctx.Init(req, &net.TCPAddr{IP: peer.AsSlice()}, nil)
 	sc := scratchPool.Get().(*scratch)
 	sc.e = entry{start: ctx.Time(), client: client, route: rt.name}
+	sc.door = d
 	p.forwardRoute(ctx, s, rt, peer, client, sc)
-	sc.e = entry{}
+	sc.e, sc.door = entry{}, nil
 	scratchPool.Put(sc)
 	return ctx
 }

@@ -18,6 +18,9 @@ var hopHeaders = [][]byte{
 	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
 	[]byte("Proxy-Authenticate"), []byte("Proxy-Authorization"), []byte("TE"),
 	[]byte("Trailer"), []byte("Transfer-Encoding"), []byte("Upgrade"),
+	// HTTP2-Settings only means something next to Upgrade: h2c (RFC 7540 §3.2.1), which
+	// edge never honours; a client's copy must not reach an upstream that might.
+	[]byte("Http2-Settings"),
 }
 
 var (
@@ -216,12 +219,12 @@ func scanRequest(h *fasthttp.RequestHeader) fwdScan {
 
 // prepareForward readies a request for its upstream, in one pass over its headers
 // when it has no hop-by-hop headers (the usual case): hop-by-hop headers are removed,
-// and X-Forwarded-For (appended), X-Real-IP, X-Forwarded-Proto (kept from a trusted
+// and X-Forwarded-For (appended), X-Real-IP, X-Forwarded-Proto (proto, or kept from a trusted
 // peer) and X-Request-Id (kept when sane, else generated) are set. A client's extra
 // copies of these headers are dropped: the upstream sees exactly one of each, and
 // the X-Forwarded-For values of all copies, in order. scratch is reused; the
 // returned slice is the grown scratch.
-func prepareForward(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted bool, scratch []byte) []byte {
+func prepareForward(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted bool, proto, scratch []byte) []byte {
 	f := scanRequest(h)
 	if f.hop != 0 {
 		stripHop(h, f.hop)
@@ -249,7 +252,7 @@ func prepareForward(h *fasthttp.RequestHeader, peer, client netip.Addr, trusted 
 	h.SetCanonical(fwdNames[fwdXFF], buf)
 	h.SetCanonical(fwdNames[fwdRealIP], client.AppendTo(buf[:0]))
 	if !keepProto {
-		h.SetCanonical(fwdNames[fwdProto], strHTTP)
+		h.SetCanonical(fwdNames[fwdProto], proto)
 	}
 	if !keepID {
 		buf = appendRequestID(buf[:0])

@@ -44,6 +44,7 @@ type Proxy struct {
 	degradeState   *degradeState
 	clusterState   *clusterState  // cluster.go
 	redis          *redisRegistry // Redis clients shared by features (redis.go)
+	doors          *doorState     // listener names and their counters (door.go)
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
@@ -57,6 +58,7 @@ func New(m *Metrics) *Proxy {
 	p.initIdempotency()
 	p.initDegrade()
 	p.initCluster()
+	p.initDoors()
 	return p
 }
 
@@ -175,6 +177,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.Server.Serve(watchdog.Listen(rawsock.Listener{Listener: ln}, s.timeouts))
 }
 
+// Timeouts are the read, idle and write limits Serve enforces.
+func (s *Server) Timeouts() watchdog.Timeouts { return s.timeouts }
+
 // NewServer returns the public server for cfg, bounded by its limits. Like fasthttp,
 // an idle_timeout of 0 falls back to read_timeout.
 func (p *Proxy) NewServer(cfg *config.Config) *Server {
@@ -231,6 +236,7 @@ type scratch struct {
 	e     entry
 	limit limitNote // RateLimit-* headers for the answer (limit.go)
 	guard *guard    // route of the request being forwarded: fallback of pool guards (breaker.go)
+	door  *door     // the listener the request came through (door.go)
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -239,19 +245,23 @@ var scratchPool = sync.Pool{New: func() any {
 	return &scratch{buf: make([]byte, 0, 256), stripe: nextStripe.Add(1)}
 }}
 
-// Handler serves one client request through the funnel: blacklist, route,
-// limits, then the route's target (answer, seckill, cache, upstream or cell).
-func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+// serve runs one client request of listener door through the funnel: blacklist,
+// route, limits, then the route's target (answer, seckill, cache, upstream or cell).
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	s := p.snap.Load()
 	p.metrics.inflight.Add(1)
 	sc := scratchPool.Get().(*scratch)
+	d := s.door(doorID)
+	sc.door = d
 	peer := peerAddr(ctx)
 	client := s.trusted.clientAddr(ctx, peer)
 
 	rm := s.noRoute
-	sc.e = entry{start: ctx.Time(), client: client}
+	sc.e = entry{start: ctx.Time(), client: client, listener: d.name, proto: proto}
 	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
-		if rt := s.match(ctx); rt == nil {
+		if d.redirect {
+			redirectHTTPS(ctx, d, sc)
+		} else if rt := s.match(ctx, doorID); rt == nil {
 			errNoRoute.write(ctx)
 		} else {
 			rm = rt.metrics
@@ -260,13 +270,18 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.limitHeaders(ctx, sc)
 		}
 	}
+	if d.hsts != nil {
+		ctx.Response.Header.SetCanonical(hdrHSTS, d.hsts)
+	}
 	rm.count(sc.stripe, ctx.Response.StatusCode())
 	rm.duration.observe(sc.stripe, time.Since(sc.e.start))
+	d.counts[proto].inc(sc.stripe)
 	if l := p.log.Load(); l != nil {
 		l.log(ctx, &sc.e)
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
+	sc.door = nil
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
@@ -340,7 +355,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
 	p.metrics.forwarded.inc(sc.stripe)
 	req := &ctx.Request
-	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.buf)
+	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.door.fwdProto, sc.buf)
 	idempotent := methodBit(req.Header.Method())&idempotentMethods != 0
 	// All tries share one deadline: the pool's timeout from the handler's start
 	// (ctx.Time, already read), so a request that went through on its first try reads

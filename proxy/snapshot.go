@@ -28,6 +28,7 @@ type Snapshot struct {
 	blacklist *snapBlacklist
 	cells     map[string]*cellGroup
 	seckill   *snapSeckill
+	doors     []*door // by listener id (door.go)
 
 	starts []func() // run once when the snapshot becomes current (start goroutines)
 	stops  []func() // run when it is retired
@@ -53,6 +54,7 @@ type route struct {
 	prefix  []byte
 	methods uint16 // bit per method; 0 matches any
 	host    []byte // lower case, without port; empty matches any
+	door    int    // listener id the request must come through; -1 matches any
 	query   []kv
 	header  []kv
 
@@ -123,6 +125,7 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 		s.pools[u.Name] = p
 	}
 	s.noRoute = m.route("")
+	p.buildDoors(s, cfg)
 	if err := p.buildBlacklist(s, prev); err != nil {
 		return nil, err
 	}
@@ -137,7 +140,10 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 	}
 	for _, rc := range cfg.Routes {
 		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
-			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc}
+			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc, door: -1}
+		if rc.Match.Listener != "" {
+			rt.door = p.doorID(rc.Match.Listener)
+		}
 		for _, meth := range rc.Match.Methods {
 			rt.methods |= methodBit([]byte(meth))
 		}
@@ -222,13 +228,13 @@ func (s *Snapshot) start() {
 	s.starts = nil
 }
 
-// match returns the first route that matches the request, or nil.
-func (s *Snapshot) match(ctx *fasthttp.RequestCtx) *route {
+// match returns the first route that matches the request of listener door, or nil.
+func (s *Snapshot) match(ctx *fasthttp.RequestCtx, door int) *route {
 	path := routePath(ctx)
 	var mbit uint16
 	var host []byte
 	for _, rt := range s.routes {
-		if !bytes.HasPrefix(path, rt.prefix) {
+		if !bytes.HasPrefix(path, rt.prefix) || rt.door >= 0 && rt.door != door {
 			continue
 		}
 		if rt.methods != 0 {
