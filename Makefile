@@ -9,7 +9,7 @@ EDGE_ADMIN_TOKEN    ?= dev-admin-token
 EDGE_SECKILL_SECRET ?= dev-seckill-secret-0123456789abcdef
 ORIGINS   := 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
 
-.PHONY: help build run check test lint fuzz bench plan clean
+.PHONY: help build run devcert check test lint fuzz bench plan clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,12 +18,22 @@ build: ## build bin/edge and bin/sample-origin
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/edge ./cmd/edge
 	$(GO) build -o bin/sample-origin ./cmd/sample-origin
 
-run: build ## start the sample origins and edge with ./edge.hcl (Ctrl-C stops both)
+run: build devcert ## start the sample origins and edge with ./edge.hcl (Ctrl-C stops both)
 	@./bin/sample-origin -listen $(ORIGINS) & origin=$$!; \
 	trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
 	EDGE_ADMIN_TOKEN=$(EDGE_ADMIN_TOKEN) EDGE_SECKILL_SECRET=$(EDGE_SECKILL_SECRET) ./bin/edge -config edge.hcl
 
-check: build ## validate ./edge.hcl the way startup and reload do
+DEVCERT := state/dev-cert.pem
+devcert: ## (re)create the self-signed localhost certificate edge.hcl's https listener serves, when missing or expiring
+	@mkdir -p state
+	@if ! openssl x509 -checkend 86400 -noout -in $(DEVCERT) >/dev/null 2>&1; then \
+	  echo "creating a self-signed certificate for localhost in $(DEVCERT)"; \
+	  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+	    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
+	    -keyout state/dev-key.pem -out $(DEVCERT) 2>/dev/null && chmod 600 state/dev-key.pem; \
+	fi
+
+check: build devcert ## validate ./edge.hcl the way startup and reload do
 	EDGE_ADMIN_TOKEN=$(EDGE_ADMIN_TOKEN) EDGE_SECKILL_SECRET=$(EDGE_SECKILL_SECRET) ./bin/edge -check -config edge.hcl
 
 test: ## vet, every test, then every test again under the race detector (installs redis-server when missing and root)

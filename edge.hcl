@@ -15,6 +15,33 @@ max_header_size = "16KB"
 max_body_size   = "4MB"
 max_conns       = 20000
 
+# The front door: TLS and HTTP/2 beside the plain listen above (docs/tls.md). `make run`
+# creates a self-signed certificate for localhost in state/ (paths are relative to this
+# file); in production point cert_file/key_file at your real chain and key.
+#   curl -k https://localhost:8443/hello            (ALPN picks HTTP/2 when curl has it)
+#   curl -ki --http1.1 https://localhost:8443/item/42
+listener "https" {
+  address   = "127.0.0.1:8443"
+  protocols = ["h2", "http/1.1"]        # ALPN offer, in order
+  tls {
+    certificate {                        # repeat: SNI picks by the names in each certificate;
+      cert_file = "state/dev-cert.pem"   # the first answers a missing or unknown name
+      key_file  = "state/dev-key.pem"
+    }
+    min_version = "1.2"
+  }
+  hsts = "1d"                            # Strict-Transport-Security on every answer (use "365d" once sure)
+  http2 {
+    max_concurrent_streams = 128
+  }
+}
+
+# A plain port that only sends browsers to HTTPS (308, same host and path):
+# listener "http" {
+#   address        = "0.0.0.0:80"
+#   https_redirect = true
+# }
+
 access_log {
   path   = "stdout"
   format = "json"

@@ -23,7 +23,9 @@ import (
 
 	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
+	"github.com/edge-gw/edge/tlsstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -69,6 +71,9 @@ func fullVersion() string {
 // runCheck runs the startup path up to serving: load, validate, build.
 func runCheck(path string) int {
 	cfg, err := config.Load(path)
+	if err == nil {
+		_, err = loadCerts(cfg, time.Now())
+	}
 	if err == nil {
 		err = proxy.Check(cfg)
 	}
@@ -119,14 +124,16 @@ func run(path string, log *slog.Logger) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
+	tickets := tlsstore.NewTickets(0, 0)
+	set := listener.NewSet(listener.NewMetrics(reg), tickets, log)
+	rl.listeners = set
+	if err := rl.startListeners(cfg); err != nil {
 		leave()
-		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+		return err
 	}
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		ln.Close()
+		set.Shutdown(context.Background())
 		leave()
 		return fmt.Errorf("cannot listen on admin %s: %w", cfg.Admin.Listen, err)
 	}
@@ -137,6 +144,9 @@ func run(path string, log *slog.Logger) error {
 	api := admin.New(reg, func() string { return px.Current().Config.Admin.Token })
 	api.Handle("POST /reload", rl.serveReload)
 	px.RegisterAdmin(api)
+	api.Handle("GET /listeners", func(w http.ResponseWriter, _ *http.Request) {
+		admin.JSON(w, http.StatusOK, map[string]any{"listeners": set.List()})
+	})
 	if cfg.Admin.Pprof {
 		api.Handle("GET /debug/pprof/", pprof.Index)
 		api.Handle("GET /debug/pprof/profile", pprof.Profile)
@@ -144,9 +154,7 @@ func run(path string, log *slog.Logger) error {
 	adminSrv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
 
-	srv := px.NewServer(cfg)
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, 1)
 	go func() {
 		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("admin server: %w", err)
@@ -156,7 +164,8 @@ func run(path string, log *slog.Logger) error {
 	stopWorkers := make(chan struct{})
 	defer close(stopWorkers)
 	go rl.workers.Run(stopWorkers)
-	log.Info("edge listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(),
+	go tickets.Run(stopWorkers)
+	log.Info("edge listening", "addr", set.Addr(config.DefaultListener), "admin", adminLn.Addr().String(),
 		"version", fullVersion(), "config", path, "workers_auto", rl.workers.Enabled(), "workers", runtime.GOMAXPROCS(0))
 
 	sigs := make(chan os.Signal, 4)
@@ -171,17 +180,13 @@ func run(path string, log *slog.Logger) error {
 				go rl.request() // the loop logs the outcome
 				continue
 			}
-			return shutdown(px, srv, adminSrv, log, sig, leave)
+			return shutdown(px, set, adminSrv, log, sig, leave)
 		}
 	}
 }
 
-type stopper interface {
-	ShutdownWithContext(ctx context.Context) error
-}
-
-// shutdown stops accepting, lets in-flight requests finish within
-// shutdown_timeout, and flushes the access log.
+// shutdown stops accepting on every listener, lets in-flight requests (and HTTP/2
+// streams, after GOAWAY) finish within shutdown_timeout, and flushes the access log.
 //
 // The cluster node leaves while the server drains, not after: the server stops
 // accepting at once, so the requests still running have already passed their
@@ -190,13 +195,13 @@ type stopper interface {
 // for up to shutdown_timeout. Leaving before closing the listener would, the other
 // way round, let this node admit its full share while the others already
 // enforce a larger one.
-func shutdown(px *proxy.Proxy, srv stopper, adminSrv *http.Server, log *slog.Logger, sig os.Signal, leave func()) error {
+func shutdown(px *proxy.Proxy, set *listener.Set, adminSrv *http.Server, log *slog.Logger, sig os.Signal, leave func()) error {
 	timeout := px.Current().Config.ShutdownTimeout
 	log.Info("edge stopping", "signal", sig.String(), "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	drained := make(chan error, 1)
-	go func() { drained <- srv.ShutdownWithContext(ctx) }()
+	go func() { drained <- set.Shutdown(ctx) }()
 	if leave != nil {
 		leave()
 	}

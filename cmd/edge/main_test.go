@@ -16,20 +16,49 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/internal/edgetest"
+	"github.com/edge-gw/edge/internal/testcert"
 )
 
 func runEdge(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(edgetest.Binary(t), args...)
-	cmd.Env = append(os.Environ(), "EDGE_ADMIN_TOKEN=tok", "EDGE_SECKILL_SECRET=0123456789abcdef0123456789abcdef")
+	cmd.Env = append(os.Environ(), "EDGE_ADMIN_TOKEN=tok", "EDGE_SECKILL_SECRET=0123456789abcdef0123456789abcdef", "TEST_ADMIN_TOKEN="+testToken)
 	out, _ := cmd.Output()
 	return string(out), cmd.ProcessState.ExitCode()
 }
 
+// exampleConfig copies edge.hcl into a fresh directory with the certificate that
+// `make run` would create beside it, and returns the copy's path.
+func exampleConfig(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile("../../edge.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	leaf := testcert.NewCA(t).Leaf(t, testcert.Opts{Names: []string{"localhost", "127.0.0.1"}})
+	os.Mkdir(filepath.Join(dir, "state"), 0o755)
+	for from, to := range map[string]string{leaf.CertFile: "state/dev-cert.pem", leaf.KeyFile: "state/dev-key.pem"} {
+		b, _ := os.ReadFile(from)
+		os.WriteFile(filepath.Join(dir, to), b, 0o600)
+	}
+	path := filepath.Join(dir, "edge.hcl")
+	os.WriteFile(path, src, 0o644)
+	return path
+}
+
 func TestCheck(t *testing.T) {
-	out, code := runEdge(t, "-check", "-config", "../../edge.hcl")
+	out, code := runEdge(t, "-check", "-config", exampleConfig(t))
 	if code != 0 || out != "ok\n" {
 		t.Errorf("edge -check edge.hcl = %d %q, want 0 \"ok\\n\"", code, out)
+	}
+	// Without the certificate files the same file is refused at the certificate block.
+	bare := filepath.Join(t.TempDir(), "edge.hcl")
+	src, _ := os.ReadFile("../../edge.hcl")
+	os.WriteFile(bare, src, 0o644)
+	out, code = runEdge(t, "-check", "-config", bare)
+	if code != 1 || !strings.Contains(out, `listener "https": cert_file`) {
+		t.Errorf("edge -check edge.hcl without certificates = %d %q", code, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.hcl")
 	os.WriteFile(bad, []byte("listen = \"x\"\nroute \"r\" {\n  upstream = \"nope\"\n}\nwat = 1\n"), 0o644)

@@ -11,6 +11,7 @@ import (
 	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/cluster"
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
 	"github.com/edge-gw/edge/workers"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,8 @@ type reloader struct {
 	reqs    chan chan reloadResult
 	// workers steers GOMAXPROCS while the config leaves workers at 0 (auto).
 	workers *workers.Controller
+	// listeners are the client-facing sockets; every load re-reads their certificates.
+	listeners *listener.Set
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -99,6 +102,26 @@ func (r *reloader) setWorkers(cfg *config.Config) {
 	}
 }
 
+// prepareListeners reads cfg's certificate files and binds the addresses of its new
+// listeners; nothing changes for clients until the result is committed.
+func (r *reloader) prepareListeners(cfg *config.Config) (*listener.Prepared, error) {
+	certs, err := loadCerts(cfg, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return r.listeners.Prepare(listenerSpecs(cfg, certs, r.px))
+}
+
+// startListeners opens the listeners of the first config.
+func (r *reloader) startListeners(cfg *config.Config) error {
+	prep, err := r.prepareListeners(cfg)
+	if err != nil {
+		return err
+	}
+	prep.Commit(cfg.ShutdownTimeout)
+	return nil
+}
+
 // start applies the first config.
 func (r *reloader) start(cfg *config.Config) error {
 	s, err := r.px.Apply(cfg)
@@ -134,23 +157,33 @@ func (r *reloader) reload() reloadResult {
 	cur := r.px.Current()
 	cfg, err := config.Load(r.path)
 	if err == nil && cfg.Hash == cur.Config.Hash {
-		r.log.Info("config unchanged", "config", r.path, "version", cur.Version)
+		// The file is the same, but certificate files may have been renewed.
+		prep, err := r.prepareListeners(cur.Config)
+		if err != nil {
+			return r.failed(cur, err)
+		}
+		prep.Commit(cur.Config.ShutdownTimeout)
+		r.log.Info("config unchanged; certificates re-read", "config", r.path, "version", cur.Version)
 		return reloadResult{version: cur.Version, unchanged: true}
 	}
 	var s *proxy.Snapshot
 	var join []string
+	var prep *listener.Prepared
 	if err == nil {
 		join, err = checkClusterReload(cur.Config, cfg)
 	}
 	if err == nil {
-		s, err = r.px.Apply(cfg)
+		prep, err = r.prepareListeners(cfg)
+	}
+	if err == nil {
+		if s, err = r.px.Apply(cfg); err != nil {
+			prep.Abort()
+		}
 	}
 	if err != nil {
-		r.reloads.WithLabelValues("failure").Inc()
-		r.lastOK.Set(0)
-		r.log.Error("reload failed; the running config stays", "config", r.path, "version", cur.Version, "error", err)
-		return reloadResult{version: cur.Version, err: err}
+		return r.failed(cur, err)
 	}
+	prep.Commit(cfg.ShutdownTimeout)
 	r.reloads.WithLabelValues("success").Inc()
 	r.setWorkers(cfg)
 	r.succeeded(s.Version)
@@ -165,6 +198,14 @@ func (r *reloader) reload() reloadResult {
 		}(r.cluster)
 	}
 	return reloadResult{version: s.Version}
+}
+
+// failed records a refused reload: the running config (and certificates) stay.
+func (r *reloader) failed(cur *proxy.Snapshot, err error) reloadResult {
+	r.reloads.WithLabelValues("failure").Inc()
+	r.lastOK.Set(0)
+	r.log.Error("reload failed; the running config stays", "config", r.path, "version", cur.Version, "error", err)
+	return reloadResult{version: cur.Version, err: err}
 }
 
 // serveReload is POST /reload.
