@@ -268,7 +268,20 @@ func TestBinaryTLSListeners(t *testing.T) {
 	if code, rb := adminPost(t, e.Edge, "/reload", testToken); code != 400 || !place.MatchString(fmt.Sprint(rb["error"])) {
 		t.Errorf("reload with a non-PEM file = %d %v", code, rb)
 	}
+	// SIGHUP re-reads certificate files too, with edge.hcl unchanged.
 	e.putCert(t, "a", 11, testcert.Opts{Names: []string{"a.test"}})
+	before := strings.Count(e.Log(), "certificates re-read")
+	e.Signal(t, syscall.SIGHUP)
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(e.Log(), "certificates re-read") == before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP did not re-read certificates:\n%s", e.Log())
+		}
+	}
+	if nc, err := e.dial(t, https, "a.test"); err != nil || serial(nc) != 11 {
+		t.Errorf("after SIGHUP: %v, want serial 11", err)
+	} else {
+		nc.Close()
+	}
 
 	// What the admin API, the metrics and the access log say.
 	ls := e.listeners(t)
