@@ -124,3 +124,20 @@ func BenchmarkGET(b *testing.B) {
 		bc.do(b)
 	}
 }
+
+// TestEncodeAllocs: encoding response headers allocates nothing.
+func TestEncodeAllocs(t *testing.T) {
+	buf := make([]byte, 0, 1024)
+	name, value, custom := []byte("content-type"), []byte("application/json; charset=utf-8"), []byte("x-request-id")
+	appendDate(nil) // the cached date may be rebuilt once a second
+	allocs := testing.AllocsPerRun(1000, func() {
+		b := appendStatus(buf[:0], 200)
+		b = appendField(b, name, value)
+		b = appendField(b, custom, value)
+		b = appendContentLength(b, 42)
+		_ = b
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations, want 0", allocs)
+	}
+}

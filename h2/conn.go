@@ -81,6 +81,7 @@ type stream struct {
 
 	reset    atomic.Bool // the answer is not wanted: client reset, or the connection is going
 	answered atomic.Bool // response HEADERS written
+	ended    atomic.Bool // the frame with our END_STREAM is being or was written: the stream is closed
 
 	// Worker-owned.
 	hdr   []byte
@@ -144,7 +145,7 @@ type conn struct {
 	srv  *Server
 	cfg  *Config
 	nc   net.Conn
-	addr addrConn
+	addr *addrConn // its own allocation: a pooled ctx still pointing at it pins nothing else
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	fr   *http2.Framer
@@ -172,8 +173,9 @@ type conn struct {
 	closedPos  int
 	sendWin    int64
 	peerInit   int64
-	goingAway  bool
-	goAwaySent bool
+	goingAway  bool // no new streams
+	goAwaySent bool // our GOAWAY is being or was written
+	drainOK    bool // GOAWAY written (or the client's received): close once no stream is left
 	dead       bool
 	idleSince  int64
 	pingAt     int64 // when our outstanding PING was sent; 0: none
@@ -200,7 +202,7 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	cfg := &s.cfg
 	c := &conn{srv: s, cfg: cfg, nc: nc}
-	c.addr = addrConn{local: nc.LocalAddr(), remote: nc.RemoteAddr()}
+	c.addr = &addrConn{local: nc.LocalAddr(), remote: nc.RemoteAddr()}
 	c.br = bufio.NewReaderSize(nc, bufSize)
 	c.bw = bufio.NewWriterSize(nc, bufSize)
 	c.fr = http2.NewFramer(c.bw, c.br)
@@ -529,6 +531,7 @@ func (c *conn) onPing(f *http2.PingFrame) *goErr {
 func (c *conn) onGoAway() {
 	c.mu.Lock()
 	c.goingAway = true
+	c.drainOK = true
 	n := len(c.streams)
 	c.mu.Unlock()
 	if n == 0 {
@@ -745,9 +748,14 @@ func (c *conn) onHeaders(fh http2.FrameHeader) *goErr {
 	*h = hdrState{id: id, end: end}
 
 	if id <= c.maxID {
+		closed := false
 		c.mu.Lock()
 		st := c.findLocked(id)
-		closed := st == nil && c.closedLocked(id)
+		if st != nil && st.ended.Load() {
+			st = nil // answered in full; the worker has yet to take it off the list
+			closed = true
+		}
+		closed = closed || (st == nil && c.closedLocked(id))
 		open := st != nil && st.state == stOpen
 		c.mu.Unlock()
 		switch {
@@ -829,6 +837,7 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	st.state = stOpen
 	st.reset.Store(false)
 	st.answered.Store(false)
+	st.ended.Store(false)
 	st.bodyLen = 0
 	st.cl = -1
 	st.cookie = st.cookie[:0]
@@ -848,7 +857,7 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	if pi := c.cfg.PingInterval; pi > 0 {
 		c.armLocked(now, now+int64(pi))
 	}
-	st.ctx.Init2(&c.addr, c.srv.logger, false)
+	st.ctx.Init2(c.addr, c.srv.logger, false)
 	c.streams = append(c.streams, st)
 	c.srv.stats.streamsTotal.Add(1)
 	c.srv.stats.streamsActive.Add(1)
@@ -883,7 +892,7 @@ func (c *conn) closedByUsLocked(id uint32) bool {
 }
 
 // removeLocked takes st off the active list; it reports whether the connection should
-// now close (GOAWAY sent and nothing left in flight).
+// now close (GOAWAY written and nothing left in flight).
 func (c *conn) removeLocked(st *stream, byUs bool) bool {
 	for i, x := range c.streams {
 		if x == st {
@@ -903,7 +912,7 @@ func (c *conn) removeLocked(st *stream, byUs bool) bool {
 	now := monoNow()
 	c.idleSince = now
 	c.armLocked(now, c.nextIdleLocked())
-	return c.goingAway
+	return c.drainOK
 }
 
 // dropStream ends a stream the reader owns and returns it to the pool.
@@ -991,7 +1000,6 @@ func (c *conn) goAway(code http2.ErrCode, reason Reason) {
 	sent := c.goAwaySent
 	c.goAwaySent = true
 	last := c.maxID
-	n := len(c.streams)
 	c.mu.Unlock()
 	var err error
 	if code != http2.ErrCodeNo {
@@ -1014,6 +1022,12 @@ func (c *conn) goAway(code http2.ErrCode, reason Reason) {
 			c.unlockWrite(werr)
 		}
 	}
+	// Only now may the last stream's end close the connection: closing earlier would
+	// stop the GOAWAY from being written.
+	c.mu.Lock()
+	c.drainOK = true
+	n := len(c.streams)
+	c.mu.Unlock()
 	if err != nil || n == 0 {
 		c.beginClose(err)
 	}

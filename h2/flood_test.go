@@ -271,3 +271,21 @@ func TestSendWindow(t *testing.T) {
 		t.Error("body differs")
 	}
 }
+
+// TestWriteStall: a client that never opens its window holds the connection no longer
+// than WriteTimeout.
+func TestWriteStall(t *testing.T) {
+	ts := startServer(t, Config{WriteTimeout: 300 * time.Millisecond}, nil)
+	r := dialRaw(t, ts.addr)
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	start := time.Now()
+	r.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/big", ":authority", "x")
+	r.expect("HEADERS", func(ev event) bool { return ev.typ == http2.FrameHeaders })
+	r.expectClosed()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("stalled connection closed after %v", d)
+	}
+	if err := <-ts.errs; err != ErrTimeout {
+		t.Errorf("ServeConn: %v, want ErrTimeout", err)
+	}
+}

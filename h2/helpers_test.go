@@ -224,7 +224,8 @@ type rawClient struct {
 	eb  bytes.Buffer
 	dec *hpack.Decoder
 
-	noPingAck bool // do not answer the server's PINGs
+	noPingAck bool  // do not answer the server's PINGs
+	closeErr  error // how the connection ended
 }
 
 // dialRaw connects, sends the preface and an empty SETTINGS, and reads the server's
@@ -309,6 +310,7 @@ func (r *rawClient) next(timeout time.Duration) event {
 			if errors.As(err, &ne) && ne.Timeout() {
 				r.t.Fatalf("no frame within %v", timeout)
 			}
+			r.closeErr = err
 			return event{closed: true}
 		}
 		switch f := f.(type) {
@@ -347,7 +349,7 @@ func (r *rawClient) expect(what string, ok func(event) bool) event {
 			return ev
 		}
 		if ev.closed {
-			r.t.Fatalf("connection closed, want %s", what)
+			r.t.Fatalf("connection closed (%v), want %s", r.closeErr, what)
 		}
 	}
 }

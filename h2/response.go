@@ -104,6 +104,9 @@ func (c *conn) respond(st *stream) {
 	}
 	st.hdr = b
 	endOnHeaders := noBody || (!streamed && len(body) == 0)
+	if endOnHeaders {
+		st.ended.Store(true)
+	}
 	if !c.writeHeaders(st.id, b, endOnHeaders) {
 		return
 	}
@@ -166,6 +169,9 @@ func (c *conn) sendData(st *stream, p []byte, end bool) bool {
 			c.mu.Unlock()
 		}
 		last := end && n == len(p)
+		if last {
+			st.ended.Store(true)
+		}
 		if n > 0 || last {
 			if !c.write(func() error { return c.fr.WriteData(st.id, last, p[:n]) }) {
 				return false
@@ -265,6 +271,9 @@ func (c *conn) onTimer() {
 		c.mu.Unlock()
 		return
 	}
+	// Counted with the workers, so ServeConn does not return while this runs.
+	c.wg.Add(1)
+	defer c.wg.Done()
 	next := never
 	for _, st := range c.streams {
 		if st.state == stOpen && st.deadline > 0 {
