@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // echo answers "NAME PROTO PATH" so a test sees which spec and protocol served it;
@@ -99,19 +98,21 @@ func h1Get(t *testing.T, c *http.Client, url string) string {
 }
 
 func tlsClient(ca *testcert.CA, h2 bool) *http.Client {
-	cfg := &tls.Config{RootCAs: ca.Pool, ServerName: "edge.test"}
+	var p http.Protocols
 	if h2 {
-		return &http.Client{Transport: &http2.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+		p.SetHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false,
-		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}, Timeout: 5 * time.Second}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: &p,
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool, ServerName: "edge.test"}}}
 }
 
+// h2cClient speaks HTTP/2 by prior knowledge on plain TCP.
 func h2cClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: &p}}
 }
 
 func TestProtocolsDispatch(t *testing.T) {

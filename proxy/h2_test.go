@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"github.com/edge-gw/edge/h2"
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // funnelConfig has one route per layer of the funnel: a limit, a ban (10.0.0.0/8 via
@@ -127,11 +125,11 @@ func serveH2C(t testing.TB, handler fasthttp.RequestHandler) string {
 	return ln.Addr().String()
 }
 
+// h2cClient speaks HTTP/2 by prior knowledge on plain TCP.
 func h2cClient() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: &p}}
 }
 
 // Over HTTP/2 every layer of the funnel answers as it does over HTTP/1.1.

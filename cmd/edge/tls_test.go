@@ -20,7 +20,6 @@ import (
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/edge-gw/edge/internal/testcert"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // tlsEdge is a running edge binary with TLS listeners, and what a test needs to
@@ -166,7 +165,9 @@ func h1(t *testing.T, c net.Conn, path string, headers ...string) (*http.Respons
 }
 
 func (e *tlsEdge) h2Client() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
+	var p http.Protocols
+	p.SetHTTP2(true)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: &p,
 		TLSClientConfig: &tls.Config{RootCAs: e.ca.Pool, ServerName: "a.test"}}}
 }
 
