@@ -88,22 +88,3 @@ func TestDoors(t *testing.T) {
 	// plain settings.
 	f(px.ListenerHandler("gone", ProtoHTTP1), "/x", "", 200, "http", "", "")
 }
-
-func TestDoorAllocs(t *testing.T) {
-	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("hello") })
-	px := benchProxy(t, fmt.Sprintf(doorConfig, o.Addr))
-	for name, h := range map[string]fasthttp.RequestHandler{
-		"https h2":      px.ListenerHandler("https", ProtoH2),
-		"http redirect": px.ListenerHandler("http", ProtoHTTP1),
-	} {
-		ctx := handlerCtx("GET", "/item/42")
-		var req fasthttp.Request
-		ctx.Request.CopyTo(&req)
-		for range 3 {
-			serveVia(h, ctx, &req)
-		}
-		if n := testing.AllocsPerRun(200, func() { serveVia(h, ctx, &req) }); n != 0 && !raceEnabled {
-			t.Errorf("%s: %v allocs per request, want 0", name, n)
-		}
-	}
-}
