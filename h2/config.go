@@ -1,10 +1,13 @@
 package h2
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
-// Config bounds one listener's HTTP/2 connections. Zero fields take the defaults; a
-// Config is read once, when its Server serves its first connection, and must not change
-// afterwards (a reload that changes it builds a new Server for new connections).
+// Config bounds one listener's HTTP/2 connections. Zero fields take the defaults. A
+// connection reads its Server's Config once, when it is accepted, and keeps it for its
+// whole life: Server.SetConfig changes the Config of the connections accepted afterwards.
 type Config struct {
 	// MaxConcurrentStreams is advertised in SETTINGS and bounds the streams of one
 	// connection that are open or whose handler still runs (a stream reset by the client
@@ -34,6 +37,22 @@ type Config struct {
 	// by content-length or received) is answered 413 {"error":"body_too_large"} and the
 	// stream is reset. Bodies are buffered whole before the handler runs. Default 4 MiB.
 	MaxBodySize int64
+
+	// MaxConnBodyBuffer bounds the request-body bytes one connection buffers for streams
+	// whose handler has not started yet (bytes are released when the handler starts or
+	// the stream ends). While the connection is at or over it, h2 stops returning
+	// connection flow-control window (WINDOW_UPDATE on stream 0), so the client waits
+	// instead of edge's memory growing: the bytes buffered stay below MaxConnBodyBuffer +
+	// ConnWindowSize. A stream that cannot complete its body because others hold the
+	// budget ends by ReadTimeout (408), which releases its bytes.
+	//
+	// Default max(2×MaxBodySize, ConnWindowSize) (8 MiB with the defaults): two uploads
+	// of MaxBodySize may arrive side by side, and a small MaxBodySize does not throttle a
+	// connection below its window. A value below MaxBodySize is raised to it, so that one
+	// stream with a body of MaxBodySize always completes: window is returned while the
+	// connection buffers less than the budget, and a lone stream still receiving its body
+	// buffers less than MaxBodySize.
+	MaxConnBodyBuffer int64
 
 	// ReadTimeout bounds the time from a stream's HEADERS to its END_STREAM. A stream over
 	// it is answered 408 {"error":"request_timeout"}, then the connection gets GOAWAY and
@@ -113,6 +132,10 @@ func (cfg Config) resolved() Config {
 	if cfg.MaxBodySize <= 0 {
 		cfg.MaxBodySize = DefaultMaxBodySize
 	}
+	if cfg.MaxConnBodyBuffer <= 0 {
+		cfg.MaxConnBodyBuffer = max(2*min(cfg.MaxBodySize, math.MaxInt64/2), int64(cfg.ConnWindowSize))
+	}
+	cfg.MaxConnBodyBuffer = max(cfg.MaxConnBodyBuffer, cfg.MaxBodySize)
 	if cfg.ReadTimeout == 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}

@@ -74,6 +74,7 @@ type stream struct {
 	cookie      []byte
 
 	// Under conn.mu.
+	held     int64 // body bytes counted in conn.bodyBuf: until the handler starts or the stream ends
 	state    stState
 	deadline int64 // stOpen: when ReadTimeout ends; 0: none
 	sendWin  int64
@@ -157,8 +158,6 @@ type conn struct {
 	hd            hdrState
 	inBlock       bool
 	maxID         uint32 // highest client stream id seen; written under mu
-	recvWin       int64  // connection receive window left
-	recvUnacked   int64
 	settingsAcked bool
 	sawSettings   bool
 	glitches      bucket
@@ -166,22 +165,25 @@ type conn struct {
 	ctlN          int
 	ioErr         error
 
-	mu         sync.Mutex
-	cond       sync.Cond // on mu: send windows changed, a stream was reset, the conn closes
-	streams    []*stream
-	closed     [closedRing]closedID
-	closedPos  int
-	sendWin    int64
-	peerInit   int64
-	goingAway  bool // no new streams
-	goAwaySent bool // our GOAWAY is being or was written
-	drainOK    bool // GOAWAY written (or the client's received): close once no stream is left
-	dead       bool
-	idleSince  int64
-	pingAt     int64 // when our outstanding PING was sent; 0: none
-	timer      *time.Timer
-	timerAt    int64
-	closeErr   error
+	mu          sync.Mutex
+	cond        sync.Cond // on mu: send windows changed, a stream was reset, the conn closes
+	streams     []*stream
+	recvWin     int64 // connection receive window left
+	recvUnacked int64 // received, not yet returned with WINDOW_UPDATE: recvWin+recvUnacked == ConnWindowSize
+	bodyBuf     int64 // sum of the streams' held bytes, bounded by cfg.MaxConnBodyBuffer
+	closed      [closedRing]closedID
+	closedPos   int
+	sendWin     int64
+	peerInit    int64
+	goingAway   bool // no new streams
+	goAwaySent  bool // our GOAWAY is being or was written
+	drainOK     bool // GOAWAY written (or the client's received): close once no stream is left
+	dead        bool
+	idleSince   int64
+	pingAt      int64 // when our outstanding PING was sent; 0: none
+	timer       *time.Timer
+	timerAt     int64
+	closeErr    error
 
 	peerFrame atomic.Uint32 // peer's SETTINGS_MAX_FRAME_SIZE
 	lastRead  atomic.Int64
@@ -200,7 +202,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	cfg := &s.cfg
+	cfg := s.cfg.Load() // this connection's config for its whole life, whatever SetConfig does
 	c := &conn{srv: s, cfg: cfg, nc: nc}
 	c.addr = &addrConn{local: nc.LocalAddr(), remote: nc.RemoteAddr()}
 	c.br = bufio.NewReaderSize(nc, bufSize)
@@ -640,13 +642,15 @@ func (c *conn) onData(fh http2.FrameHeader) *goErr {
 		return errProtocol
 	}
 	n := int64(fh.Length)
-	if n > c.recvWin {
-		return errFlow
-	}
-	c.recvWin -= n
 	end := fh.Flags.Has(http2.FlagDataEndStream)
 
 	c.mu.Lock()
+	if n > c.recvWin {
+		c.mu.Unlock()
+		return errFlow
+	}
+	c.recvWin -= n
+	c.recvUnacked += n
 	st := c.findLocked(id)
 	var byUs, open bool
 	if st == nil {
@@ -654,17 +658,21 @@ func (c *conn) onData(fh http2.FrameHeader) *goErr {
 	} else if open = st.state == stOpen; !open {
 		st.reset.Store(true) // DATA after END_STREAM: the exchange is broken
 		c.cond.Broadcast()
+	} else {
+		// Counted before it is known to be kept: a stream dropped below releases it.
+		st.held += int64(len(data))
+		c.bodyBuf += int64(len(data))
 	}
+	incr := c.grantLocked()
 	c.mu.Unlock()
+	c.sendConnWindow(incr)
 	if !open {
-		c.consumed(n)
 		if !byUs {
 			c.resetStream(id, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
 	if n > st.recvWin {
-		c.consumed(n)
 		c.rejectStream(st, http2.ErrCodeFlowControl)
 		return nil
 	}
@@ -677,18 +685,15 @@ func (c *conn) onData(fh http2.FrameHeader) *goErr {
 	st.bodyLen += int64(len(data))
 	switch {
 	case st.bodyLen > c.cfg.MaxBodySize:
-		c.consumed(n)
 		c.answer(st, 413, bodyTooLarge, end)
 		return nil
 	case st.cl >= 0 && st.bodyLen > st.cl:
-		c.consumed(n)
 		c.rejectStream(st, http2.ErrCodeProtocol)
 		return nil
 	}
 	if len(data) > 0 {
 		st.ctx.Request.AppendBody(data)
 	}
-	c.consumed(n)
 	if end {
 		c.endOfRequest(st)
 		return nil
@@ -703,13 +708,25 @@ func (c *conn) onData(fh http2.FrameHeader) *goErr {
 	return nil
 }
 
-// consumed returns n bytes of connection window once half the window is used.
-func (c *conn) consumed(n int64) {
-	c.recvUnacked += n
-	if c.recvUnacked >= int64(c.cfg.ConnWindowSize)/2 {
-		incr := c.recvUnacked
-		c.recvUnacked = 0
-		c.recvWin += incr
+// grantLocked decides how much connection window to return: what was received, once it
+// is half the window, unless the streams waiting for their handler hold MaxConnBodyBuffer
+// or more. Withholding it is what bounds a connection's buffered bodies: the client may
+// send at most recvWin more, so bodyBuf stays below MaxConnBodyBuffer + ConnWindowSize.
+// Called with mu held after bytes arrive or are released; the caller sends the result
+// with sendConnWindow once mu is released.
+func (c *conn) grantLocked() int64 {
+	if c.recvUnacked < int64(c.cfg.ConnWindowSize)/2 || c.bodyBuf >= c.cfg.MaxConnBodyBuffer {
+		return 0
+	}
+	incr := c.recvUnacked
+	c.recvUnacked = 0
+	c.recvWin += incr
+	return incr
+}
+
+// sendConnWindow writes WINDOW_UPDATE(0, incr) if incr is not 0.
+func (c *conn) sendConnWindow(incr int64) {
+	if incr > 0 {
 		c.write(func() error { return c.fr.WriteWindowUpdate(0, uint32(incr)) })
 	}
 }
@@ -839,6 +856,7 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	st.answered.Store(false)
 	st.ended.Store(false)
 	st.bodyLen = 0
+	st.held = 0
 	st.cl = -1
 	st.cookie = st.cookie[:0]
 	st.recvUnacked = 0
@@ -891,8 +909,9 @@ func (c *conn) closedByUsLocked(id uint32) bool {
 	return false
 }
 
-// removeLocked takes st off the active list; it reports whether the connection should
-// now close (GOAWAY written and nothing left in flight).
+// removeLocked takes st off the active list and releases the body bytes it held (the
+// caller returns the window this frees with grantLocked); it reports whether the
+// connection should now close (GOAWAY written and nothing left in flight).
 func (c *conn) removeLocked(st *stream, byUs bool) bool {
 	for i, x := range c.streams {
 		if x == st {
@@ -904,6 +923,8 @@ func (c *conn) removeLocked(st *stream, byUs bool) bool {
 			break
 		}
 	}
+	c.bodyBuf -= st.held
+	st.held = 0
 	c.closed[c.closedPos] = closedID{id: st.id, byUs: byUs}
 	c.closedPos = (c.closedPos + 1) % closedRing
 	if len(c.streams) > 0 {
@@ -919,8 +940,10 @@ func (c *conn) removeLocked(st *stream, byUs bool) bool {
 func (c *conn) dropStream(st *stream, byUs bool) {
 	c.mu.Lock()
 	closeNow := c.removeLocked(st, byUs)
+	incr := c.grantLocked()
 	c.mu.Unlock()
 	release(st)
+	c.sendConnWindow(incr)
 	if closeNow {
 		c.beginClose(nil)
 	}
@@ -968,6 +991,10 @@ func (c *conn) endOfRequest(st *stream) {
 	}
 	st.state = stRunning
 	st.deadline = 0
+	// The handler takes the body: it no longer counts against MaxConnBodyBuffer.
+	c.bodyBuf -= st.held
+	st.held = 0
+	incr := c.grantLocked()
 	c.mu.Unlock()
 	select {
 	case c.work <- st:
@@ -975,6 +1002,7 @@ func (c *conn) endOfRequest(st *stream) {
 		c.wg.Add(1)
 		go c.worker(st)
 	}
+	c.sendConnWindow(incr)
 }
 
 // release resets st and puts it back in the pool.

@@ -25,16 +25,40 @@
 //
 // ServeConn's goroutine is the connection's only reader: it parses frames, decodes header
 // blocks with one hpack.Decoder per connection, buffers bodies and acknowledges them with
-// WINDOW_UPDATE. A complete request is handed to a worker goroutine that runs the handler
-// and writes the answer; after a stream a worker waits for the connection's next stream
-// while at most 4 idle, so a busy connection starts no goroutine per request. Writes are
-// serialized by a mutex around a bufio.Writer, flushed when no other writer waits. One
-// timer per connection enforces ReadTimeout per stream, the flow-control stall bound
+// WINDOW_UPDATE (on stream 0 only while MaxConnBodyBuffer allows: see Memory). A
+// complete request is handed to a worker goroutine that runs the handler and writes the
+// answer; after a stream a worker waits for the connection's next stream while at most 4
+// idle, so a busy connection starts no goroutine per request. Writes are serialized by a
+// mutex around a bufio.Writer, flushed when no other writer waits. One timer per
+// connection enforces ReadTimeout per stream, the flow-control stall bound
 // (WriteTimeout), IdleTimeout and PINGs. When ServeConn returns, every goroutine it
 // started has ended (handlers still running are waited for: they cannot be cancelled).
 //
-// Memory per connection is bounded by MaxConcurrentStreams × (MaxBodySize + the response)
-// plus one header block of MaxHeaderListSize and one frame of MaxFrameSize.
+// # Memory
+//
+// A connection holds at most, whatever the client sends:
+//   - request bodies of streams whose handler has not started: under MaxConnBodyBuffer +
+//     ConnWindowSize bytes. Connection window is returned only while they are under
+//     MaxConnBodyBuffer, so the client waits instead of edge's memory growing; once over
+//     it, only what the window already granted can still arrive. The handler starting (or
+//     the stream ending, e.g. by ReadTimeout) releases a body's bytes. Per-stream windows
+//     (InitialWindowSize) work as usual within that.
+//   - the header list of each open stream: MaxConcurrentStreams × MaxHeaderListSize, plus
+//     about 2 KiB of fixed state per stream;
+//   - one header block being accumulated (MaxHeaderListSize), one frame (MaxFrameSize)
+//     and 16 KiB of bufio buffers.
+//
+// With the defaults that is under 8 MiB + 1 MiB of bodies, 2 MiB of header lists,
+// 256 KiB of stream state and 48 KiB: about 11.3 MiB (11,845,632 bytes) per connection,
+// where buffering whole bodies against the windows alone allowed 128 × 4 MiB = 512 MiB.
+// Body bytes are counted as received; the buffers holding them add Go's append growth
+// (up to 2× for small bodies, about 1.25× for large ones).
+//
+// Not counted: the requests whose handler runs and their responses, which belong to the
+// handler until it returns, like the one request of an HTTP/1.1 connection. At most
+// MaxConcurrentStreams handlers run per connection, so slow handlers given big bodies
+// can still keep up to MaxConcurrentStreams × MaxBodySize alive: the handler's own
+// timeouts (or a lower MaxConcurrentStreams) bound that.
 //
 // # Abuse
 //

@@ -224,8 +224,9 @@ type rawClient struct {
 	eb  bytes.Buffer
 	dec *hpack.Decoder
 
-	noPingAck bool  // do not answer the server's PINGs
-	closeErr  error // how the connection ended
+	noPingAck bool                       // do not answer the server's PINGs
+	closeErr  error                      // how the connection ended
+	settings  map[http2.SettingID]uint32 // the server's first SETTINGS
 }
 
 // dialRaw connects, sends the preface and an empty SETTINGS, and reads the server's
@@ -253,9 +254,12 @@ func dialRaw(t testing.TB, addr string) *rawClient {
 	if err != nil {
 		t.Fatalf("reading server SETTINGS: %v", err)
 	}
-	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
 		t.Fatalf("first server frame %v, want SETTINGS", f)
 	}
+	r.settings = map[http2.SettingID]uint32{}
+	sf.ForeachSetting(func(s http2.Setting) error { r.settings[s.ID] = s.Val; return nil })
 	if err := r.fr.WriteSettingsAck(); err != nil {
 		t.Fatal(err)
 	}

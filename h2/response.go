@@ -265,6 +265,7 @@ func (c *conn) onTimer() {
 		ping        bool
 		pingTimeout bool
 		closeNow    bool
+		incr        int64
 	)
 	c.mu.Lock()
 	if c.dead || c.closing.Load() {
@@ -296,7 +297,8 @@ func (c *conn) onTimer() {
 	if timedOut != 0 {
 		st := c.findLocked(timedOut)
 		closeNow = c.removeLocked(st, true)
-		next = now // look again for more
+		incr = c.grantLocked() // its body no longer holds the budget: the others may go on
+		next = now             // look again for more
 	}
 	if len(c.streams) == 0 {
 		if d := c.nextIdleLocked(); d <= now && !c.goingAway {
@@ -339,6 +341,7 @@ func (c *conn) onTimer() {
 	}
 	if timedOut != 0 {
 		c.writeAnswer(timedOut, 408, bodyTimeout)
+		c.sendConnWindow(incr)
 		c.write(func() error { return c.fr.WriteRSTStream(timedOut, http2.ErrCodeNo) })
 		c.goAway(http2.ErrCodeNo, ReasonBodyTimeout)
 		if closeNow {

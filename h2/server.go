@@ -90,7 +90,8 @@ type counters struct {
 //
 // A Server is safe for concurrent use: ServeConn is called once per accepted connection,
 // from any number of goroutines. Its fields must be set before the first ServeConn and
-// not changed afterwards.
+// not changed afterwards; a Server lives as long as its listener, across config reloads,
+// and SetConfig changes the Config of the connections accepted after it.
 type Server struct {
 	// Handler is called once per complete request (after END_STREAM), concurrently across
 	// streams. ctx follows fasthttp's rules: it and every slice taken from it are valid
@@ -99,14 +100,15 @@ type Server struct {
 	// ctx.Hijack is not supported (the hijack handler is never called).
 	Handler fasthttp.RequestHandler
 
-	// Config bounds the connections; zero fields take the defaults.
+	// Config bounds the connections; zero fields take the defaults. It is the initial
+	// config: once SetConfig was called, the config SetConfig was given is used instead.
 	Config Config
 
 	// Logger is what ctx.Logger() writes to. Default: the standard logger to stderr.
 	Logger fasthttp.Logger
 
 	once     sync.Once
-	cfg      Config
+	cfg      atomic.Pointer[Config] // resolved; immutable once stored, loaded once per connection
 	logger   fasthttp.Logger
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -116,7 +118,8 @@ type Server struct {
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		s.cfg = s.Config.resolved()
+		cfg := s.Config.resolved()
+		s.cfg.Store(&cfg)
 		s.logger = s.Logger
 		if s.logger == nil {
 			s.logger = log.New(os.Stderr, "h2: ", log.LstdFlags)
@@ -134,6 +137,17 @@ func (s *Server) ServeConn(c net.Conn) error {
 	s.init()
 	cn := newConn(s, c)
 	return cn.serve()
+}
+
+// SetConfig makes the connections accepted from now on use cfg (zero fields take the
+// defaults), superseding Server.Config; connections already open keep the config they
+// started with until they end. It is how a reload changes a listener's HTTP/2 bounds
+// without a new Server (Stats and Shutdown keep covering every connection). Safe to call
+// concurrently with ServeConn and with itself: the last call wins.
+func (s *Server) SetConfig(cfg Config) {
+	s.init()
+	r := cfg.resolved()
+	s.cfg.Store(&r)
 }
 
 func (s *Server) track(c *conn, add bool) bool {

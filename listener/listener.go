@@ -37,8 +37,8 @@ import (
 
 // Spec is what one listener should be under one config. A reload passes a new Spec
 // for an address that stays: everything in it applies to new connections and new
-// requests at once, except NewHTTP1, Timeouts and H2Config, which a listener takes
-// when it is created.
+// requests at once (H2Config to new HTTP/2 connections), except NewHTTP1 and
+// Timeouts, which a listener takes when it is created.
 type Spec struct {
 	Name    string
 	Address string // "host:port" as configured: the listener's identity across reloads

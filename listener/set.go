@@ -106,7 +106,9 @@ func (p *Prepared) Commit(drain time.Duration) {
 			s.log.Info("listener started", "listener", sp.Name, "addr", l.Addr().String(), "protocols", sp.Protocols, "tls", sp.TLS != nil)
 			continue
 		}
-		s.live[k].spec.Store(sp)
+		l := s.live[k]
+		l.spec.Store(sp)
+		l.h2.SetConfig(sp.H2Config) // for connections accepted from now on
 	}
 	for addr, l := range s.live {
 		if keep[addr] {
@@ -197,15 +199,7 @@ func (s *Set) List() []Info {
 	for _, l := range s.live {
 		out = append(out, l.info())
 	}
-	slices.SortFunc(out, func(a, b Info) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

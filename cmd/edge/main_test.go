@@ -85,9 +85,14 @@ func TestCheck(t *testing.T) {
 
 // inflight starts a slow request and returns a channel with its outcome.
 func inflight(addr string) chan string {
+	return inflightVia(http.DefaultClient, "http://"+addr+"/slow")
+}
+
+// inflightVia starts GET url with c and returns a channel with "STATUS BODY" or the error.
+func inflightVia(c *http.Client, url string) chan string {
 	out := make(chan string, 1)
 	go func() {
-		resp, err := http.Get("http://" + addr + "/slow")
+		resp, err := c.Get(url)
 		if err != nil {
 			out <- "error: " + err.Error()
 			return

@@ -352,17 +352,7 @@ listener "extra" {
 	}
 
 	// SIGTERM during a long HTTP/2 request: it finishes, then edge exits 0.
-	done := make(chan string, 1)
-	go func() {
-		resp, err := e.h2Client().Get("https://" + https + "/slow")
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
+	done := inflightVia(e.h2Client(), "https://"+https+"/slow")
 	time.Sleep(200 * time.Millisecond)
 	e.Signal(t, syscall.SIGTERM)
 	if got := <-done; got != "200 o" {
