@@ -5,6 +5,7 @@
 //	go run ./bench run  [-d 5s] [-rounds 3] [-c 64] [-only pass,cells] [-out bench/results]
 //	go run ./bench load -addr 127.0.0.1:8080 -path '/item/{item}' [-rate 1000] …
 //	go run ./bench plan -users 100000000 -clicks 30 -factor 4 -peak-hours 5
+//	go run ./bench handshake -addr 127.0.0.1:8443 -path /pass/x [-c 16] [-d 5s]
 //
 // run writes bench/results/<date>.md and .json; plan reads the newest .json for the
 // per-node capacity unless -edge-capacity is given.
@@ -35,6 +36,8 @@ func main() {
 		err = cmdLoad(os.Args[2:])
 	case "plan":
 		err = cmdPlan(os.Args[2:])
+	case "handshake":
+		err = cmdHandshake(os.Args[2:])
 	case "help", "-h", "-help", "--help":
 		usage()
 		return
@@ -54,6 +57,7 @@ func usage() {
   run    the suite: every scenario against edge and nginx, report to bench/results/
   load   one load run against any HTTP server (closed loop, or open loop with -rate)
   plan   capacity plan: peak QPS from users and clicks, nodes from capacities
+  handshake  full TLS handshakes (new connection, no resumption, one GET each) against any server
 `)
 }
 

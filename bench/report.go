@@ -27,6 +27,11 @@ type ScenarioResult struct {
 	Nginx       *Side     `json:"nginx,omitempty"`
 	Ratio       float64   `json:"ratio_edge_nginx,omitempty"` // median of per-round ratios; 0: none
 	RoundRatios []float64 `json:"round_ratios,omitempty"`
+	// CPURatio is the median of the per-round ratios of requests per CPU-second of the
+	// server process (edge, or nginx master+workers); 0: unknown.
+	CPURatio       float64   `json:"cpu_ratio_edge_nginx,omitempty"`
+	CPURoundRatios []float64 `json:"cpu_round_ratios,omitempty"`
+	Notes          []string  `json:"notes,omitempty"` // what the clients and servers agreed, checks, goals
 }
 
 // Side is what one target (edge or nginx) did in a scenario, over all rounds.
@@ -42,7 +47,8 @@ type Side struct {
 	P90       float64          `json:"p90_ms"`
 	P99       float64          `json:"p99_ms"`
 	P999      float64          `json:"p99_9_ms"`
-	CPUPer1k  *float64         `json:"cpu_s_per_1k,omitempty"` // CPU seconds per 1000 answers; nil: unknown
+	CPUPer1k  *float64         `json:"cpu_s_per_1k,omitempty"`       // CPU seconds per 1000 answers; nil: unknown
+	ReqPerCPU *float64         `json:"requests_per_cpu_s,omitempty"` // answers per CPU-second of the server, all rounds; nil: unknown
 	Requests  int64            `json:"answers"`
 	Errors    int64            `json:"errors"`
 	Matched   int64            `json:"as_expected"`
@@ -83,6 +89,7 @@ func (r *Report) Markdown() string {
 			}
 		}
 	}
+	b.WriteString(cpuTable(r.Scenarios))
 	b.WriteString("\nScenarios:\n")
 	for _, sc := range r.Scenarios {
 		fmt.Fprintf(&b, "- `%s`: %s", sc.Name, sc.Desc)
@@ -90,6 +97,9 @@ func (r *Report) Markdown() string {
 			b.WriteString(" (edge only)")
 		}
 		b.WriteString(".\n")
+		for _, n := range sc.Notes {
+			fmt.Fprintf(&b, "  - %s\n", n)
+		}
 	}
 	if len(notes) > 0 {
 		b.WriteString("\nINVALID means that side's answers were wrong (or missing), so its numbers are not shown:\n")
@@ -113,7 +123,7 @@ func sideRPS(s *Side) string {
 }
 
 func sideLat(s *Side) string {
-	if s == nil || !s.Valid {
+	if s == nil || !s.Valid || (s.P50 == 0 && s.P99 == 0) {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f / %.2f", s.P50, s.P99)
@@ -176,4 +186,33 @@ func latestReport(dir string) (*Report, string, error) {
 		return nil, "", fmt.Errorf("cannot parse report %s: %w", path, err)
 	}
 	return &r, path, nil
+}
+
+// cpuTable renders requests per CPU-second of the server for the scenarios whose
+// ratio is known; "" when none is.
+func cpuTable(scs []ScenarioResult) string {
+	var b strings.Builder
+	for _, sc := range scs {
+		if sc.CPURatio <= 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\nRequests per CPU-second of the server process (answers ÷ its user+system CPU seconds, " +
+				"all rounds; edge/nginx is the median of the per-round ratios):\n\n" +
+				"| scenario | edge req/CPU-s | nginx req/CPU-s | edge/nginx | rounds |\n|---|---:|---:|---:|---|\n")
+		}
+		var rounds []string
+		for _, v := range sc.CPURoundRatios {
+			rounds = append(rounds, fmt.Sprintf("%.2f", v))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s |\n", sc.Name, perCPU(sc.Edge), perCPU(sc.Nginx), sc.CPURatio, strings.Join(rounds, " "))
+	}
+	return b.String()
+}
+
+func perCPU(s *Side) string {
+	if s == nil || !s.Valid || s.ReqPerCPU == nil {
+		return "—"
+	}
+	return thousands(*s.ReqPerCPU)
 }

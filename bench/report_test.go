@@ -88,3 +88,24 @@ func TestReportFilesFeedThePlanner(t *testing.T) {
 		t.Error("empty results dir gave a report")
 	}
 }
+
+func TestMarkdownCPUTable(t *testing.T) {
+	r := fixedReport()
+	r.Scenarios[0].CPURatio, r.Scenarios[0].CPURoundRatios = 1.25, []float64{1.2, 1.25, 1.3}
+	a, b := 40000.0, 32000.0
+	r.Scenarios[0].Edge.ReqPerCPU, r.Scenarios[0].Nginx.ReqPerCPU = &a, &b
+	r.Scenarios[0].Notes = []string{"edge agreed TLS 1.3, X25519, TLS_AES_128_GCM_SHA256"}
+	md := r.Markdown()
+	for _, want := range []string{
+		"| scenario | edge req/CPU-s | nginx req/CPU-s | edge/nginx | rounds |\n|---|---:|---:|---:|---|\n" +
+			"| pass | 40,000 | 32,000 | 1.25 | 1.20 1.25 1.30 |\n\nScenarios:",
+		"- `pass`: proxy GET.\n  - edge agreed TLS 1.3, X25519, TLS_AES_128_GCM_SHA256\n- `limit_reject`",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(fixedReport().Markdown(), "req/CPU-s") {
+		t.Error("a report without CPU ratios has a CPU table")
+	}
+}

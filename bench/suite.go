@@ -37,6 +37,9 @@ type scenario struct {
 	edgeHCL func(e *env) string
 	// setup prepares a started edge (e.g. stocks a sale); nil: nothing.
 	setup func(e *env, adminAddr string) error
+	// ext makes it a TLS scenario, measured by runExternal (tls.go); nil: plain HTTP
+	// with bench's own client.
+	ext *extScenario
 }
 
 var scenarios = []*scenario{
@@ -192,6 +195,7 @@ type env struct {
 	cellPorts [3]int
 	nginxPort int
 	redisPort int
+	tls       *tlsEnv // certificates and TLS nginx, made by the first TLS scenario
 	logf      func(string, ...any)
 
 	mu   sync.Mutex
@@ -202,7 +206,11 @@ type env struct {
 func (e *env) close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, p := range []*proc{e.edge, e.nginx, e.origin, e.redis} {
+	procs := []*proc{e.edge, e.nginx, e.origin, e.redis}
+	if e.tls != nil {
+		procs = append(procs, e.tls.nginx)
+	}
+	for _, p := range procs {
 		if p != nil {
 			p.stop(syscall.SIGTERM)
 		}
@@ -375,18 +383,23 @@ type Settings struct {
 // sideRun accumulates one side's rounds of one scenario.
 type sideRun struct {
 	rounds   []*Result
+	cpus     []float64 // CPU seconds of each round
 	cpu      float64
 	cpuKnown bool
 }
 
 func (s *sideRun) add(r *Result, cpu float64, ok bool) {
 	s.rounds = append(s.rounds, r)
+	s.cpus = append(s.cpus, cpu)
 	s.cpu += cpu
 	s.cpuKnown = ok && (s.cpuKnown || len(s.rounds) == 1)
 }
 
 // runScenario measures sc: warm-up, then rounds of edge, nginx, edge, nginx, …
 func (e *env) runScenario(sc *scenario, st Settings, prog *Progress) ScenarioResult {
+	if sc.ext != nil {
+		return e.runExternal(sc, st, prog)
+	}
 	out := ScenarioResult{Name: sc.name, Desc: sc.desc, EdgeOnly: sc.edgeOnly}
 	invalid := func(why string) ScenarioResult {
 		out.Edge = &Side{Target: "edge", Invalid: why, Expect: sc.edge.String()}
@@ -475,17 +488,31 @@ func (e *env) runScenario(sc *scenario, st Settings, prog *Progress) ScenarioRes
 	if !sc.edgeOnly {
 		out.Nginx = summarize("nginx", &nginxRun, sc.nginx, sc.share)
 		if out.Edge.Valid && out.Nginx.Valid {
-			var ratios []float64
-			for i := range edgeRun.rounds {
-				if n := nginxRun.rounds[i].RPS(); n > 0 {
-					ratios = append(ratios, edgeRun.rounds[i].RPS()/n)
-				}
-			}
-			out.RoundRatios = ratios
-			out.Ratio = median(ratios)
+			setRatios(&out, &edgeRun, &nginxRun)
 		}
 	}
 	return out
+}
+
+// setRatios fills the edge/nginx ratios of out from the rounds, each the median of
+// the per-round ratios: throughput, and requests per CPU-second of the server when
+// both sides' CPU is known.
+func setRatios(out *ScenarioResult, edge, nginx *sideRun) {
+	var ratios, cpuRatios []float64
+	for i := range min(len(edge.rounds), len(nginx.rounds)) {
+		if n := nginx.rounds[i].RPS(); n > 0 {
+			ratios = append(ratios, edge.rounds[i].RPS()/n)
+		}
+		if edge.cpuKnown && nginx.cpuKnown && edge.cpus[i] > 0 && nginx.cpus[i] > 0 && nginx.rounds[i].Requests > 0 {
+			e := float64(edge.rounds[i].Requests) / edge.cpus[i]
+			n := float64(nginx.rounds[i].Requests) / nginx.cpus[i]
+			cpuRatios = append(cpuRatios, float64(int64(e/n*1000+0.5))/1000)
+		}
+	}
+	out.RoundRatios = ratios
+	out.Ratio = median(ratios)
+	out.CPURoundRatios = cpuRatios
+	out.CPURatio = median(cpuRatios)
 }
 
 func orDefault(s, d string) string {
@@ -537,6 +564,10 @@ func summarize(target string, s *sideRun, exp Expect, share float64) *Side {
 	if s.cpuKnown && side.Requests > 0 {
 		v := float64(int64(s.cpu/float64(side.Requests)*1000*1e5+0.5)) / 1e5
 		side.CPUPer1k = &v
+		if s.cpu > 0 {
+			r := round1(float64(side.Requests) / s.cpu)
+			side.ReqPerCPU = &r
+		}
 	}
 	total := side.Requests + side.Errors
 	switch {
