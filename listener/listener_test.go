@@ -222,6 +222,26 @@ func TestReloadKeepsConnections(t *testing.T) {
 	if got := get(old, "/3"); got != "www h1 /3" { // the connection stays; requests see the new spec
 		t.Errorf("old connection after reload = %q", got)
 	}
+
+	// Sessions resume with tickets, across a reload too: the keys live in the
+	// listener's long-lived base config, not in the per-reload one.
+	cache := tls.NewLRUClientSessionCache(4)
+	resume := func() bool {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "edge.test", ClientSessionCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		get(c, "/r") // TLS 1.3 tickets arrive after the handshake
+		return c.ConnectionState().DidResume
+	}
+	if resume() || !resume() {
+		t.Error("second connection did not resume")
+	}
+	apply(t, s, tlsSpec(t, ca, spec("www", addr, "h2", "http/1.1"), 3))
+	if !resume() {
+		t.Error("a session from before the reload did not resume after it")
+	}
 }
 
 func TestPrepareFailureLeavesRunning(t *testing.T) {

@@ -189,7 +189,7 @@ func TestForwardedHeaders(t *testing.T) {
 				t.Errorf("trusted %s: upstream saw %s = %q, want %q", trusted, k, got.Peek(k), v)
 			}
 		}
-		for _, hop := range []string{"Connection", "X-Hop", "Keep-Alive", "Te", "Upgrade", "Proxy-Connection"} {
+		for _, hop := range []string{"Connection", "X-Hop", "Keep-Alive", "Te", "Upgrade", "Proxy-Connection", "Http2-Settings"} {
 			if v := got.Peek(hop); len(v) > 0 {
 				t.Errorf("upstream saw hop-by-hop %s: %q", hop, v)
 			}
@@ -204,7 +204,7 @@ func TestForwardedHeaders(t *testing.T) {
 			t.Errorf("end-to-end response header lost")
 		}
 	}
-	hop := []string{"Connection", "X-Hop, Upgrade", "X-Hop", "1", "Upgrade", "websocket", "TE", "trailers",
+	hop := []string{"Connection", "X-Hop, Upgrade", "X-Hop", "1", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA", "TE", "trailers",
 		"Keep-Alive", "timeout=1", "Proxy-Connection", "keep-alive", "X-Request-Id", "req-7"}
 	// From a trusted peer the client is the right-most untrusted address.
 	f(`["127.0.0.1/32"]`, append([]string{"X-Forwarded-For", "203.0.113.9, 198.51.100.1", "X-Forwarded-Proto", "https"}, hop...),
