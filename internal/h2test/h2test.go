@@ -19,11 +19,11 @@ import (
 // HPACK table entries after the first request, with the stream id patched in place.
 // Not safe for concurrent use.
 type Client struct {
-	c      net.Conn
-	req    []byte
-	id     uint32
-	hdr    [9]byte
-	buf    []byte
+	c   net.Conn
+	req []byte
+	id  uint32
+	hdr [9]byte
+	buf []byte
 	// First is the first byte of the last answer's header block: 0x88 is the HPACK
 	// static entry ":status: 200" (servers that index nothing for :status send it).
 	First byte
