@@ -190,3 +190,23 @@ func TestWrapOther(t *testing.T) {
 		t.Errorf("Wrap(pipe) = %T, want the pipe itself", w)
 	}
 }
+
+// CloseWrite passes a half-close on: the peer reads EOF and can still answer.
+func TestCloseWrite(t *testing.T) {
+	c, srv := pair(t)
+	if _, err := c.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(srv)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("peer read %q, %v; want \"last\" then EOF", got, err)
+	}
+	srv.Write([]byte("reply"))
+	srv.Close()
+	if got, _ := io.ReadAll(c); string(got) != "reply" {
+		t.Errorf("after CloseWrite the conn read %q, want reply", got)
+	}
+}

@@ -28,6 +28,7 @@
 package watchdog
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.stamp.Store(0)
 	return n, err
+}
+
+// Unwatch stops watching c: its reads and writes are no longer cut off. A connection
+// handed over to something with timeouts of its own (a tunnel after a hijack) is
+// unwatched first.
+func (c *Conn) Unwatch() { c.l.remove(c) }
+
+// CloseWrite shuts down the writing side of the inner connection; it fails when the
+// inner connection cannot.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // Close closes the connection and stops watching it.

@@ -218,3 +218,45 @@ func TestNoAllocs(t *testing.T) {
 		t.Errorf("%v allocs per write+read, want 0", n)
 	}
 }
+
+// An unwatched connection is no longer cut off at the idle limit, and CloseWrite
+// reaches the socket.
+func TestUnwatchAndCloseWrite(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listen(inner, Timeouts{Idle: 50 * time.Millisecond})
+	defer ln.Close()
+	peer := make(chan net.Conn, 1)
+	go func() {
+		c, _ := net.Dial("tcp", ln.Addr().String())
+		peer <- c
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := <-peer
+	defer p.Close()
+	c.(*Conn).Unwatch()
+	if ln.Watched() != 0 {
+		t.Errorf("watched = %d after Unwatch", ln.Watched())
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond) // six idle limits
+		p.Write([]byte("late"))
+		p.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "late" {
+		t.Errorf("unwatched read = %q, %v; want \"late\" then EOF", got, err)
+	}
+	if err := c.(*Conn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(p); err != nil || len(b) != 0 {
+		t.Errorf("peer after CloseWrite read %q, %v; want EOF", b, err)
+	}
+}
