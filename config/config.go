@@ -174,6 +174,13 @@ type Route struct {
 	Fallback    Answer       // fallback block: the degraded answer; default 503 JSON
 	Idempotency *Idempotency // idempotency block; nil: off
 
+	// WebSocket (websocket) lets requests with Upgrade: websocket through as tunnels:
+	// after the whole funnel and the origin's 101, bytes flow both ways
+	// (docs/streams.md). Default false: Upgrade is stripped like any hop-by-hop header.
+	WebSocket         bool
+	MaxTunnels        int           // max_tunnels: open tunnels of this route at once; beyond: 503; default 10000; 0: unbounded
+	TunnelIdleTimeout time.Duration // tunnel_idle_timeout: a tunnel with no byte either way this long is closed; default 5m
+
 	Pos hcl.Range
 }
 

@@ -35,6 +35,12 @@ func TestListenerBlocks(t *testing.T) {
 	if c.Routes[0].Match.Listener != "https" {
 		t.Errorf("route match listener = %q", c.Routes[0].Match.Listener)
 	}
+	if f := c.Routes[1]; !f.WebSocket || f.MaxTunnels != 50000 || f.TunnelIdleTimeout != 2*time.Minute {
+		t.Errorf("websocket route = %v %d %v", f.WebSocket, f.MaxTunnels, f.TunnelIdleTimeout)
+	}
+	if r := c.Routes[0]; r.WebSocket || r.MaxTunnels != 10000 || r.TunnelIdleTimeout != 5*time.Minute {
+		t.Errorf("defaults = %v %d %v", r.WebSocket, r.MaxTunnels, r.TunnelIdleTimeout)
+	}
 	if p := c.HTTPSPort(); p != "8443" {
 		t.Errorf("HTTPSPort = %q", p)
 	}

@@ -546,6 +546,13 @@ func decodeRoute(top *body, blk *hclsyntax.Block) *Route {
 	if iblk := b.block("idempotency"); iblk != nil {
 		rt.Idempotency = decodeIdempotency(b.child(iblk, what+" idempotency"))
 	}
+	b.boolean("websocket", &rt.WebSocket)
+	rt.MaxTunnels, rt.TunnelIdleTimeout = 10000, 5*time.Minute
+	b.integer("max_tunnels", &rt.MaxTunnels, 0)
+	b.duration("tunnel_idle_timeout", &rt.TunnelIdleTimeout)
+	if !rt.WebSocket && (b.has("max_tunnels") || b.has("tunnel_idle_timeout")) {
+		b.ps.add(blk.DefRange(), "%s: max_tunnels and tunnel_idle_timeout need websocket = true", what)
+	}
 	b.finish()
 	return rt
 }
@@ -748,6 +755,9 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 		}
 		if rt.Seckill && rt.Cache != nil {
 			ps.add(rt.Pos, "route %q: a seckill route cannot be cached", rt.Name)
+		}
+		if rt.WebSocket && (rt.Seckill || rt.Respond != nil) {
+			ps.add(rt.Pos, "route %q: websocket needs a route with upstream or cells", rt.Name)
 		}
 		if rt.Idempotency != nil && (rt.Seckill || rt.Respond != nil) {
 			ps.add(rt.Pos, "route %q: idempotency needs a route with upstream or cells", rt.Name)

@@ -45,6 +45,7 @@ type Proxy struct {
 	clusterState   *clusterState  // cluster.go
 	redis          *redisRegistry // Redis clients shared by features (redis.go)
 	doors          *doorState     // listener names and their counters (door.go)
+	tunnelState    *tunnelState   // WebSocket tunnel groups by route (upgrade.go)
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
@@ -59,6 +60,7 @@ func New(m *Metrics) *Proxy {
 	p.initDegrade()
 	p.initCluster()
 	p.initDoors()
+	p.initTunnels()
 	return p
 }
 
@@ -237,6 +239,10 @@ type scratch struct {
 	limit limitNote // RateLimit-* headers for the answer (limit.go)
 	guard *guard    // route of the request being forwarded: fallback of pool guards (breaker.go)
 	door  *door     // the listener the request came through (door.go)
+	// upgrade is the Upgrade token of a request a websocket route tunnels, with the
+	// route's tunnel settings; nil for every other request (upgrade.go).
+	upgrade []byte
+	tunnel  *routeTunnel
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -316,6 +322,14 @@ func (p *Proxy) serveTarget(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 	if rt.cfg.RequireToken && !p.checkToken(ctx, s, rt, client) {
 		return
 	}
+	if rt.tunnel != nil {
+		if tok := upgradeToken(&ctx.Request.Header); tok != nil {
+			sc.upgrade, sc.tunnel = tok, rt.tunnel
+			p.forwardRoute(ctx, s, rt, peer, client, sc) // send hands it to sendUpgrade
+			sc.upgrade, sc.tunnel = nil, nil
+			return
+		}
+	}
 	if rt.cache != nil {
 		p.serveCached(ctx, s, rt, peer, client, sc)
 		return
@@ -354,6 +368,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 // pool's timeout. Each attempt feeds passive health detection.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
 	p.metrics.forwarded.inc(sc.stripe)
+	if sc.upgrade != nil {
+		return p.sendUpgrade(ctx, s, pl, peer, client, sc)
+	}
 	req := &ctx.Request
 	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.door.fwdProto, sc.buf)
 	idempotent := methodBit(req.Header.Method())&idempotentMethods != 0

@@ -71,6 +71,7 @@ type route struct {
 	cells  *cellGroup   // set for kindCells
 	idem   *routeIdem   // nil without an idempotency block (idempotency.go)
 	guard  *guard       // kill switch, bulkhead, shedding (degrade.go)
+	tunnel *routeTunnel // websocket routes' tunnels (upgrade.go); nil: Upgrade is stripped
 }
 
 // methodBit is the bit of method m in a route's or an idempotency block's method set, 0
@@ -174,6 +175,7 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 		if err := p.buildGuard(s, prev, rt); err != nil {
 			return nil, err
 		}
+		p.buildTunnel(rt)
 		s.routes = append(s.routes, rt)
 	}
 	return s, nil

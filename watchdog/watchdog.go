@@ -154,11 +154,18 @@ type Conn struct {
 
 	reqStart int64 // clock at the first byte of the request being read; 0 between requests
 	slot     int   // index in l.conns, -1 once removed (guarded by l.mu)
+
+	// free is set by Unwatch: reads and writes then go straight to the inner connection
+	// and may run concurrently (a tunnel copies both ways at once).
+	free atomic.Bool
 }
 
 // Read reads like the inner connection, under the idle limit when no request has begun,
 // else under the read limit counted from the request's first byte.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.free.Load() {
+		return c.Conn.Read(p)
+	}
 	var dl int64
 	if c.reqStart == 0 {
 		if c.l.t.Idle > 0 {
@@ -183,6 +190,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Write writes like the inner connection, under the write limit. It ends the request
 // being read: the next Read waits under the idle limit.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.free.Load() {
+		return c.Conn.Write(p)
+	}
 	c.reqStart = 0
 	if c.l.t.Write <= 0 {
 		return c.Conn.Write(p)
@@ -193,10 +203,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Unwatch stops watching c: its reads and writes are no longer cut off. A connection
-// handed over to something with timeouts of its own (a tunnel after a hijack) is
-// unwatched first.
-func (c *Conn) Unwatch() { c.l.remove(c) }
+// Unwatch stops watching c: its reads and writes are no longer cut off, and from then
+// on one Read and one Write may run at once. A connection handed over to something
+// with timeouts of its own (a tunnel after a hijack) is unwatched first, by the
+// goroutine that reads and writes it.
+func (c *Conn) Unwatch() {
+	c.free.Store(true)
+	c.l.remove(c)
+}
 
 // CloseWrite shuts down the writing side of the inner connection; it fails when the
 // inner connection cannot.

@@ -201,7 +201,12 @@ func shutdown(px *proxy.Proxy, set *listener.Set, adminSrv *http.Server, log *sl
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	drained := make(chan error, 1)
-	go func() { drained <- set.Shutdown(ctx) }()
+	go func() {
+		// Listeners stop accepting and drain while open tunnels get the same time.
+		tunnels := make(chan error, 1)
+		go func() { tunnels <- px.CloseTunnels(ctx) }()
+		drained <- errors.Join(set.Shutdown(ctx), <-tunnels)
+	}()
 	if leave != nil {
 		leave()
 	}

@@ -42,3 +42,11 @@ route "public" {
   }
   upstream = "u"
 }
+
+route "feed" {
+  match { path = "/events" }
+  upstream            = "u"
+  websocket           = true
+  max_tunnels         = 50000
+  tunnel_idle_timeout = "2m"
+}
