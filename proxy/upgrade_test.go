@@ -31,7 +31,7 @@ func (o *wsOrigin) seen() []string {
 	return append([]string(nil), o.paths...)
 }
 
-func startWSOrigin(t *testing.T) *wsOrigin {
+func startWSOrigin(t testing.TB) *wsOrigin {
 	o := &wsOrigin{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
@@ -298,5 +298,32 @@ func TestCloseTunnels(t *testing.T) {
 	}
 	if n := e.px.tunnelState.groups["ws"].Active(); n != 0 {
 		t.Errorf("%d tunnels active after CloseTunnels", n)
+	}
+}
+
+// BenchmarkWebSocketEcho: round trips of a 64-byte message through edge (/edge) and
+// straight to the origin (/direct), with the same client and origin.
+func BenchmarkWebSocketEcho(b *testing.B) {
+	o := startWSOrigin(b)
+	e := startEdge(b, wsConfig(o.addr, ""))
+	msg := []byte(strings.Repeat("x", 64))
+	for _, target := range []struct{ name, url string }{{"direct", "ws://" + o.addr + "/ws/echo"}, {"edge", "ws://" + e.addr + "/ws/echo"}} {
+		b.Run(target.name, func(b *testing.B) {
+			ctx := context.Background()
+			c, _, err := websocket.Dial(ctx, target.url, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.CloseNow()
+			b.ResetTimer()
+			for range b.N {
+				if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := c.Read(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
