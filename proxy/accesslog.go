@@ -117,7 +117,7 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		}
 		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
 		b = append(b, ' ')
-		b = strconv.AppendInt(b, int64(len(resp.Body())), 10)
+		b = strconv.AppendInt(b, bodySize(resp), 10)
 		b = append(b, ' ')
 		b = strconv.AppendFloat(b, dur.Seconds(), 'f', 6, 64)
 		b = append(b, ' ')
@@ -141,7 +141,7 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		b = append(b, `","status":`...)
 		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
 		b = append(b, `,"bytes":`...)
-		b = strconv.AppendInt(b, int64(len(resp.Body())), 10)
+		b = strconv.AppendInt(b, bodySize(resp), 10)
 		b = append(b, `,"duration_ms":`...)
 		b = strconv.AppendFloat(b, float64(dur.Microseconds())/1000, 'f', 3, 64)
 		b = append(b, `,"route":"`...)
@@ -164,6 +164,15 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		lineBufs.Put(bp)
 		l.dropped.Inc()
 	}
+}
+
+// bodySize is the size of the answer's body; for a streamed one its Content-Length,
+// or 0 when not known yet (never Body(), which would read the stream into memory).
+func bodySize(resp *fasthttp.Response) int64 {
+	if resp.IsBodyStream() {
+		return int64(max(resp.Header.ContentLength(), 0))
+	}
+	return int64(len(resp.Body()))
 }
 
 // appendJSON appends s as the inside of a JSON string.

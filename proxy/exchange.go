@@ -28,7 +28,10 @@ import (
 // connection after the exchange. HEAD responses and those resp was set to skip
 // (fasthttp's server does for HEAD) have no body read. The request path is sent as
 // received.
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait time.Duration) error {
+//
+// With idle > 0 the response body may be streamed instead (stream.go): then resp holds a
+// body stream that reads from the upstream connection, each read bounded by idle.
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, idle time.Duration) error {
 	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
@@ -37,7 +40,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, wait, skipBody)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, idle, skipBody)
 		if err == nil {
 			return nil
 		}
@@ -52,7 +55,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 
 // exchangeOnce is one attempt on one connection. retry is true when the attempt failed
 // on a connection that had been used before, after which a fresh one may succeed.
-func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait time.Duration, skipBody bool) (retry bool, err error) {
+func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, idle time.Duration, skipBody bool) (retry bool, err error) {
 	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return false, err
@@ -75,7 +78,25 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 	}
 	resp.SkipBody = skipBody
 	br := hc.AcquireReader(conn)
-	err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+	if idle > 0 && !skipBody {
+		if err = readHead(resp, br); err == nil && streamable(resp) {
+			keep := !req.ConnectionClose() && !resp.ConnectionClose()
+			startStream(resp, br, conn, idle, func(reuse bool) { // owns cc and br from here
+				hc.ReleaseReader(br)
+				if reuse && keep {
+					hc.ReleaseConn(cc)
+				} else {
+					hc.CloseConn(cc)
+				}
+			})
+			return false, nil
+		}
+		if err == nil {
+			err = readBody(resp, br, hc.MaxResponseBodySize)
+		}
+	} else {
+		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+	}
 	hc.ReleaseReader(br)
 	if err != nil {
 		hc.CloseConn(cc)

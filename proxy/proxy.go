@@ -232,6 +232,15 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
+// streamIdle is the idle limit of a streamed answer from pl, 0 when the request's
+// answer must be read whole.
+func (sc *scratch) streamIdle(pl *pool) time.Duration {
+	if sc.stream {
+		return pl.timeout
+	}
+	return 0
+}
+
 // scratch is per-request working memory, pooled so the hot path does not allocate.
 type scratch struct {
 	buf   []byte
@@ -243,6 +252,8 @@ type scratch struct {
 	// route's tunnel settings; nil for every other request (upgrade.go).
 	upgrade []byte
 	tunnel  *routeTunnel
+	// stream is set while forwarding for a route that may stream large answers.
+	stream bool
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -340,12 +351,13 @@ func (p *Proxy) serveTarget(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 // forwardRoute sends the request to the route's upstream pool or cell.
 func (p *Proxy) forwardRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
 	sc.guard = rt.guard
+	sc.stream = rt.cache == nil && rt.idem == nil // nothing needs the whole body (stream.go)
 	if rt.kind == kindCells {
 		p.forwardCells(ctx, s, rt, peer, client, sc)
 	} else {
 		p.forward(ctx, s, rt.pool, peer, client, sc)
 	}
-	sc.guard = nil
+	sc.guard, sc.stream = nil, false
 }
 
 // forward sends the request to a server of pl and writes its response, or the
@@ -398,7 +410,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		err := exchange(srv.hc, req, &ctx.Response, deadline, budget)
+		err := exchange(srv.hc, req, &ctx.Response, deadline, budget, sc.streamIdle(pl))
 		f := classify(err)
 		if f == failNone {
 			o := outcomeOK

@@ -1,0 +1,172 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http/httputil"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Streamed upstream responses. A route that needs no whole body (no cache, no
+// idempotency record) hands large and open-ended answers to the client as they arrive:
+// a Content-Length over streamAbove, a chunked or close-delimited body, or
+// text/event-stream. The client's connection then reads straight from the upstream
+// connection (backpressure: a slow client slows the upstream reads, edge holds one
+// buffer), each upstream read under the pool's timeout as an idle limit, so an active
+// stream is never cut and a silent one is; chunked and close-delimited bodies go to
+// the client chunked, each chunk flushed as it comes (server-sent events, long polls).
+// Other answers are read whole as before (no allocation on that path).
+
+// streamAbove is the Content-Length above which a body is streamed rather than held.
+const streamAbove = 1 << 20
+
+var strEventStream = []byte("text/event-stream")
+
+// readHead reads the status line and headers of the final answer, skipping up to 5
+// interim (1xx other than 101) answers, as fasthttp's ReadLimitBody does.
+func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+	resp.ResetBody()
+	for n := 0; ; n++ {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		if code := resp.StatusCode(); code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+		if n >= 5 {
+			return errors.New("too many interim responses")
+		}
+	}
+}
+
+// noBody reports the statuses that never have a body.
+func noBody(resp *fasthttp.Response) bool {
+	code := resp.StatusCode()
+	return code < 200 || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified
+}
+
+// readBody reads the body after readHead, whole, as ReadLimitBody would have.
+func readBody(resp *fasthttp.Response, br *bufio.Reader, limit int) error {
+	if noBody(resp) {
+		return nil
+	}
+	if err := resp.ReadBody(br, limit); err != nil {
+		return err
+	}
+	if resp.Header.ContentLength() == -1 {
+		if err := resp.Header.ReadTrailer(br); err != nil {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// streamable reports whether the body after this head is streamed.
+func streamable(resp *fasthttp.Response) bool {
+	if noBody(resp) {
+		return false
+	}
+	cl := resp.Header.ContentLength()
+	return cl > streamAbove || cl < 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream)
+}
+
+// startStream makes resp's body a stream reading the rest of the answer from br.
+// release gives the connection back (reuse true: the body was read to its end and the
+// connection may serve again) or closes it; it is called once, when the client's
+// server closes the stream (after writing it, or on any failure).
+func startStream(resp *fasthttp.Response, br *bufio.Reader, conn net.Conn, idle time.Duration, release func(reuse bool)) {
+	b := &upstreamBody{br: br, conn: conn, idle: idle, release: release}
+	cl := resp.Header.ContentLength()
+	switch {
+	case cl >= 0:
+		b.r, b.left = br, int64(cl)
+	case cl == -1:
+		b.r, b.chunked = httputil.NewChunkedReader(br), true
+	default: // until the upstream closes: never reusable
+		b.r, b.closeDelimited = br, true
+		cl = -1
+	}
+	resp.SetBodyStream(b, cl)
+}
+
+// upstreamBody is a response body read from its upstream connection as the client
+// takes it.
+type upstreamBody struct {
+	r              io.Reader
+	br             *bufio.Reader
+	conn           net.Conn
+	idle           time.Duration
+	left           int64 // bytes of a Content-Length body still to come
+	chunked        bool
+	closeDelimited bool
+	done           bool // read to its end, cleanly
+	release        func(reuse bool)
+}
+
+var errShortBody = errors.New("upstream closed before the end of the body")
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	if !b.chunked && !b.closeDelimited {
+		if b.left == 0 {
+			b.done = true
+			return 0, io.EOF
+		}
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+	}
+	b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	switch {
+	case err == io.EOF && b.chunked:
+		err = skipTrailers(b.br)
+		if err == nil {
+			b.done, err = true, io.EOF
+		}
+	case err == io.EOF && b.closeDelimited:
+		b.done = false // the connection is gone; the body ended as it should
+	case err == io.EOF:
+		err = errShortBody
+	case err == nil && !b.chunked && !b.closeDelimited && b.left == 0:
+		b.done = true
+	}
+	return n, err
+}
+
+// Close gives the connection back (or closes it); fasthttp's server calls it once the
+// body is written or the write failed.
+func (b *upstreamBody) Close() error {
+	if b.release != nil {
+		b.release(b.done)
+		b.release = nil
+	}
+	return nil
+}
+
+var errTrailers = errors.New("upstream chunked trailers too long")
+
+// skipTrailers reads what follows the last chunk, trailer lines up to the empty line.
+func skipTrailers(br *bufio.Reader) error {
+	for range 64 {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return nil
+		}
+	}
+	return errTrailers
+}
