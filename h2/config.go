@@ -10,8 +10,9 @@ import (
 // whole life: Server.SetConfig changes the Config of the connections accepted afterwards.
 type Config struct {
 	// MaxConcurrentStreams is advertised in SETTINGS and bounds the streams of one
-	// connection that are open or whose handler still runs (a stream reset by the client
-	// counts until its handler returns). Streams beyond it get RST_STREAM(REFUSED_STREAM).
+	// connection that are open, whose handler still runs or whose body stream is still
+	// being sent (a stream reset by the client counts until its handler returns and a
+	// Read of its body stream in progress returns). Streams beyond it get RST_STREAM(REFUSED_STREAM).
 	// Default 128.
 	MaxConcurrentStreams uint32
 
@@ -60,13 +61,15 @@ type Config struct {
 	// preface and first SETTINGS. Default 10s; negative: no bound.
 	ReadTimeout time.Duration
 
-	// WriteTimeout bounds each write to the connection and the time a response waits for
-	// the peer's flow-control window; beyond it the connection is closed. Default 30s;
-	// negative: no bound.
+	// WriteTimeout bounds each write to the connection and each wait of a response for
+	// the peer's flow-control window; beyond it the connection is closed. It is not a
+	// bound on a whole response: a streamed body is sent for as long as it is read, with
+	// each piece bounded. Default 30s; negative: no bound.
 	WriteTimeout time.Duration
 
 	// IdleTimeout closes a connection without open streams for this long, after
-	// GOAWAY(NO_ERROR). Default 60s; negative: never.
+	// GOAWAY(NO_ERROR). A stream whose response is still being sent is open, however
+	// long its body stream stays quiet. Default 60s; negative: never.
 	IdleTimeout time.Duration
 
 	// PingInterval: when nothing was received for this long while streams are open, a

@@ -87,7 +87,6 @@ type stream struct {
 	// Worker-owned.
 	hdr   []byte
 	lower []byte
-	w     streamWriter
 }
 
 var streamPool = sync.Pool{New: func() any { return new(stream) }}

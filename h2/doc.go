@@ -12,14 +12,50 @@
 // HTTP/1.1. The handler runs once the request is complete (END_STREAM); its
 // ctx.Response becomes :status, the response headers lowercased minus the
 // connection-specific ones, content-length, date, and DATA frames within the peer's flow
-// control windows and frame size (none for HEAD, 1xx, 204 and 304). The ctx is then reset
-// and pooled: nothing of it is kept.
+// control windows and frame size (none for HEAD, 1xx, 204 and 304); a body stream is sent
+// as it is read (see Streamed response bodies). The ctx is then reset and pooled: nothing
+// of it is kept.
 //
 // Malformed requests (RFC 9113 §8.2, §8.3: uppercase or invalid names, connection-specific
 // fields, te other than "trailers", missing, duplicate or misplaced pseudo-headers,
 // content-length not matching the DATA) get RST_STREAM(PROTOCOL_ERROR). CONNECT is
 // answered 405 {"error":"method_not_allowed"}. h2 answers itself with 408, 413 and 431
 // JSON bodies as Config describes.
+//
+// # Streamed response bodies
+//
+// A handler may leave a body stream in ctx.Response (SetBodyStream, SetBodyStreamWriter):
+// a proxy relaying a large download or server-sent events as the upstream delivers them.
+// h2 then sends HEADERS at once, with content-length only when the size is known
+// (ctx.Response.Header.ContentLength() >= 0: SetBodyStream's size; -1 means unknown), and
+// reads the stream in pieces of at most 32 KiB into one pooled buffer, always with Read
+// (never WriteTo). Each piece is written as DATA as soon as Read returns it (with
+// SetBodyStreamWriter: when its writer flushes) and flushed
+// at once (the write lock's holder flushes when no other writer waits), so an event
+// reaches the client without waiting for more. Each piece waits for the peer's stream and
+// connection windows like any response: a slow client slows the reads from the stream
+// (backpressure) instead of growing memory, and the stream is read ahead of what the
+// client received by at most its window plus the buffer. After EOF the stream ends with
+// END_STREAM (on an empty DATA frame if needed); a known size ends it after that many
+// bytes, without reading further. A read error, or EOF before the known size, resets the
+// stream with INTERNAL_ERROR: the client must not take a truncated body for a whole one.
+//
+// WriteTimeout bounds each write and each flow-control wait, not a whole response: a
+// stream lasts as long as its reader produces, and a quiet one (server-sent events
+// between two events) is cut neither by WriteTimeout nor by IdleTimeout, which counts
+// only while a connection has no open stream; PINGs still check that the peer is alive.
+// Server.Shutdown waits for such streams until its context ends.
+//
+// The body stream is closed exactly once with ctx.Response.CloseBodyStream (its Close,
+// or CloseWithError for a fasthttp client's streamed body) however the stream ended:
+// sent whole, not sent (HEAD, 1xx, 204, 304, a stream reset before its answer), a read
+// error, a client RST_STREAM, the connection closed, cut by WriteTimeout or shut down;
+// and before the stream's slot is freed. That is where a proxy's reader gives its
+// upstream connection back, or closes it when the body was not read to the end. h2
+// cannot interrupt a Read in progress: a reset or a dead connection is noticed when that
+// Read returns, and no other Read follows; until then the stream still counts against
+// MaxConcurrentStreams and ServeConn waits for it. A reader that may block for long must
+// bound its reads itself (a read deadline on its upstream connection).
 //
 // # Concurrency shape
 //
@@ -32,7 +68,8 @@
 // mutex around a bufio.Writer, flushed when no other writer waits. One timer per
 // connection enforces ReadTimeout per stream, the flow-control stall bound
 // (WriteTimeout), IdleTimeout and PINGs. When ServeConn returns, every goroutine it
-// started has ended (handlers still running are waited for: they cannot be cancelled).
+// started has ended (handlers still running, and Reads of body streams in progress, are
+// waited for: they cannot be cancelled).
 //
 // # Memory
 //
@@ -55,7 +92,10 @@
 // (up to 2× for small bodies, about 1.25× for large ones).
 //
 // Not counted: the requests whose handler runs and their responses, which belong to the
-// handler until it returns, like the one request of an HTTP/1.1 connection. At most
+// handler until it returns, like the one request of an HTTP/1.1 connection. A response
+// body left as a stream is never buffered whole: while it is sent it costs one pooled
+// 32 KiB buffer, whatever its size (at most MaxConcurrentStreams × 32 KiB, 4 MiB with the
+// defaults, per connection). At most
 // MaxConcurrentStreams handlers run per connection, so slow handlers given big bodies
 // can still keep up to MaxConcurrentStreams × MaxBodySize alive: the handler's own
 // timeouts (or a lower MaxConcurrentStreams) bound that.

@@ -288,10 +288,11 @@ func (r *rawClient) headers(id uint32, end bool, kv ...string) {
 type event struct {
 	typ    http2.FrameType
 	stream uint32
-	code   http2.ErrCode // RST_STREAM, GOAWAY
-	last   uint32        // GOAWAY
-	status string        // HEADERS
-	data   []byte        // DATA
+	code   http2.ErrCode       // RST_STREAM, GOAWAY
+	last   uint32              // GOAWAY
+	status string              // HEADERS
+	fields []hpack.HeaderField // HEADERS
+	data   []byte              // DATA
 	end    bool
 	closed bool // the connection ended (EOF or reset)
 }
@@ -319,11 +320,11 @@ func (r *rawClient) next(timeout time.Duration) event {
 		}
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
-			ev := event{typ: f.Type, stream: f.StreamID, end: f.StreamEnded()}
 			fields, err := r.dec.DecodeFull(f.HeaderBlockFragment())
 			if err != nil {
 				r.t.Fatal(err)
 			}
+			ev := event{typ: f.Type, stream: f.StreamID, end: f.StreamEnded(), fields: fields}
 			for _, hf := range fields {
 				if hf.Name == ":status" {
 					ev.status = hf.Value

@@ -1,7 +1,8 @@
 package h2
 
 import (
-	"errors"
+	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -32,6 +33,14 @@ func (c *conn) serveStream(st *stream) {
 		c.srv.stats.handlerRuns.Add(1)
 		c.srv.Handler(&st.ctx)
 		c.respond(st)
+		// A body stream is closed here whatever happened to it (sent, not wanted for
+		// HEAD or 204, client reset, connection gone), and before the stream's slot is
+		// released: a proxy's reader gives its upstream connection back (or closes it)
+		// on Close. CloseBodyStream forgets the stream, so Reset in release does not
+		// close it again; its error changes nothing, the stream is done either way.
+		if st.ctx.Response.IsBodyStream() {
+			st.ctx.Response.CloseBodyStream()
+		}
 	}
 	c.mu.Lock()
 	closeNow := c.removeLocked(st, false)
@@ -103,7 +112,7 @@ func (c *conn) respond(st *stream) {
 		b = appendDate(b)
 	}
 	st.hdr = b
-	endOnHeaders := noBody || (!streamed && len(body) == 0)
+	endOnHeaders := noBody || (!streamed && len(body) == 0) || (streamed && resp.Header.ContentLength() == 0)
 	if endOnHeaders {
 		st.ended.Store(true)
 	}
@@ -111,34 +120,69 @@ func (c *conn) respond(st *stream) {
 		return
 	}
 	st.answered.Store(true)
-	if endOnHeaders {
-		return
+	switch {
+	case endOnHeaders:
+	case streamed:
+		c.sendStream(st, resp.BodyStream(), int64(resp.Header.ContentLength()))
+	default:
+		c.sendData(st, body, true)
 	}
-	if streamed {
-		st.w.c, st.w.st = c, st
-		if err := resp.BodyWriteTo(&st.w); err != nil {
-			if !st.reset.Load() {
+}
+
+// streamBufSize is the piece a streamed body is read in: two DATA frames of the default
+// SETTINGS_MAX_FRAME_SIZE, and the only memory a streamed response costs h2.
+const streamBufSize = 32 << 10
+
+var streamBufPool = sync.Pool{New: func() any { return new([streamBufSize]byte) }}
+
+// maxEmptyReads is how many (0, nil) reads in a row a body stream may return before it
+// is taken as broken, as bufio does (io.ErrNoProgress).
+const maxEmptyReads = 100
+
+// sendStream sends the body stream r as DATA, piece by piece as Read returns it, within
+// the peer's windows (a slow client slows the reads instead of growing memory), and ends
+// the stream after EOF or, for a known size (size >= 0), after size bytes without
+// reading further. A read error, or EOF before size bytes, resets the stream with
+// INTERNAL_ERROR so the client cannot take the truncated body for a whole one. It stops
+// without a further Read once the stream is reset or the connection goes; a Read already
+// blocked cannot be interrupted from here and is waited for. The caller closes r.
+func (c *conn) sendStream(st *stream, r io.Reader, size int64) {
+	buf := streamBufPool.Get().(*[streamBufSize]byte)
+	defer streamBufPool.Put(buf)
+	var sent int64
+	empty := 0
+	for !st.reset.Load() && !c.closing.Load() {
+		p := buf[:]
+		if size >= 0 && size-sent < int64(len(p)) {
+			p = p[:size-sent]
+		}
+		n, err := r.Read(p)
+		if n < 0 || n > len(p) {
+			n, err = 0, io.ErrShortBuffer // a broken reader; what matters is to reset
+		}
+		sent += int64(n)
+		complete := size >= 0 && sent == size // all of a known size: no further Read
+		switch {
+		case complete:
+		case err == io.EOF && size < 0:
+		case err != nil: // a read error, or EOF before the known size
+			c.resetStream(st.id, http2.ErrCodeInternal)
+			return
+		case n == 0:
+			if empty++; empty >= maxEmptyReads {
 				c.resetStream(st.id, http2.ErrCodeInternal)
+				return
 			}
+			continue
+		}
+		done := complete || err == io.EOF
+		empty = 0
+		// sendData writes the piece now, and the write lock's holder flushes it when no
+		// other writer waits: an event reaches the client as soon as it is read.
+		if !c.sendData(st, p[:n], done) || done {
 			return
 		}
 	}
-	c.sendData(st, body, true)
-}
-
-// streamWriter sends a streamed response body as DATA frames.
-type streamWriter struct {
-	c  *conn
-	st *stream
-}
-
-var errStreamGone = errors.New("h2: stream reset or connection closed")
-
-func (w *streamWriter) Write(p []byte) (int, error) {
-	if !w.c.sendData(w.st, p, false) {
-		return 0, errStreamGone
-	}
-	return len(p), nil
 }
 
 // sendData writes p as DATA frames within the peer's windows and SETTINGS_MAX_FRAME_SIZE,

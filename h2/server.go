@@ -97,7 +97,9 @@ type Server struct {
 	// streams. ctx follows fasthttp's rules: it and every slice taken from it are valid
 	// only until Handler returns. ctx.Request's protocol stays "HTTP/1.1", so a proxying
 	// handler forwards HTTP/1.1 upstream; ctx.RemoteAddr/LocalAddr are the connection's.
-	// ctx.Hijack is not supported (the hijack handler is never called).
+	// ctx.Hijack is not supported (the hijack handler is never called). A body stream
+	// left in ctx.Response (SetBodyStream) is sent as it is read and closed once done:
+	// see the package doc, Streamed response bodies.
 	Handler fasthttp.RequestHandler
 
 	// Config bounds the connections; zero fields take the defaults. It is the initial
