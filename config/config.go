@@ -174,6 +174,12 @@ type Route struct {
 	Fallback    Answer       // fallback block: the degraded answer; default 503 JSON
 	Idempotency *Idempotency // idempotency block; nil: off
 
+	// MaxBodySize (max_body_size) lets this route take request bodies larger than the
+	// top-level max_body_size, streamed to the upstream as they arrive (edge holds one
+	// buffer, not the body): a size, or "unlimited" (-1). Default 0: the top-level bound
+	// (413 beyond). Routes with an idempotency block hold bodies and cannot raise it.
+	MaxBodySize int64
+
 	// WebSocket (websocket) lets requests with Upgrade: websocket through as tunnels:
 	// after the whole funnel and the origin's 101, bytes flow both ways
 	// (docs/streams.md). Default false: Upgrade is stripped like any hop-by-hop header.

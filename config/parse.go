@@ -546,6 +546,11 @@ func decodeRoute(top *body, blk *hclsyntax.Block) *Route {
 	if iblk := b.block("idempotency"); iblk != nil {
 		rt.Idempotency = decodeIdempotency(b.child(iblk, what+" idempotency"))
 	}
+	if v, _, ok := b.value("max_body_size"); ok && v.Type() == cty.String && v.AsString() == "unlimited" {
+		rt.MaxBodySize = -1
+	} else if b.has("max_body_size") {
+		b.size("max_body_size", &rt.MaxBodySize)
+	}
 	b.boolean("websocket", &rt.WebSocket)
 	rt.MaxTunnels, rt.TunnelIdleTimeout = 10000, 5*time.Minute
 	b.integer("max_tunnels", &rt.MaxTunnels, 0)
@@ -755,6 +760,9 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 		}
 		if rt.Seckill && rt.Cache != nil {
 			ps.add(rt.Pos, "route %q: a seckill route cannot be cached", rt.Name)
+		}
+		if rt.MaxBodySize != 0 && (rt.Idempotency != nil || rt.Seckill || rt.Respond != nil) {
+			ps.add(rt.Pos, "route %q: max_body_size streams bodies to an upstream; a route with idempotency, seckill or respond holds them (the top-level max_body_size applies)", rt.Name)
 		}
 		if rt.WebSocket && (rt.Seckill || rt.Respond != nil) {
 			ps.add(rt.Pos, "route %q: websocket needs a route with upstream or cells", rt.Name)

@@ -29,9 +29,11 @@ import (
 // (fasthttp's server does for HEAD) have no body read. The request path is sent as
 // received.
 //
-// With idle > 0 the response body may be streamed instead (stream.go): then resp holds a
-// body stream that reads from the upstream connection, each read bounded by idle.
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, idle time.Duration) error {
+// Streams (stream.go, upload.go): with stream set, a large or open-ended response body
+// is handed on as a body stream reading from the upstream connection, each read bounded
+// by timeout; a request body stream (an upload over max_body_size) is written as it is
+// read, each write bounded by timeout, and never retried.
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, stream bool) error {
 	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
@@ -40,11 +42,11 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, wait, idle, skipBody)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, stream, skipBody)
 		if err == nil {
 			return nil
 		}
-		if !retry || attempt >= 2 || !fasthttpIdempotent(req) {
+		if !retry || attempt >= 2 || !fasthttpIdempotent(req) || req.IsBodyStream() {
 			return exchangeError(err)
 		}
 		if wait = time.Until(deadline); wait <= 0 {
@@ -55,7 +57,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 
 // exchangeOnce is one attempt on one connection. retry is true when the attempt failed
 // on a connection that had been used before, after which a fresh one may succeed.
-func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, idle time.Duration, skipBody bool) (retry bool, err error) {
+func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, stream, skipBody bool) (retry bool, err error) {
 	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return false, err
@@ -66,22 +68,30 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 		hc.CloseConn(cc)
 		return reused, err
 	}
+	upload, _ := req.BodyStream().(*uploadBody)
+	if upload != nil { // writes move the deadline as the body arrives; the answer gets timeout after it
+		conn.SetWriteDeadline(time.Now().Add(timeout))
+		upload.prepare(conn, timeout)
+	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
+	if upload != nil && err == nil {
+		conn.SetReadDeadline(time.Now().Add(timeout))
+	}
 	if err != nil {
 		hc.CloseConn(cc)
 		return reused, err
 	}
 	resp.SkipBody = skipBody
 	br := hc.AcquireReader(conn)
-	if idle > 0 && !skipBody {
+	if stream && !skipBody {
 		if err = readHead(resp, br); err == nil && streamable(resp) {
 			keep := !req.ConnectionClose() && !resp.ConnectionClose()
-			startStream(resp, br, conn, idle, func(reuse bool) { // owns cc and br from here
+			startStream(resp, br, conn, timeout, func(reuse bool) { // owns cc and br from here
 				hc.ReleaseReader(br)
 				if reuse && keep {
 					hc.ReleaseConn(cc)

@@ -192,16 +192,19 @@ func (p *Proxy) NewServer(cfg *config.Config) *Server {
 	return &Server{
 		timeouts: watchdog.Timeouts{Read: cfg.ReadTimeout, Idle: idle, Write: cfg.WriteTimeout},
 		Server: &fasthttp.Server{
-			Handler:                       p.Handler,
-			ErrorHandler:                  p.ErrorHandler,
-			Name:                          "edge",
-			NoDefaultServerHeader:         true,
-			NoDefaultContentType:          true,
-			ReadBufferSize:                int(cfg.MaxHeaderSize),
-			WriteBufferSize:               16 << 10,
-			MaxRequestBodySize:            int(cfg.MaxBodySize),
-			Concurrency:                   cfg.MaxConns,
-			DisablePreParseMultipartForm:  true,
+			Handler:                      p.Handler,
+			ErrorHandler:                 p.ErrorHandler,
+			Name:                         "edge",
+			NoDefaultServerHeader:        true,
+			NoDefaultContentType:         true,
+			ReadBufferSize:               int(cfg.MaxHeaderSize),
+			WriteBufferSize:              16 << 10,
+			MaxRequestBodySize:           int(cfg.MaxBodySize),
+			Concurrency:                  cfg.MaxConns,
+			DisablePreParseMultipartForm: true,
+			// Every body arrives as a stream; serve reads those up to max_body_size whole
+			// (upload.go), larger ones go on as streams to routes that take them.
+			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: false,
 			CloseOnShutdown:               true,
 		},
@@ -232,13 +235,13 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// streamIdle is the idle limit of a streamed answer from pl, 0 when the request's
-// answer must be read whole.
-func (sc *scratch) streamIdle(pl *pool) time.Duration {
-	if sc.stream {
-		return pl.timeout
+// keepBody keeps b as the body buffer of the next request unless it grew past 64 KiB:
+// a pooled scratch must not hold a large body's memory for good.
+func (sc *scratch) keepBody(b []byte) {
+	if cap(b) > 64<<10 {
+		b = nil
 	}
-	return 0
+	sc.body = b[:0]
 }
 
 // scratch is per-request working memory, pooled so the hot path does not allocate.
@@ -254,6 +257,10 @@ type scratch struct {
 	tunnel  *routeTunnel
 	// stream is set while forwarding for a route that may stream large answers.
 	stream bool
+	// bigBody is set when the request body is over max_body_size and still a stream
+	// (upload.go).
+	bigBody bool
+	body    []byte // where holdBody reads a body before the request takes a copy
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -270,6 +277,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
 	sc.door = d
+	if ctx.Request.IsBodyStream() {
+		sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
+	}
 	peer := peerAddr(ctx)
 	client := s.trusted.clientAddr(ctx, peer)
 
@@ -298,13 +308,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door = nil
+	sc.door, sc.bigBody = nil, false
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
 
 // serveRoute runs the route's stages after matching.
 func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
+	if sc.bigBody && !takeBigBody(ctx, rt) {
+		return
+	}
 	if rt.guard != nil { // kill switch, overload shedding, bulkhead (degrade.go)
 		if !p.admit(ctx, s, rt, sc) {
 			return
@@ -410,7 +423,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		err := exchange(srv.hc, req, &ctx.Response, deadline, budget, sc.streamIdle(pl))
+		err := exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream)
 		f := classify(err)
 		if f == failNone {
 			o := outcomeOK
@@ -430,7 +443,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		ctx.Response.Reset()
 		budget = time.Until(deadline)
-		if try >= maxTries || !retryable(f, idempotent) || budget <= 0 {
+		if try >= maxTries || !retryable(f, idempotent) || budget <= 0 || req.IsBodyStream() && f != failConnect {
 			failureAnswer(f).write(ctx)
 			return outcomeOf(f)
 		}
