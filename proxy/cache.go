@@ -355,7 +355,7 @@ func (p *Proxy) storable(rc *routeCache, resp *fasthttp.Response) bool {
 	if edgeFailure(resp) {
 		return false
 	}
-	if len(resp.Body()) > rc.maxEntry {
+	if resp.IsBodyStream() || len(resp.Body()) > rc.maxEntry { // a stream is larger (stream.go)
 		p.cacheState.tooLarge.Add(1)
 		return false
 	}

@@ -29,11 +29,10 @@ import (
 // (fasthttp's server does for HEAD) have no body read. The request path is sent as
 // received.
 //
-// Streams (stream.go, upload.go): with stream set, a large or open-ended response body
-// is handed on as a body stream reading from the upstream connection, each read bounded
+// Streams (stream.go, upload.go): a response body that sr lets stream is handed on as a body stream reading from the upstream connection, each read bounded
 // by timeout; a request body stream (an upload over max_body_size) is written as it is
 // read, each write bounded by timeout, and never retried.
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, stream bool) error {
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule) error {
 	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
@@ -42,7 +41,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, stream, skipBody)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, sr, skipBody)
 		if err == nil {
 			return nil
 		}
@@ -57,7 +56,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 
 // exchangeOnce is one attempt on one connection. retry is true when the attempt failed
 // on a connection that had been used before, after which a fresh one may succeed.
-func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, stream, skipBody bool) (retry bool, err error) {
+func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, skipBody bool) (retry bool, err error) {
 	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return false, err
@@ -88,8 +87,8 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 	}
 	resp.SkipBody = skipBody
 	br := hc.AcquireReader(conn)
-	if stream && !skipBody {
-		if err = readHead(resp, br); err == nil && streamable(resp) {
+	if sr.above > 0 && !skipBody {
+		if err = readHead(resp, br); err == nil && sr.streamable(resp) {
 			keep := !req.ConnectionClose() && !resp.ConnectionClose()
 			startStream(resp, br, conn, timeout, func(reuse bool) { // owns cc and br from here
 				hc.ReleaseReader(br)

@@ -255,8 +255,8 @@ type scratch struct {
 	// route's tunnel settings; nil for every other request (upgrade.go).
 	upgrade []byte
 	tunnel  *routeTunnel
-	// stream is set while forwarding for a route that may stream large answers.
-	stream bool
+	// stream says which answers may stream while forwarding (stream.go).
+	stream streamRule
 	// bigBody is set when the request body is over max_body_size and still a stream
 	// (upload.go).
 	bigBody bool
@@ -364,13 +364,13 @@ func (p *Proxy) serveTarget(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 // forwardRoute sends the request to the route's upstream pool or cell.
 func (p *Proxy) forwardRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, peer, client netip.Addr, sc *scratch) {
 	sc.guard = rt.guard
-	sc.stream = rt.cache == nil && rt.idem == nil // nothing needs the whole body (stream.go)
+	sc.stream = streamRuleOf(rt) // which answers may stream (stream.go)
 	if rt.kind == kindCells {
 		p.forwardCells(ctx, s, rt, peer, client, sc)
 	} else {
 		p.forward(ctx, s, rt.pool, peer, client, sc)
 	}
-	sc.guard, sc.stream = nil, false
+	sc.guard, sc.stream = nil, streamRule{}
 }
 
 // forward sends the request to a server of pl and writes its response, or the

@@ -12,10 +12,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Streamed upstream responses. A route that needs no whole body (no cache, no
-// idempotency record) hands large and open-ended answers to the client as they arrive:
-// a Content-Length over streamAbove, a chunked or close-delimited body, or
-// text/event-stream. The client's connection then reads straight from the upstream
+// Streamed upstream responses. A route that needs no whole body hands large and
+// open-ended answers to the client as they arrive (streamRuleOf): a Content-Length over
+// streamAbove (a cached route: over its max_entry), a chunked or close-delimited body,
+// or text/event-stream. The client's connection then reads straight from the upstream
 // connection (backpressure: a slow client slows the upstream reads, edge holds one
 // buffer), each upstream read under the pool's timeout as an idle limit, so an active
 // stream is never cut and a silent one is; chunked and close-delimited bodies go to
@@ -69,13 +69,33 @@ func readBody(resp *fasthttp.Response, br *bufio.Reader, limit int) error {
 	return nil
 }
 
-// streamable reports whether the body after this head is streamed.
-func streamable(resp *fasthttp.Response) bool {
-	if noBody(resp) {
+// streamRule says which answers a request may take as streams; the zero rule: none.
+type streamRule struct {
+	above   int64 // a Content-Length beyond this streams; 0: nothing streams
+	chunked bool  // chunked and close-delimited bodies stream too
+}
+
+// streamRuleOf is the rule of route rt: none where the body is recorded (idempotency);
+// on cached routes, what the cache would not store anyway (beyond its max_entry, and
+// event streams: those are answered X-Cache: BYPASS); elsewhere every large or
+// open-ended answer.
+func streamRuleOf(rt *route) streamRule {
+	switch {
+	case rt.idem != nil:
+		return streamRule{}
+	case rt.cache != nil:
+		return streamRule{above: int64(rt.cache.maxEntry)}
+	}
+	return streamRule{above: streamAbove, chunked: true}
+}
+
+// streamable reports whether the body after this head is streamed under r.
+func (r streamRule) streamable(resp *fasthttp.Response) bool {
+	if r.above == 0 || noBody(resp) {
 		return false
 	}
 	cl := resp.Header.ContentLength()
-	return cl > streamAbove || cl < 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream)
+	return int64(cl) > r.above || cl < 0 && r.chunked || bytes.HasPrefix(resp.Header.ContentType(), strEventStream)
 }
 
 // startStream makes resp's body a stream reading the rest of the answer from br.

@@ -238,3 +238,35 @@ func TestStreamedSmallChunked(t *testing.T) {
 		t.Errorf("%d upstream connections for three answers, want 1 (reused)", n)
 	}
 }
+
+// On a cached route an answer larger than max_entry streams through uncached
+// (X-Cache: BYPASS), also beyond max_response_size; smaller ones are cached as ever.
+func TestCacheBypassStreams(t *testing.T) {
+	var written atomic.Int64
+	big, _ := genOrigin(t, 100<<20, false, &written)
+	e := startEdge(t, fmt.Sprintf(`
+upstream "big" {
+  servers = [%q]
+  max_response_size = "1MB"
+}
+route "cached" {
+  match { path = "/" }
+  upstream = "big"
+  cache {
+    ttl       = "1m"
+    max_entry = "2MB"
+  }
+}
+`, big))
+	for i := range 2 {
+		resp, err := http.Get("http://" + e.addr + "/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || n != 100<<20 || resp.Header.Get("X-Cache") != "BYPASS" {
+			t.Errorf("GET %d: %d, %d bytes, %v, X-Cache %q; want 200, 100 MiB, BYPASS", i, resp.StatusCode, n, err, resp.Header.Get("X-Cache"))
+		}
+	}
+}
