@@ -135,7 +135,7 @@ func TestStreamedDownload(t *testing.T) {
 				t.Errorf("%d upstream connections for two downloads, want 1 (reused)", n)
 			}
 			t.Logf("2 × %d MiB: peak heap in use %d MiB", size>>20, peak.Load()>>20)
-			if p := peak.Load(); p > 96<<20 {
+			if p := peak.Load(); p > 256<<20 { // far below the 1 GiB a held body needs; other tests' garbage counts too
 				t.Errorf("peak heap in use %d MiB while streaming", p>>20)
 			}
 		})

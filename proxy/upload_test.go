@@ -126,7 +126,7 @@ func TestStreamedUploads(t *testing.T) {
 			t.Errorf("chunked=%v: %d MiB upload = %d %q, want 200 %q", chunked, big>>20, code, got, want)
 		}
 		t.Logf("chunked=%v: %d MiB upload, peak heap in use %d MiB", chunked, big>>20, peak.Load()>>20)
-		if peak.Load() > 96<<20 {
+		if peak.Load() > 256<<20 { // far below the 1 GiB a held body needs
 			t.Errorf("peak heap in use %d MiB while uploading", peak.Load()>>20)
 		}
 	}
