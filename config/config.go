@@ -84,12 +84,26 @@ type Upstream struct {
 	MaxConns         int           // max_conns: connections per server; default 512
 	KeepaliveTimeout time.Duration // keepalive_timeout: idle upstream connections are closed after; default 30s
 	MaxResponseSize  int64         // max_response_size: default 64MB (502 beyond)
+	Proto            UpstreamProtocol
 
 	HealthCheck *HealthCheck // health_check block; nil: passive detection only
 	MaxInflight int          // max_inflight: concurrent requests to this upstream; 0: unbounded
 	Breaker     *Breaker     // breaker block (edge): circuit breaker of the pool; nil: none
 
 	Pos hcl.Range
+}
+
+// UpstreamProtocol is how edge speaks to the servers of an upstream or cells block.
+type UpstreamProtocol struct {
+	// Protocol (protocol): "http1" (default), "h2c" (HTTP/2 by prior knowledge) or "h2"
+	// (HTTP/2 over TLS): gRPC upstreams need one of the HTTP/2 ones (docs/streams.md).
+	Protocol string
+	// TLSServerName (tls_server_name): with "h2", the name sent as SNI and verified;
+	// default the host of each server address.
+	TLSServerName string
+	// TLSCAFile (tls_ca_file): with "h2", PEM certificates of the CAs to trust instead of
+	// the system's (a private CA); relative to the config file.
+	TLSCAFile string
 }
 
 // HealthCheck is a health_check block of an upstream or cells block.
@@ -138,6 +152,7 @@ type Cells struct {
 	MaxConns         int           // default 512 per server
 	KeepaliveTimeout time.Duration // default 30s
 	MaxResponseSize  int64         // default 64MB
+	Proto            UpstreamProtocol
 	HealthCheck      *HealthCheck
 	Breaker          *Breaker // breaker block (edge): one circuit breaker per cell; nil: none
 

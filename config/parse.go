@@ -254,6 +254,7 @@ type poolSettings struct {
 	maxResp                     *int64
 	hc                          **HealthCheck
 	brk                         **Breaker
+	proto                       *UpstreamProtocol
 }
 
 // decodePool reads the connection settings upstream and cells blocks share.
@@ -265,6 +266,15 @@ func decodePool(b *body, s poolSettings) {
 	b.duration("keepalive_timeout", s.keepalive)
 	b.integer("max_conns", s.maxConns, 1)
 	b.size("max_response_size", s.maxResp)
+	s.proto.Protocol = "http1"
+	b.oneOf("protocol", &s.proto.Protocol, "http1", "h2c", "h2")
+	b.str("tls_server_name", &s.proto.TLSServerName)
+	if r, ok := b.str("tls_ca_file", &s.proto.TLSCAFile); ok {
+		s.proto.TLSCAFile = besideConfig(r.Filename, s.proto.TLSCAFile)
+	}
+	if s.proto.Protocol != "h2" && (s.proto.TLSServerName != "" || s.proto.TLSCAFile != "") {
+		b.ps.add(b.rangeOf("protocol"), "tls_server_name and tls_ca_file need protocol = \"h2\"")
+	}
 	if blk := b.block("health_check"); blk != nil {
 		hb := b.child(blk, "health_check")
 		hc := &HealthCheck{Path: "/healthz", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
@@ -358,7 +368,7 @@ func decodeUpstream(top *body, blk *hclsyntax.Block) *Upstream {
 	u := &Upstream{Name: blk.Labels[0], Pos: blk.DefRange()}
 	b := top.child(blk, fmt.Sprintf("upstream %q", u.Name))
 	u.Servers = decodeServers(b, fmt.Sprintf("upstream %q", u.Name))
-	decodePool(b, poolSettings{&u.Timeout, &u.ConnectTimeout, &u.KeepaliveTimeout, &u.MaxConns, &u.MaxResponseSize, &u.HealthCheck, &u.Breaker})
+	decodePool(b, poolSettings{&u.Timeout, &u.ConnectTimeout, &u.KeepaliveTimeout, &u.MaxConns, &u.MaxResponseSize, &u.HealthCheck, &u.Breaker, &u.Proto})
 	b.integer("max_inflight", &u.MaxInflight, 0)
 	b.finish()
 	return u
@@ -371,7 +381,7 @@ func decodeCells(top *body, blk *hclsyntax.Block) *Cells {
 	cs.Key = b.key("key", true)
 	b.str("missing_key", &cs.MissingKey)
 	b.boolean("spill", &cs.Spill)
-	decodePool(b, poolSettings{&cs.Timeout, &cs.ConnectTimeout, &cs.KeepaliveTimeout, &cs.MaxConns, &cs.MaxResponseSize, &cs.HealthCheck, &cs.Breaker})
+	decodePool(b, poolSettings{&cs.Timeout, &cs.ConnectTimeout, &cs.KeepaliveTimeout, &cs.MaxConns, &cs.MaxResponseSize, &cs.HealthCheck, &cs.Breaker, &cs.Proto})
 	seen := map[string]bool{}
 	for _, cb := range b.blocks("cell", 1) {
 		c := &Cell{Name: cb.Labels[0], Weight: 1, Pos: cb.DefRange()}

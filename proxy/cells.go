@@ -92,7 +92,11 @@ func (p *Proxy) buildCellGroup(s *Snapshot, prev *Snapshot, cc *config.Cells) (*
 			strict: true, unavailable: errCellUnavailable, retries: cst.retries.WithLabelValues(cc.Name + "/" + c.Name)}
 		for _, addr := range c.Servers {
 			ps := poolSettings{addr: addr, connectTimeout: cc.ConnectTimeout, timeout: cc.Timeout,
-				maxConns: cc.MaxConns, keepalive: cc.KeepaliveTimeout, maxResponseSize: cc.MaxResponseSize}
+				maxConns: cc.MaxConns, keepalive: cc.KeepaliveTimeout, maxResponseSize: cc.MaxResponseSize,
+				protocol: cc.Proto.Protocol, serverName: cc.Proto.TLSServerName, caFile: cc.Proto.TLSCAFile}
+			if err := checkH2Settings(fmt.Sprintf("cells %q", cc.Name), ps); err != nil {
+				return nil, err
+			}
 			pl.settings = append(pl.settings, ps)
 			pl.servers = append(pl.servers, s.reg.acquire(ps))
 			s.held = append(s.held, ps)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/h2up"
 	"github.com/edge-gw/edge/rawsock"
 	"github.com/edge-gw/edge/watchdog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -297,6 +298,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 			p.limitHeaders(ctx, sc)
 		}
 	}
+	if proto == ProtoH2 && h2up.IsGRPC(&ctx.Request.Header) { // gRPC needs HTTP/2
+		grpcAnswer(ctx)
+	}
 	if d.hsts != nil {
 		ctx.Response.Header.SetCanonical(hdrHSTS, d.hsts)
 	}
@@ -423,8 +427,12 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		}
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
-		err := exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream)
-		f := classify(err)
+		var f failure
+		if srv.h2 != nil { // HTTP/2 upstream (grpc.go)
+			f = classifyH2(exchangeH2(srv.h2, req, &ctx.Response, budget))
+		} else {
+			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream))
+		}
 		if f == failNone {
 			o := outcomeOK
 			if ctx.Response.StatusCode() >= 500 {

@@ -118,7 +118,11 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 		p := &pool{name: u.Name, timeout: u.Timeout, errs: m.upstream(u.Name)}
 		for _, addr := range u.Servers {
 			ps := poolSettings{addr: addr, connectTimeout: u.ConnectTimeout, timeout: u.Timeout,
-				maxConns: u.MaxConns, keepalive: u.KeepaliveTimeout, maxResponseSize: u.MaxResponseSize}
+				maxConns: u.MaxConns, keepalive: u.KeepaliveTimeout, maxResponseSize: u.MaxResponseSize,
+				protocol: u.Proto.Protocol, serverName: u.Proto.TLSServerName, caFile: u.Proto.TLSCAFile}
+			if err := checkH2Settings(fmt.Sprintf("upstream %q", u.Name), ps); err != nil {
+				return nil, err
+			}
 			p.settings = append(p.settings, ps)
 			p.servers = append(p.servers, reg.acquire(ps))
 			s.held = append(s.held, ps)

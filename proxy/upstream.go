@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-gw/edge/h2up"
 	"github.com/edge-gw/edge/rawsock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -22,6 +23,8 @@ type poolSettings struct {
 	maxConns        int
 	keepalive       time.Duration
 	maxResponseSize int64
+	// protocol is "http1", "h2c" or "h2" (grpc.go), with the TLS settings of "h2".
+	protocol, serverName, caFile string
 }
 
 // server is one upstream address with its keep-alive pool. It outlives snapshots:
@@ -29,8 +32,9 @@ type poolSettings struct {
 type server struct {
 	addr   string
 	hc     *fasthttp.HostClient
-	health *health // shared by every server of this address
-	refs   int     // snapshots using it; guarded by registry.mu
+	h2     *h2up.Client // set instead of hc's use for protocol "h2c" and "h2" (grpc.go)
+	health *health      // shared by every server of this address
+	refs   int          // snapshots using it; guarded by registry.mu
 }
 
 // health is what edge believes about one upstream address: the verdict of active
@@ -124,6 +128,9 @@ func (r *registry) acquire(s poolSettings) *server {
 		}
 		h.refs++
 		srv = &server{addr: s.addr, hc: newHostClient(s), health: h}
+		if s.protocol == "h2c" || s.protocol == "h2" {
+			srv.h2 = newH2Client(s)
+		}
 		r.servers[s] = srv
 	}
 	srv.refs++
@@ -141,6 +148,9 @@ func (r *registry) release(s poolSettings) {
 	if srv.refs--; srv.refs <= 0 {
 		delete(r.servers, s)
 		srv.hc.CloseIdleConnections()
+		if srv.h2 != nil {
+			srv.h2.Close()
+		}
 		if srv.health.refs--; srv.health.refs <= 0 {
 			delete(r.health, s.addr)
 		}

@@ -13,7 +13,7 @@ const module = "github.com/edge-gw/edge"
 var allowed = map[string][]string{
 	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2"},
 	"listener":        {"h2", "rawsock", "tlsstore", "watchdog"},
-	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel"},
+	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up"},
 	"bench":           {},
 	"internal/layout": {},
 }

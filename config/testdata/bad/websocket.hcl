@@ -20,3 +20,9 @@ route "bad-values" {
   max_tunnels         = -1
   tunnel_idle_timeout = "forever"
 }
+
+upstream "plain-tls" {
+  servers         = ["127.0.0.1:9001"]
+  protocol        = "h3"
+  tls_server_name = "x"
+}

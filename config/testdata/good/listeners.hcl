@@ -50,3 +50,9 @@ route "feed" {
   max_tunnels         = 50000
   tunnel_idle_timeout = "2m"
 }
+
+upstream "grpc-api" {
+  servers         = ["127.0.0.1:9301"]
+  protocol        = "h2"
+  tls_server_name = "api.internal"
+}

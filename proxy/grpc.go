@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/edge-gw/edge/h2up"
+	"github.com/valyala/fasthttp"
+)
+
+// Upstreams spoken to over HTTP/2 (protocol = "h2c" | "h2"), for gRPC. Their servers
+// carry an h2up.Client instead of a fasthttp pool; send hands such exchanges to
+// exchangeH2. The answer streams back as it comes, trailers included. edge's own answers
+// to a gRPC request (a limit, a ban, an unreachable upstream) become gRPC answers:
+// HTTP 200 with grpc-status and grpc-message (grpcAnswer).
+
+// newH2Client makes the HTTP/2 client of one upstream server.
+func newH2Client(s poolSettings) *h2up.Client {
+	o := h2up.Options{Addr: s.addr, TLS: s.protocol == "h2", ServerName: s.serverName,
+		ConnectTimeout: s.connectTimeout, MaxConns: s.maxConns, IdleConnTimeout: s.keepalive}
+	if s.caFile != "" {
+		o.RootCAs, _ = loadCAs(s.caFile) // checked by build (checkH2Settings) before
+	}
+	if o.ServerName == "" {
+		o.ServerName, _, _ = net.SplitHostPort(s.addr)
+	}
+	return h2up.New(o)
+}
+
+// loadCAs reads a PEM file of CA certificates.
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls_ca_file %q holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// checkH2Settings reports a tls_ca_file that cannot be used, naming the block.
+func checkH2Settings(what string, s poolSettings) error {
+	if s.caFile == "" {
+		return nil
+	}
+	if _, err := loadCAs(s.caFile); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// exchangeH2 sends req over HTTP/2 and returns once the answer's headers are in resp;
+// its body streams afterwards. timeout bounds the wait for those headers unless the
+// request carries its own deadline (grpc-timeout, which h2up honours).
+//
+// The context given to h2up is cancelled only by the timer or a failure: the exchange
+// goes on streaming after this returns, and h2up ends the context it derives from this
+// one when the exchange ends, so nothing is left to release here.
+func exchangeH2(c *h2up.Client, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	var hd headerDeadline
+	hd.ctx, hd.cancel = context.WithCancel(context.Background())
+	var t *time.Timer
+	if len(req.Header.Peek("Grpc-Timeout")) == 0 {
+		t = time.AfterFunc(timeout, hd.cancel)
+	}
+	_, err := c.Do(hd.ctx, req, resp)
+	if t != nil && !t.Stop() && err == nil {
+		err = h2up.ErrTimeout // the headers came just as the timer fired
+	}
+	if err != nil {
+		hd.cancel()
+	}
+	return err
+}
+
+// headerDeadline is the context of one HTTP/2 exchange and what cancels it.
+type headerDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// classifyH2 maps an h2up error to edge's failure kinds.
+func classifyH2(err error) failure {
+	switch h2up.Classify(err) {
+	case "":
+		return failNone
+	case "connect":
+		return failConnect
+	case "timeout":
+		return failTimeout
+	}
+	return failBroken
+}
+
+var strGRPC = []byte("application/grpc")
+
+// grpcAnswer turns edge's own answer to a gRPC request into a gRPC one. An answer that
+// is gRPC already (from the upstream) is left alone.
+func grpcAnswer(ctx *fasthttp.RequestCtx) {
+	resp := &ctx.Response
+	if bytes.HasPrefix(resp.Header.ContentType(), strGRPC) {
+		return
+	}
+	code := h2up.Unknown
+	switch status := resp.StatusCode(); {
+	case status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusRequestEntityTooLarge ||
+		status == fasthttp.StatusRequestHeaderFieldsTooLarge:
+		code = h2up.ResourceExhausted
+	case status == fasthttp.StatusForbidden:
+		code = h2up.PermissionDenied
+	case status == fasthttp.StatusUnauthorized:
+		code = h2up.Unauthenticated
+	case status == fasthttp.StatusNotFound:
+		code = h2up.Unimplemented
+	case status == fasthttp.StatusBadGateway || status == fasthttp.StatusServiceUnavailable:
+		code = h2up.Unavailable
+	case status == fasthttp.StatusGatewayTimeout || status == fasthttp.StatusRequestTimeout:
+		code = h2up.DeadlineExceeded
+	case status == fasthttp.StatusConflict || status == fasthttp.StatusGone:
+		code = h2up.FailedPrecondition
+	case status == fasthttp.StatusBadRequest || status == fasthttp.StatusUnprocessableEntity:
+		code = h2up.InvalidArgument
+	case status < 300:
+		code = h2up.Internal // a non-gRPC success answer to a gRPC call
+	}
+	msg := errorCode(resp.Body())
+	if msg == "" {
+		msg = fasthttp.StatusMessage(resp.StatusCode())
+	}
+	h2up.WriteStatus(resp, code, msg)
+}
+
+// errorCode returns the code of an edge error body {"error":"code",…}, or "".
+func errorCode(body []byte) string {
+	const key = `{"error":"`
+	if !bytes.HasPrefix(body, []byte(key)) {
+		return ""
+	}
+	rest := body[len(key):]
+	if i := bytes.IndexByte(rest, '"'); i > 0 {
+		return string(rest[:i])
+	}
+	return ""
+}
