@@ -774,6 +774,13 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 		if rt.MaxBodySize != 0 && (rt.Idempotency != nil || rt.Seckill || rt.Respond != nil) {
 			ps.add(rt.Pos, "route %q: max_body_size streams bodies to an upstream; a route with idempotency, seckill or respond holds them (the top-level max_body_size applies)", rt.Name)
 		}
+		if rt.Idempotency != nil && rt.Upstream != "" {
+			for _, u := range c.Upstreams {
+				if u.Name == rt.Upstream && u.Proto.Protocol != "http1" {
+					ps.add(rt.Pos, "route %q: idempotency records answers whole; upstream %q speaks %s, whose answers stream", rt.Name, u.Name, u.Proto.Protocol)
+				}
+			}
+		}
 		if rt.WebSocket && (rt.Seckill || rt.Respond != nil) {
 			ps.add(rt.Pos, "route %q: websocket needs a route with upstream or cells", rt.Name)
 		}

@@ -26,3 +26,13 @@ upstream "plain-tls" {
   protocol        = "h3"
   tls_server_name = "x"
 }
+
+upstream "g" {
+  servers  = ["127.0.0.1:9301"]
+  protocol = "h2c"
+}
+
+route "idem-g" {
+  upstream = "g"
+  idempotency {}
+}
