@@ -3,6 +3,8 @@ package h2
 import (
 	"math"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Config bounds one listener's HTTP/2 connections. Zero fields take the defaults. A
@@ -12,8 +14,9 @@ type Config struct {
 	// MaxConcurrentStreams is advertised in SETTINGS and bounds the streams of one
 	// connection that are open, whose handler still runs or whose body stream is still
 	// being sent (a stream reset by the client counts until its handler returns and a
-	// Read of its body stream in progress returns). Streams beyond it get RST_STREAM(REFUSED_STREAM).
-	// Default 128.
+	// Read of its body stream in progress returns); a streamed request body
+	// (StreamRequest) holds its stream's slot until the answer is done too.
+	// Streams beyond it get RST_STREAM(REFUSED_STREAM). Default 128.
 	MaxConcurrentStreams uint32
 
 	// MaxHeaderListSize is the RFC 9113 header list size (name+value+32 per field) a
@@ -36,7 +39,8 @@ type Config struct {
 
 	// MaxBodySize bounds a request body (edge's max_body_size). A larger body (declared
 	// by content-length or received) is answered 413 {"error":"body_too_large"} and the
-	// stream is reset. Bodies are buffered whole before the handler runs. Default 4 MiB.
+	// stream is reset. Bodies are buffered whole before the handler runs, except the
+	// streamed ones (StreamRequest), which it does not bound. Default 4 MiB.
 	MaxBodySize int64
 
 	// MaxConnBodyBuffer bounds the request-body bytes one connection buffers for streams
@@ -57,7 +61,11 @@ type Config struct {
 
 	// ReadTimeout bounds the time from a stream's HEADERS to its END_STREAM. A stream over
 	// it is answered 408 {"error":"request_timeout"}, then the connection gets GOAWAY and
-	// is closed once its other streams finish. It also bounds the arrival of the client
+	// is closed once its other streams finish. For a streamed request body
+	// (StreamRequest) it bounds instead each wait for the next DATA frame (from HEADERS,
+	// then from each DATA to the next, until END_STREAM): a body that long sends
+	// nothing fails its Read with ErrBodyTimeout and the stream is reset with CANCEL,
+	// without GOAWAY; a long body that keeps coming is never cut. It also bounds the arrival of the client
 	// preface and first SETTINGS. Default 10s; negative: no bound.
 	ReadTimeout time.Duration
 
@@ -79,6 +87,21 @@ type Config struct {
 	// PingTimeout closes the connection when a PING we sent is not acknowledged within it.
 	// Default 15s.
 	PingTimeout time.Duration
+
+	// StreamRequest says which requests have their body streamed to the handler instead
+	// of buffered whole: it is called on the connection's reader with the request's
+	// headers (pseudo-headers applied, valid only during the call) once they arrived
+	// without END_STREAM. When it returns true the handler runs at once, with
+	// ctx.Request's body stream (SetBodyStream, size content-length or -1) yielding the
+	// DATA as it arrives, io.EOF at END_STREAM, or an error (ErrBodyReset,
+	// ErrBodyTimeout, ErrBodyConnClosed, ErrBodyClosed) when the stream or the connection
+	// ends first. The body may still be read after the handler returned, by whatever
+	// ties it to the response (a proxy's upstream exchange, whose body stream is the
+	// response's): full duplex. MaxBodySize does not apply to it; ReadTimeout becomes an
+	// idle limit between DATA frames. See the package doc, Streamed request bodies.
+	// nil: never (every body is buffered). It is called for every request with a body:
+	// it must be quick and must not keep h.
+	StreamRequest func(h *fasthttp.RequestHeader) bool
 
 	// MaxControlFrames is the per-connection budget of "glitches": a client RST_STREAM on
 	// a stream not yet answered, a refused stream, an empty DATA frame without END_STREAM,

@@ -78,7 +78,8 @@ type stream struct {
 	state    stState
 	deadline int64 // stOpen: when ReadTimeout ends; 0: none
 	sendWin  int64
-	blocked  int64 // when the worker began waiting for send window; 0: not waiting
+	blocked  int64    // when the worker began waiting for send window; 0: not waiting
+	body     *reqBody // a streamed request body (Config.StreamRequest), until the worker ends the stream
 
 	reset    atomic.Bool // the answer is not wanted: client reset, or the connection is going
 	answered atomic.Bool // response HEADERS written
@@ -87,6 +88,7 @@ type stream struct {
 	// Worker-owned.
 	hdr   []byte
 	lower []byte
+	sent  []byte // a streamed response: the names its header block carried, each ended by a 0
 }
 
 var streamPool = sync.Pool{New: func() any { return new(stream) }}
@@ -284,7 +286,7 @@ func (c *conn) teardown() {
 	c.mu.Lock()
 	c.dead = true
 	for _, st := range c.streams {
-		st.reset.Store(true)
+		c.abortLocked(st, ErrBodyConnClosed)
 	}
 	c.cond.Broadcast()
 	if c.timer != nil {
@@ -561,11 +563,12 @@ func (c *conn) onRSTStream(fh http2.FrameHeader) *goErr {
 		c.mu.Unlock()
 		return nil
 	}
-	st.reset.Store(true)
-	c.cond.Broadcast()
+	c.abortLocked(st, ErrBodyReset)
 	owned := st.state == stOpen
 	answered := st.answered.Load()
+	incr := c.grantLocked() // what a streamed body held unread is dropped
 	c.mu.Unlock()
+	c.sendConnWindow(incr)
 	if owned {
 		c.dropStream(st, false)
 	}
@@ -649,8 +652,22 @@ func (c *conn) onData(fh http2.FrameHeader) *goErr {
 		return errFlow
 	}
 	c.recvWin -= n
-	c.recvUnacked += n
 	st := c.findLocked(id)
+	if st != nil && st.body != nil {
+		// A streamed body: its connection window comes back as it is read.
+		code, reset := c.bodyData(st, n, data, end)
+		incr := c.grantLocked()
+		c.mu.Unlock()
+		c.sendConnWindow(incr)
+		if reset {
+			c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+		}
+		if len(data) == 0 && !end {
+			return c.glitch(errControlFlood)
+		}
+		return nil
+	}
+	c.recvUnacked += n
 	var byUs, open bool
 	if st == nil {
 		byUs = c.closedByUsLocked(id)
@@ -764,23 +781,36 @@ func (c *conn) onHeaders(fh http2.FrameHeader) *goErr {
 	*h = hdrState{id: id, end: end}
 
 	if id <= c.maxID {
-		closed := false
+		closed, byUs := false, false
 		c.mu.Lock()
 		st := c.findLocked(id)
-		if st != nil && st.ended.Load() {
+		// A streamed body still expecting data may end with trailers, even once the
+		// answer was sent in full.
+		streamed := st != nil && st.body != nil && !st.body.eof
+		if st != nil && st.ended.Load() && !streamed {
 			st = nil // answered in full; the worker has yet to take it off the list
 			closed = true
 		}
-		closed = closed || (st == nil && c.closedLocked(id))
+		if st == nil && !closed {
+			closed, byUs = c.closedLocked(id), c.closedByUsLocked(id)
+		}
 		open := st != nil && st.state == stOpen
 		c.mu.Unlock()
 		switch {
+		case st == nil && byUs:
+			// We reset it: what the client sent before seeing that is ignored (RFC 9113
+			// §5.4.2), decoded only to keep the HPACK state.
+			h.kind = hkIgnore
 		case st == nil && closed:
 			return errStreamClosed
 		case st == nil:
 			return errProtocol
 		case open:
 			h.kind, h.st = hkTrailers, st
+		case streamed:
+			// Owned by its worker: h.st stays nil, the block is checked, then the
+			// stream is looked up again by id (bodyTrailers).
+			h.kind, h.streamed = hkTrailers, true
 		default:
 			h.kind, h.rst = hkIgnore, http2.ErrCodeStreamClosed
 			h.hasRST = true
@@ -866,6 +896,7 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	st.sendWin = c.peerInit
 	st.blocked = 0
 	st.deadline = 0
+	st.body = nil
 	now := monoNow()
 	if rt := c.cfg.ReadTimeout; rt > 0 {
 		st.deadline = now + int64(rt)
@@ -958,11 +989,13 @@ func (c *conn) rejectStream(st *stream, code http2.ErrCode) {
 // resetStream sends RST_STREAM; a stream with a running handler has its answer discarded.
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.mu.Lock()
+	var incr int64
 	if st := c.findLocked(id); st != nil && st.state == stRunning {
-		st.reset.Store(true)
-		c.cond.Broadcast()
+		c.abortLocked(st, ErrBodyReset)
+		incr = c.grantLocked()
 	}
 	c.mu.Unlock()
+	c.sendConnWindow(incr)
 	c.write(func() error { return c.fr.WriteRSTStream(id, code) })
 }
 
@@ -995,13 +1028,18 @@ func (c *conn) endOfRequest(st *stream) {
 	st.held = 0
 	incr := c.grantLocked()
 	c.mu.Unlock()
+	c.dispatch(st)
+	c.sendConnWindow(incr)
+}
+
+// dispatch hands a stream whose handler is to run to an idle worker, or to a new one.
+func (c *conn) dispatch(st *stream) {
 	select {
 	case c.work <- st:
 	default:
 		c.wg.Add(1)
 		go c.worker(st)
 	}
-	c.sendConnWindow(incr)
 }
 
 // release resets st and puts it back in the pool.
@@ -1015,6 +1053,9 @@ func release(st *stream) {
 	st.ctx.Response.Reset()
 	if cap(st.cookie) > bigBody {
 		st.cookie = nil
+	}
+	if cap(st.sent) > bigBody {
+		st.sent = nil
 	}
 	streamPool.Put(st)
 }
@@ -1072,7 +1113,7 @@ func (c *conn) beginClose(err error) {
 	c.closing.Store(true)
 	c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
 	for _, st := range c.streams {
-		st.reset.Store(true)
+		c.abortLocked(st, ErrBodyConnClosed)
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
@@ -1098,7 +1139,7 @@ func (c *conn) closeNow(err error) {
 	}
 	c.closing.Store(true)
 	for _, st := range c.streams {
-		st.reset.Store(true)
+		c.abortLocked(st, ErrBodyConnClosed)
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()

@@ -7,14 +7,16 @@
 // Each stream becomes a pooled *fasthttp.RequestCtx set up with Init2 (fresh ConnID and
 // Time, RemoteAddr/LocalAddr of the real connection): :method, :path and :authority (or
 // host) become the method, RequestURI and Host; regular fields are added as headers
-// (cookie crumbs joined with "; "); the body is the DATA received, buffered whole up to
-// Config.MaxBodySize. The protocol stays "HTTP/1.1", so a proxying handler forwards
-// HTTP/1.1. The handler runs once the request is complete (END_STREAM); its
-// ctx.Response becomes :status, the response headers lowercased minus the
-// connection-specific ones, content-length, date, and DATA frames within the peer's flow
-// control windows and frame size (none for HEAD, 1xx, 204 and 304); a body stream is sent
-// as it is read (see Streamed response bodies). The ctx is then reset and pooled: nothing
-// of it is kept.
+// (cookie crumbs joined with "; "; te: trailers kept, as gRPC needs it upstream); the body is the DATA received, buffered whole up to
+// Config.MaxBodySize, or streamed to the handler as it arrives when
+// Config.StreamRequest says so (see Streamed request bodies). The protocol stays
+// "HTTP/1.1", so a proxying handler forwards HTTP/1.1. The handler runs once the request
+// is complete (END_STREAM), or at once for a streamed one; its ctx.Response becomes
+// :status, the response headers lowercased minus the connection-specific ones,
+// content-length, date, and DATA frames within the peer's flow control windows and frame
+// size (none for HEAD, 1xx, 204 and 304), then the trailers if it declared any (see
+// Trailers); a body stream is sent as it is read (see Streamed response bodies). The ctx
+// is then reset and pooled: nothing of it is kept.
 //
 // Malformed requests (RFC 9113 §8.2, §8.3: uppercase or invalid names, connection-specific
 // fields, te other than "trailers", missing, duplicate or misplaced pseudo-headers,
@@ -57,13 +59,71 @@
 // MaxConcurrentStreams and ServeConn waits for it. A reader that may block for long must
 // bound its reads itself (a read deadline on its upstream connection).
 //
+// # Trailers
+//
+// Trailer names declared in ctx.Response with AddTrailer (as h2up does for a gRPC
+// answer, and fasthttp's client for an HTTP/1.1 upstream's) are sent after the body as a
+// HEADERS frame with END_STREAM, instead of END_STREAM on the last DATA frame: the values
+// set under those names, lowercase, without pseudo-headers and connection-specific names,
+// exactly those fasthttp's HTTP/1.1 server would write after a chunked body
+// (ResponseHeader.TrailerHeader). For a buffered body they are read when the handler
+// returns; for a body stream, once its Read returned io.EOF, since that is when a proxy's
+// reader learns them from upstream. A declared name without a value sends nothing (the
+// stream then ends on DATA). The Trailer header that announces them in HTTP/1.1 is not
+// sent: HTTP/2 needs no announcement, and it would only repeat names. An answer with an
+// empty body and no declared trailer, such as gRPC's Trailers-Only (grpc-status among the
+// headers), stays one HEADERS frame with END_STREAM. A value fasthttp moved into its
+// trailer section from the header block already sent (it does so when a name is
+// announced after being set as a header) is not sent twice. HEAD, 1xx, 204 and 304
+// answers carry no trailers.
+//
+// # Streamed request bodies
+//
+// Config.StreamRequest picks the requests whose body is not buffered (edge: gRPC calls,
+// h2up.IsGRPC). For those the handler runs as soon as the HEADERS arrive, with
+// ctx.Request.SetBodyStream(r, content-length or -1); r yields the DATA as it arrives,
+// io.EOF at END_STREAM, and ErrBodyReset (the client reset the stream, or h2 did: more
+// or less data than content-length, flow control broken, the answer failed),
+// ErrBodyTimeout, ErrBodyConnClosed or ErrBodyClosed otherwise; r is an io.Closer, whose
+// Close wakes a Read blocked in it (h2up closes it when its exchange ends). MaxBodySize
+// does not apply: the handler reads as much as it wants. Request trailers are accepted
+// (they end the body like END_STREAM) and dropped, as for buffered bodies.
+//
+// The reader outlives the handler: a proxy's handler returns once the upstream's
+// response headers arrived (h2up.Do), and the request body goes on streaming up while
+// the response streams down, both on the same stream: full duplex, as a bidirectional
+// gRPC call needs (the client sends a message, waits for the answer, sends the next).
+// Whatever reads the body after the handler returned must be tied to the response's body
+// stream and let go of the request when that stream is closed (h2up's Exchange does).
+//
+// Flow control follows the reads: the stream's and the connection's windows are
+// returned as the body is read, not as it arrives, so a handler (or upstream) that reads
+// slowly paces the client, and a stream holds at most one stream window
+// (InitialWindowSize) of unread data. ReadTimeout becomes an idle limit: it bounds each
+// wait for the next DATA frame (from HEADERS, then between frames, until END_STREAM),
+// so a long body that keeps coming is never cut; a body quiet for longer fails its Read
+// with ErrBodyTimeout and the stream is reset with CANCEL (no GOAWAY: the client broke
+// no rule). A client that keeps a stream open without sending (a watch call waiting on
+// the server) is cut by it too: ReadTimeout must then exceed the longest such silence.
+//
+// The stream is done when its answer is: once the response's END_STREAM is written, a
+// request body that has not ended is abandoned with RST_STREAM(NO_ERROR) (RFC 9113
+// §8.1), what it held unread is dropped and its window returned, DATA still in flight is
+// dropped quietly, and Read returns ErrBodyClosed. Until then the stream holds its
+// MaxConcurrentStreams slot. The body reader is allocated per streamed request and
+// refers to the connection only, never to the pooled stream and ctx, so a Read that
+// comes too late cannot touch a request that reuses them. A client RST_STREAM, a
+// malformed body or the connection ending wakes a blocked Read with its error, which is
+// how a proxy's blocked upstream write ends.
+//
 // # Concurrency shape
 //
 // ServeConn's goroutine is the connection's only reader: it parses frames, decodes header
 // blocks with one hpack.Decoder per connection, buffers bodies and acknowledges them with
-// WINDOW_UPDATE (on stream 0 only while MaxConnBodyBuffer allows: see Memory). A
-// complete request is handed to a worker goroutine that runs the handler and writes the
-// answer; after a stream a worker waits for the connection's next stream while at most 4
+// WINDOW_UPDATE (on stream 0 only while MaxConnBodyBuffer allows: see Memory), or hands
+// the DATA of a streamed body to its reader (which acknowledges it as it reads). A
+// complete request, or a streamed one at its HEADERS, is handed to a worker goroutine
+// that runs the handler and writes the answer; after a stream a worker waits for the connection's next stream while at most 4
 // idle, so a busy connection starts no goroutine per request. Writes are serialized by a
 // mutex around a bufio.Writer, flushed when no other writer waits. One timer per
 // connection enforces ReadTimeout per stream, the flow-control stall bound
@@ -80,6 +140,14 @@
 //     it, only what the window already granted can still arrive. The handler starting (or
 //     the stream ending, e.g. by ReadTimeout) releases a body's bytes. Per-stream windows
 //     (InitialWindowSize) work as usual within that.
+//   - streamed request bodies (StreamRequest) received and not read yet: at most one
+//     stream window (InitialWindowSize) per stream, and at most ConnWindowSize for the
+//     whole connection, since their connection window comes back only as they are read;
+//     held in pooled 16 KiB chunks (plus up to two partly used chunks per stream). They
+//     are not counted in MaxConnBodyBuffer, which would otherwise let one unread stream
+//     stop the buffered ones: the total received and not yet released stays under
+//     MaxConnBodyBuffer + ConnWindowSize all the same, since both kinds share the
+//     connection window.
 //   - the header list of each open stream: MaxConcurrentStreams × MaxHeaderListSize, plus
 //     about 2 KiB of fixed state per stream;
 //   - one header block being accumulated (MaxHeaderListSize), one frame (MaxFrameSize)
@@ -90,6 +158,13 @@
 // where buffering whole bodies against the windows alone allowed 128 × 4 MiB = 512 MiB.
 // Body bytes are counted as received; the buffers holding them add Go's append growth
 // (up to 2× for small bodies, about 1.25× for large ones).
+//
+// A side effect of returning window only as streamed bodies are read: streams whose
+// readers stall can hold the whole connection window (ConnWindowSize / InitialWindowSize
+// streams, 4 with the defaults), and then no DATA arrives on that connection for any
+// stream until one of them reads, or ends (its unread data is then dropped and its
+// window returned). net/http's server behaves the same. A larger ConnWindowSize lets
+// more stalled streams coexist with moving ones.
 //
 // Not counted: the requests whose handler runs and their responses, which belong to the
 // handler until it returns, like the one request of an HTTP/1.1 connection. A response

@@ -24,20 +24,21 @@ const (
 
 // hdrState is the decoding state of the header block in progress (reader-owned).
 type hdrState struct {
-	st      *stream
-	id      uint32
-	kind    hdrKind
-	rst     http2.ErrCode // hkIgnore: the RST_STREAM code to send, if hasRST
-	hasRST  bool
-	refused bool
-	end     bool // END_STREAM was on the HEADERS
-	selfDep bool // the HEADERS made the stream depend on itself
-	regular bool // a regular field was seen: pseudo-headers may no longer come
-	pseudo  uint8
-	connect bool
-	size    uint32
-	tooBig  bool
-	bad     bool
+	st       *stream
+	id       uint32
+	kind     hdrKind
+	rst      http2.ErrCode // hkIgnore: the RST_STREAM code to send, if hasRST
+	hasRST   bool
+	refused  bool
+	end      bool // END_STREAM was on the HEADERS
+	streamed bool // hkTrailers of a stream whose body streams to its running handler (st is nil)
+	selfDep  bool // the HEADERS made the stream depend on itself
+	regular  bool // a regular field was seen: pseudo-headers may no longer come
+	pseudo   uint8
+	connect  bool
+	size     uint32
+	tooBig   bool
+	bad      bool
 }
 
 // JSON bodies of the answers h2 gives itself.
@@ -189,8 +190,10 @@ func (c *conn) onField(f hpack.HeaderField) {
 	case "te":
 		if value != "trailers" {
 			h.bad = true
+			return
 		}
-		return // hop-by-hop: not forwarded
+		// Kept: gRPC requires it end to end (servers such as gRPC C-core refuse a call
+		// without it) and h2up forwards it; an HTTP/1.1 forward drops it as hop-by-hop.
 	case "cookie":
 		// RFC 9113 §8.2.3: crumbs are joined with "; " for HTTP/1.1.
 		if len(st.cookie) > 0 {
@@ -233,6 +236,10 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		}
 		return nil
 	case hkTrailers:
+		if h.streamed {
+			c.bodyTrailers(h.id, !h.bad && !h.tooBig && !h.selfDep && h.end)
+			return nil
+		}
 		if h.bad || h.tooBig || h.selfDep || !h.end {
 			c.rejectStream(st, http2.ErrCodeProtocol)
 			return nil
@@ -255,13 +262,16 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		c.answer(st, 405, bodyMethod, h.end)
 	case h.pseudo&(psMethod|psPath|psScheme) != psMethod|psPath|psScheme:
 		c.rejectStream(st, http2.ErrCodeProtocol)
-	case st.cl > c.cfg.MaxBodySize:
-		c.answer(st, 413, bodyTooLarge, h.end)
 	default:
 		if len(st.cookie) > 0 {
 			st.ctx.Request.Header.SetBytesKV(strCookie, st.cookie)
 		}
-		if h.end {
+		switch {
+		case !h.end && c.cfg.StreamRequest != nil && c.cfg.StreamRequest(&st.ctx.Request.Header):
+			c.startStreamed(st) // no MaxBodySize: the handler reads as much as it wants
+		case st.cl > c.cfg.MaxBodySize:
+			c.answer(st, 413, bodyTooLarge, h.end)
+		case h.end:
 			c.endOfRequest(st)
 		}
 	}

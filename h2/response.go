@@ -1,10 +1,12 @@
 package h2
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 )
 
@@ -42,17 +44,33 @@ func (c *conn) serveStream(st *stream) {
 			st.ctx.Response.CloseBodyStream()
 		}
 	}
+	// The answer is done (and a proxy's upstream exchange, closed with the response's
+	// body stream above, let go of the request): a streamed request body ends here.
 	c.mu.Lock()
-	closeNow := c.removeLocked(st, false)
+	rst, byUs := false, false
+	var incr int64
+	if st.body != nil {
+		byUs = !st.body.eof // DATA still in flight is dropped quietly
+		rst = c.endBodyLocked(st)
+		incr = c.grantLocked()
+	}
+	closeNow := c.removeLocked(st, byUs)
 	c.mu.Unlock()
+	if rst {
+		id := st.id
+		c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeNo) })
+	}
+	c.sendConnWindow(incr)
 	release(st)
 	if closeNow {
 		c.beginClose(nil)
 	}
 }
 
-// Response header names h2 does not forward: connection-specific ones (RFC 9113 §8.2.2),
-// content-length (recomputed) and trailer (no trailers are sent).
+// Response header names h2 does not forward, in the header section or as trailers:
+// connection-specific ones (RFC 9113 §8.2.2), content-length (recomputed) and trailer
+// (HTTP/2 needs no announcement of trailers; fasthttp's Trailer header only serves
+// HTTP/1.1's chunked encoding).
 func skipResponseHeader(name []byte) bool {
 	switch string(name) {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -78,6 +96,7 @@ func (c *conn) respond(st *stream) {
 
 	b := appendStatus(st.hdr[:0], status)
 	date := false
+	st.sent = st.sent[:0]
 	for k, v := range resp.Header.All() {
 		st.lower = append(st.lower[:0], k...)
 		for i, ch := range st.lower {
@@ -90,6 +109,9 @@ func (c *conn) respond(st *stream) {
 		}
 		if string(st.lower) == "date" {
 			date = true
+		}
+		if streamed {
+			st.sent = append(append(st.sent, st.lower...), 0)
 		}
 		b = appendField(b, st.lower, v)
 	}
@@ -112,7 +134,10 @@ func (c *conn) respond(st *stream) {
 		b = appendDate(b)
 	}
 	st.hdr = b
-	endOnHeaders := noBody || (!streamed && len(body) == 0) || (streamed && resp.Header.ContentLength() == 0)
+	// Declared trailers (AddTrailer) follow a buffered body in a HEADERS frame of their
+	// own; a body stream's are looked at when it ended (see sendStream).
+	trailers := !noBody && !streamed && hasTrailers(&resp.Header)
+	endOnHeaders := noBody || (!streamed && len(body) == 0 && !trailers) || (streamed && resp.Header.ContentLength() == 0)
 	if endOnHeaders {
 		st.ended.Store(true)
 	}
@@ -124,10 +149,120 @@ func (c *conn) respond(st *stream) {
 	case endOnHeaders:
 	case streamed:
 		c.sendStream(st, resp.BodyStream(), int64(resp.Header.ContentLength()))
+	case trailers:
+		if c.sendData(st, body, false) {
+			c.sendTrailers(st)
+		}
 	default:
 		c.sendData(st, body, true)
 	}
 }
+
+// sendTrailers ends the stream with the response's trailers: a HEADERS frame with
+// END_STREAM carrying the values of the names declared with AddTrailer (lowercase,
+// without connection-specific ones), or an empty DATA frame with END_STREAM when no
+// declared name got a value.
+func (c *conn) sendTrailers(st *stream) bool {
+	b := c.appendTrailers(st, st.hdr[:0])
+	st.hdr = b
+	if len(b) == 0 {
+		return c.sendData(st, nil, true)
+	}
+	st.ended.Store(true)
+	return c.writeHeaders(st.id, b, true)
+}
+
+// hasTrailers reports whether a name declared as a trailer has a value.
+func hasTrailers(h *fasthttp.ResponseHeader) bool {
+	return len(h.PeekTrailerKeys()) > 0 && len(h.TrailerHeader()) > len(strCRLF)
+}
+
+// appendTrailers appends the encoded trailer fields of st's response to dst. fasthttp
+// keeps the values set under a declared name apart, in its trailer section, and gives
+// them back only as that section's HTTP/1.1 text ("Name: value\r\n" per value, CR and
+// LF in values already replaced): that text is what is read here, so h2 sends exactly
+// what fasthttp's HTTP/1.1 server would.
+func (c *conn) appendTrailers(st *stream, dst []byte) []byte {
+	h := &st.ctx.Response.Header
+	if len(h.PeekTrailerKeys()) == 0 {
+		return dst
+	}
+	sec := h.TrailerHeader()
+	all := sec
+	for len(sec) > 0 {
+		before := all[:len(all)-len(sec)]
+		var line []byte
+		line, sec, _ = bytes.Cut(sec, strCRLF)
+		name, value, ok := bytes.Cut(line, strColonSpace)
+		if !ok || len(name) == 0 {
+			continue // the empty line ending the section
+		}
+		st.lower = append(st.lower[:0], name...)
+		for i, ch := range st.lower {
+			if 'A' <= ch && ch <= 'Z' {
+				st.lower[i] = ch + 'a' - 'A'
+			}
+		}
+		if skipResponseHeader(st.lower) || !validName(b2s(st.lower)) || !validValue(b2s(value)) {
+			continue // pseudo-headers included: ':' is not a token byte
+		}
+		if migrated(st.sent, st.lower, before) {
+			continue
+		}
+		dst = appendField(dst, st.lower, value)
+	}
+	return dst
+}
+
+// migrated reports whether the trailer value of name about to be sent is one that was
+// sent in the header section already. fasthttp moves the values a header has to its
+// trailer section when the name is announced as a trailer; its HTTP/1.1 server does not
+// once the header block is out, but h2 cannot tell it so. A proxy announcing a trailer
+// after it sent a header of the same name (h2up at the end of a body stream: gRPC's
+// x-chat: open in the headers, x-chat: closed in the trailers) then finds the header's
+// values at the front of the trailer's: the first k values of a name, k being how many
+// the header block carried (sent: the lowercase names it carried, each ended by a 0),
+// are those. before is the trailer section up to the value in question.
+func migrated(sent, name, before []byte) bool {
+	k := 0
+	for rest := sent; len(rest) > 0; {
+		i := bytes.IndexByte(rest, 0)
+		if string(rest[:i]) == string(name) {
+			k++
+		}
+		rest = rest[i+1:]
+	}
+	if k == 0 {
+		return false
+	}
+	for len(before) > 0 && k > 0 {
+		var line []byte
+		line, before, _ = bytes.Cut(before, strCRLF)
+		if n, _, ok := bytes.Cut(line, strColonSpace); ok && len(n) == len(name) && equalLower(n, name) {
+			k--
+		}
+	}
+	return k > 0
+}
+
+// equalLower reports whether a equals lower, which is lowercase, ignoring a's case.
+func equalLower(a, lower []byte) bool {
+	for i := range a {
+		c := a[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	strCRLF       = []byte("\r\n")
+	strColonSpace = []byte(": ")
+)
 
 // streamBufSize is the piece a streamed body is read in: two DATA frames of the default
 // SETTINGS_MAX_FRAME_SIZE, and the only memory a streamed response costs h2.
@@ -142,7 +277,8 @@ const maxEmptyReads = 100
 // sendStream sends the body stream r as DATA, piece by piece as Read returns it, within
 // the peer's windows (a slow client slows the reads instead of growing memory), and ends
 // the stream after EOF or, for a known size (size >= 0), after size bytes without
-// reading further. A read error, or EOF before size bytes, resets the stream with
+// reading further: with the trailers declared in the response, if any, which the reader
+// may have filled in as it returned EOF (h2up does), else END_STREAM on the last DATA. A read error, or EOF before size bytes, resets the stream with
 // INTERNAL_ERROR so the client cannot take the truncated body for a whole one. It stops
 // without a further Read once the stream is reset or the connection goes; a Read already
 // blocked cannot be interrupted from here and is waited for. The caller closes r.
@@ -177,9 +313,16 @@ func (c *conn) sendStream(st *stream, r io.Reader, size int64) {
 		}
 		done := complete || err == io.EOF
 		empty = 0
+		// Trailers are filled in by the reader as it returns EOF (a proxy's upstream
+		// sends them after its body): only now are they known.
+		trailers := done && hasTrailers(&st.ctx.Response.Header)
 		// sendData writes the piece now, and the write lock's holder flushes it when no
 		// other writer waits: an event reaches the client as soon as it is read.
-		if !c.sendData(st, p[:n], done) || done {
+		ok := c.sendData(st, p[:n], done && !trailers)
+		if ok && trailers {
+			c.sendTrailers(st)
+		}
+		if !ok || done {
 			return
 		}
 	}
@@ -303,13 +446,14 @@ func (c *conn) onTimer() {
 	cfg := c.cfg
 	now := monoNow()
 	var (
-		timedOut    uint32
-		stalled     bool
-		idle        bool
-		ping        bool
-		pingTimeout bool
-		closeNow    bool
-		incr        int64
+		timedOut     uint32
+		stalled      bool
+		idle         bool
+		ping         bool
+		pingTimeout  bool
+		closeNow     bool
+		incr         int64
+		bodyTimedOut []uint32 // rarely more than one; allocates only then
 	)
 	c.mu.Lock()
 	if c.dead || c.closing.Load() {
@@ -321,6 +465,16 @@ func (c *conn) onTimer() {
 	defer c.wg.Done()
 	next := never
 	for _, st := range c.streams {
+		if b := st.body; b != nil && b.deadline > 0 {
+			if b.deadline <= now {
+				// A streamed body quiet for ReadTimeout: its reader gets an error, the
+				// stream is reset; its handler and answer end as they will.
+				c.abortLocked(st, ErrBodyTimeout)
+				bodyTimedOut = append(bodyTimedOut, st.id)
+			} else {
+				next = min(next, b.deadline)
+			}
+		}
 		if st.state == stOpen && st.deadline > 0 {
 			if st.deadline <= now && timedOut == 0 {
 				timedOut = st.id
@@ -341,9 +495,9 @@ func (c *conn) onTimer() {
 	if timedOut != 0 {
 		st := c.findLocked(timedOut)
 		closeNow = c.removeLocked(st, true)
-		incr = c.grantLocked() // its body no longer holds the budget: the others may go on
-		next = now             // look again for more
+		next = now // look again for more
 	}
+	incr = c.grantLocked() // bodies dropped no longer hold the budget: the others may go on
 	if len(c.streams) == 0 {
 		if d := c.nextIdleLocked(); d <= now && !c.goingAway {
 			idle = true
@@ -382,6 +536,12 @@ func (c *conn) onTimer() {
 	}
 	if ping {
 		c.write(func() error { return c.fr.WritePing(false, pingData) })
+	}
+	for _, id := range bodyTimedOut {
+		c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+	}
+	if timedOut == 0 {
+		c.sendConnWindow(incr)
 	}
 	if timedOut != 0 {
 		c.writeAnswer(timedOut, 408, bodyTimeout)

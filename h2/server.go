@@ -93,13 +93,17 @@ type counters struct {
 // not changed afterwards; a Server lives as long as its listener, across config reloads,
 // and SetConfig changes the Config of the connections accepted after it.
 type Server struct {
-	// Handler is called once per complete request (after END_STREAM), concurrently across
-	// streams. ctx follows fasthttp's rules: it and every slice taken from it are valid
-	// only until Handler returns. ctx.Request's protocol stays "HTTP/1.1", so a proxying
-	// handler forwards HTTP/1.1 upstream; ctx.RemoteAddr/LocalAddr are the connection's.
-	// ctx.Hijack is not supported (the hijack handler is never called). A body stream
-	// left in ctx.Response (SetBodyStream) is sent as it is read and closed once done:
-	// see the package doc, Streamed response bodies.
+	// Handler is called once per request, concurrently across streams: after END_STREAM
+	// with the body buffered, or as soon as the headers arrived for a request whose body
+	// streams (Config.StreamRequest). ctx follows fasthttp's rules: it and every slice
+	// taken from it are valid only until Handler returns; the exception is what the
+	// response's body stream ties to it (a streamed request body read by that stream,
+	// ctx.Response's trailers set by it), valid until that stream is closed. ctx.Request's
+	// protocol stays "HTTP/1.1", so a proxying handler forwards HTTP/1.1 upstream;
+	// ctx.RemoteAddr/LocalAddr are the connection's. ctx.Hijack is not supported (the
+	// hijack handler is never called). A body stream left in ctx.Response (SetBodyStream)
+	// is sent as it is read and closed once done, followed by the trailers declared with
+	// AddTrailer: see the package doc, Streamed response bodies and Trailers.
 	Handler fasthttp.RequestHandler
 
 	// Config bounds the connections; zero fields take the defaults. It is the initial
