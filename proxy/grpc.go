@@ -19,6 +19,11 @@ import (
 // to a gRPC request (a limit, a ban, an unreachable upstream) become gRPC answers:
 // HTTP 200 with grpc-status and grpc-message (grpcAnswer).
 
+// StreamRequest says which HTTP/2 requests reach the handler with their body still
+// arriving (h2.Config.StreamRequest): gRPC calls, so that client-streaming and
+// bidirectional calls can flow both ways at once. Others are read whole first.
+func StreamRequest(h *fasthttp.RequestHeader) bool { return h2up.IsGRPC(h) }
+
 // newH2Client makes the HTTP/2 client of one upstream server.
 func newH2Client(s poolSettings) *h2up.Client {
 	o := h2up.Options{Addr: s.addr, TLS: s.protocol == "h2", ServerName: s.serverName,

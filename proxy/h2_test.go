@@ -106,7 +106,7 @@ func serveH2C(t testing.TB, handler fasthttp.RequestHandler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &h2.Server{Handler: handler}
+	srv := &h2.Server{Handler: handler, Config: h2.Config{StreamRequest: StreamRequest}}
 	go func() {
 		for {
 			c, err := ln.Accept()

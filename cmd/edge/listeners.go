@@ -66,6 +66,7 @@ func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *pro
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
+		StreamRequest:     proxy.StreamRequest,
 	}
 	var specs []*listener.Spec
 	if cfg.Listen != "" {
