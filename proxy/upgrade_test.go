@@ -224,16 +224,8 @@ func TestWebSocketFunnel(t *testing.T) {
 func TestUpgradeRefused(t *testing.T) {
 	o := startWSOrigin(t)
 	e := startEdge(t, wsConfig(o.addr, ""))
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /ws/deny HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+
-		"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn := upgradeThenGet(t, e.addr, "/ws/deny", "/after")
 	br := bufio.NewReader(conn)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r1, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -254,15 +246,7 @@ func TestUpgradeRefused(t *testing.T) {
 func TestUpgradeNoSmuggling(t *testing.T) {
 	o := startWSOrigin(t)
 	e := startEdge(t, wsConfig(o.addr, ""))
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /ws/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+
-		"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	conn := upgradeThenGet(t, e.addr, "/ws/echo", "/smuggled")
 	r, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || r.StatusCode != 101 {
 		t.Fatalf("upgrade: %v %v", err, r)
@@ -326,4 +310,20 @@ func BenchmarkWebSocketEcho(b *testing.B) {
 			}
 		})
 	}
+}
+
+// upgradeThenGet sends a WebSocket upgrade request for path and, in the same write, a
+// GET of next right behind it (before any answer), and returns the connection.
+func upgradeThenGet(t *testing.T, addr, path, next string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+
+		"GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path, next)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return conn
 }

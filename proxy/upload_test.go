@@ -7,11 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // sinkOrigin reads each request's body to its end and answers "N SHA256".
@@ -104,30 +101,16 @@ func TestStreamedUploads(t *testing.T) {
 		big = 64 << 20
 	}
 	for _, chunked := range []bool{false, true} {
-		runtime.GC()
-		var peak atomic.Uint64
-		stop := make(chan struct{})
-		go func() {
-			var ms runtime.MemStats
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				runtime.ReadMemStats(&ms)
-				peak.Store(max(peak.Load(), ms.HeapInuse))
-			}
-		}()
+		peak := heapPeak()
 		_, want := genBody(big)
 		code, got := post(t, "http://"+e.addr+"/unlimited/file", big, chunked)
-		close(stop)
+		top := peak()
 		if code != 200 || got != want {
 			t.Errorf("chunked=%v: %d MiB upload = %d %q, want 200 %q", chunked, big>>20, code, got, want)
 		}
-		t.Logf("chunked=%v: %d MiB upload, peak heap in use %d MiB", chunked, big>>20, peak.Load()>>20)
-		if peak.Load() > 256<<20 { // far below the 1 GiB a held body needs
-			t.Errorf("peak heap in use %d MiB while uploading", peak.Load()>>20)
+		t.Logf("chunked=%v: %d MiB upload, peak heap in use %d MiB", chunked, big>>20, top>>20)
+		if top > 256<<20 { // far below the 1 GiB a held body needs
+			t.Errorf("peak heap in use %d MiB while uploading", top>>20)
 		}
 	}
 	f := func(path string, size int64, chunked bool, wantCode int) {
