@@ -66,6 +66,9 @@ func takeBigBody(ctx *fasthttp.RequestCtx, rt *route) bool {
 		ctx.SetConnectionClose() // the rest of the body is not read
 		return false
 	}
+	if w, ok := ctx.Conn().(interface{ StreamBody() }); ok {
+		w.StreamBody() // read_timeout bounds a held request; a streamed one gets idle_timeout per read
+	}
 	ub := &uploadBody{src: ctx.Request.BodyStream(), left: limit}
 	ctx.Request.SetBodyStream(ub, int(cl))
 	return true

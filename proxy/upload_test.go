@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sinkOrigin reads each request's body to its end and answers "N SHA256".
@@ -135,4 +136,31 @@ func TestStreamedUploads(t *testing.T) {
 	f("/bounded/x", 6<<20, true, 200)
 	f("/bounded/x", 9<<20, false, 413)
 	f("/bounded/x", 9<<20, true, 502) // found mid-stream: cut, never a 200
+}
+
+// A streamed upload that keeps sending outlives read_timeout (which bounds requests edge
+// holds, and so the first max_body_size of a chunked body): its reads are then each
+// bounded by idle_timeout instead.
+func TestStreamedUploadOutlivesReadTimeout(t *testing.T) {
+	e := startEdge(t, `read_timeout = "300ms"
+idle_timeout = "2s"
+`+uploadConfig(sinkOrigin(t)))
+	r, w := io.Pipe()
+	go func() {
+		w.Write(make([]byte, 1200<<10)) // past max_body_size at once: edge knows it streams
+		for range 10 {                  // then 2000 KiB more over a second
+			time.Sleep(100 * time.Millisecond)
+			w.Write(make([]byte, 200<<10))
+		}
+		w.Close()
+	}()
+	resp, err := http.Post("http://"+e.addr+"/unlimited/slow", "application/octet-stream", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "3276800 ") {
+		t.Errorf("slow upload = %d %q", resp.StatusCode, b)
+	}
 }

@@ -158,6 +158,9 @@ type Conn struct {
 	// free is set by Unwatch: reads and writes then go straight to the inner connection
 	// and may run concurrently (a tunnel copies both ways at once).
 	free atomic.Bool
+	// streaming is set by StreamBody and cleared by the next Write: reads are then each
+	// under the idle limit instead of the request's read limit.
+	streaming bool
 }
 
 // Read reads like the inner connection, under the idle limit when no request has begun,
@@ -167,7 +170,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	var dl int64
-	if c.reqStart == 0 {
+	if c.reqStart == 0 || c.streaming {
 		if c.l.t.Idle > 0 {
 			dl = c.l.clock() + int64(c.l.t.Idle)
 		}
@@ -193,7 +196,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.free.Load() {
 		return c.Conn.Write(p)
 	}
-	c.reqStart = 0
+	c.reqStart, c.streaming = 0, false
 	if c.l.t.Write <= 0 {
 		return c.Conn.Write(p)
 	}
@@ -202,6 +205,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.stamp.Store(0)
 	return n, err
 }
+
+// StreamBody says the rest of the request being read is a body streamed on as it
+// arrives (an upload larger than edge holds): until the response is written, each read
+// is bounded by the idle limit, so a long upload that keeps sending is never cut by the
+// read limit, and one that stalls still is. Called by the goroutine reading c.
+func (c *Conn) StreamBody() { c.streaming = true }
 
 // Unwatch stops watching c: its reads and writes are no longer cut off, and from then
 // on one Read and one Write may run at once. A connection handed over to something
