@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,111 +81,39 @@ func (h *Handshakes) Run() (*HandshakeResult, error) {
 		NextProtos:             []string{"http/1.1"},
 	}
 	var (
-		done, errsSeen atomic.Int64
-		resumed        atomic.Int64
-		mu             sync.Mutex
-		mismatch       string
-		firstErr       string
-		agreed         string
+		resumed atomic.Int64
+		agreed  string // guarded by r.mu
 	)
-	start := time.Now()
-	end := start.Add(h.Duration)
-	if h.Progress != nil {
-		h.Progress.begin(start, h.Duration, &done, &errsSeen)
-		defer h.Progress.finish()
-	}
-	ws := make([]*worker, workers)
-	var wg sync.WaitGroup
-	for w := range ws {
-		wk := &worker{hist: NewHistogram()}
-		ws[w] = wk
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w)+1, uint64(start.UnixNano())))
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseResponse(resp)
-			br := bufio.NewReaderSize(nil, 16<<10)
-			var req []byte
-			for n := uint64(w); ; n += uint64(workers) {
-				t0 := time.Now()
-				if !t0.Before(end) {
-					return
-				}
-				req = append(req[:0], "GET "...)
-				req = h.Path.Append(req, 0, h.Items.pick(rng), n)
-				req = append(req, " HTTP/1.1\r\nHost: "...)
-				req = append(req, h.Addr...)
-				req = append(req, "\r\nConnection: close\r\n\r\n"...)
-				st, err := exchange(h.Addr, cfg, req, br, resp, t0.Add(timeout))
-				now := time.Now()
-				wk.hist.Record(now.Sub(t0))
-				wk.last = now
-				if err != nil {
-					wk.errs++
-					errsSeen.Add(1)
-					if wk.errs == 1 {
-						mu.Lock()
-						if firstErr == "" {
-							firstErr = err.Error()
-						}
-						mu.Unlock()
-					}
-					done.Add(1)
-					continue
-				}
-				if st.DidResume {
-					resumed.Add(1)
-				}
-				wk.reqs++
-				if !now.After(end) {
-					wk.inWin++
-				}
-				if sc := resp.StatusCode(); sc >= 0 && sc < len(wk.status) {
-					wk.status[sc]++
-				}
-				if h.Expect.match(resp) {
-					wk.matched++
-				} else if wk.reqs-wk.matched == 1 {
-					mu.Lock()
-					if mismatch == "" {
-						mismatch = describe(resp)
-					}
-					mu.Unlock()
-				}
-				if wk.reqs == 1 {
-					mu.Lock()
-					if agreed == "" {
-						agreed = fmt.Sprintf("%s, %s, %s", tls.VersionName(st.Version), st.CurveID, tls.CipherSuiteName(st.CipherSuite))
-					}
-					mu.Unlock()
-				}
-				done.Add(1)
+	r := newRun(h.Duration, h.Expect)
+	res := r.work(workers, h.Progress, func(w int, wk *worker, rng *rand.Rand) {
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		br := bufio.NewReaderSize(nil, 16<<10)
+		var req []byte
+		for n := uint64(w); ; n += uint64(workers) {
+			t0 := time.Now()
+			if !t0.Before(r.end) {
+				return
 			}
-		}()
-	}
-	wg.Wait()
-	res := &Result{Status: map[int]int64{}, Hist: NewHistogram(), Mismatch: mismatch, FirstErr: firstErr, Window: h.Duration}
-	var last time.Time
-	for _, wk := range ws {
-		res.Hist.Merge(wk.hist)
-		res.Requests += wk.reqs
-		res.Errors += wk.errs
-		res.Matched += wk.matched
-		res.InWindow += wk.inWin
-		for sc, c := range wk.status {
-			if c > 0 {
-				res.Status[sc] += c
+			req = append(req[:0], "GET "...)
+			req = h.Path.Append(req, 0, h.Items.pick(rng), n)
+			req = append(req, " HTTP/1.1\r\nHost: "...)
+			req = append(req, h.Addr...)
+			req = append(req, "\r\nConnection: close\r\n\r\n"...)
+			st, err := exchange(h.Addr, cfg, req, br, resp, t0.Add(timeout))
+			if err == nil && st.DidResume {
+				resumed.Add(1)
+			}
+			wk.record(t0, time.Now(), resp, err)
+			if err == nil && wk.reqs == 1 {
+				r.mu.Lock()
+				if agreed == "" {
+					agreed = fmt.Sprintf("%s, %s, %s", tls.VersionName(st.Version), st.CurveID, tls.CipherSuiteName(st.CipherSuite))
+				}
+				r.mu.Unlock()
 			}
 		}
-		if wk.last.After(last) {
-			last = wk.last
-		}
-	}
-	if last.IsZero() {
-		last = time.Now()
-	}
-	res.Elapsed = last.Sub(start)
+	})
 	return &HandshakeResult{Result: res, Resumed: resumed.Load(), Agreed: agreed}, nil
 }
 

@@ -10,20 +10,15 @@ import (
 func cmdHandshake(args []string) error {
 	fs := flag.NewFlagSet("handshake", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:8443", "TLS server host:port")
-	path := fs.String("path", "/", "path of the one GET per connection; {item} and {seq} are filled per request")
-	items := fs.String("items", "0", "{item} values: N, LO-HI (random), cycle:LO-HI, seq or seq:N (distinct)")
+	lf := addLoadFlags(fs, "path of the one GET per connection; {item} and {seq} are filled per request")
 	workers := fs.Int("c", 16, "connections in flight at once")
-	d := fs.Duration("d", 5*time.Second, "duration")
-	expect := fs.Int("expect", 0, "count answers with this status (0: any)")
-	fs.Parse(args)
-
-	tpl, err := ParseTemplate(*path)
+	tpl, expect, err := lf.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	h := &Handshakes{Addr: *addr, Path: tpl, Workers: *workers, Duration: *d, Expect: Expect{Status: *expect},
+	h := &Handshakes{Addr: *addr, Path: tpl, Workers: *workers, Duration: *lf.d, Expect: expect,
 		Progress: NewProgress()}
-	if h.Items, err = ParseIDs(*items); err != nil {
+	if h.Items, err = ParseIDs(*lf.items); err != nil {
 		return err
 	}
 	h.Progress.Label = "handshakes " + *addr

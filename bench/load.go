@@ -243,7 +243,74 @@ func (r *Result) RPS() float64 {
 	return float64(r.InWindow) / r.Window.Seconds()
 }
 
+// run is what the workers of one run share: its window, the counts the progress line
+// shows, and the first error and the first unexpected answer any of them saw.
+type run struct {
+	start, end time.Time
+	window     time.Duration
+	expect     Expect
+	done       atomic.Int64 // requests ended, answered or not
+	errsSeen   atomic.Int64
+	mu         sync.Mutex // guards what follows
+	mismatch   string
+	firstErr   string
+	workers    []*worker
+}
+
+// newRun starts the clock of a run of the given window, answers checked against expect.
+func newRun(window time.Duration, expect Expect) *run {
+	start := time.Now()
+	return &run{start: start, end: start.Add(window), window: window, expect: expect}
+}
+
+// work runs n workers, each loop(w, wk, rng) with its own generator, shows progress
+// (if p is not nil) while they run, and returns what they counted once all returned.
+func (r *run) work(n int, p *Progress, loop func(w int, wk *worker, rng *rand.Rand)) *Result {
+	if p != nil {
+		p.begin(r.start, r.window, &r.done, &r.errsSeen)
+		defer p.finish()
+	}
+	r.workers = make([]*worker, n)
+	var wg sync.WaitGroup
+	for w := range r.workers {
+		wk := &worker{run: r, hist: NewHistogram()}
+		r.workers[w] = wk
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(w, wk, rand.New(rand.NewPCG(uint64(w)+1, uint64(r.start.UnixNano()))))
+		}()
+	}
+	wg.Wait()
+
+	res := &Result{Status: map[int]int64{}, Hist: NewHistogram(), Mismatch: r.mismatch, FirstErr: r.firstErr, Window: r.window}
+	var last time.Time
+	for _, wk := range r.workers {
+		res.Hist.Merge(wk.hist)
+		res.Requests += wk.reqs
+		res.Errors += wk.errs
+		res.Matched += wk.matched
+		res.InWindow += wk.inWin
+		for sc, c := range wk.status {
+			if c > 0 {
+				res.Status[sc] += c
+			}
+		}
+		if wk.last.After(last) {
+			last = wk.last
+		}
+	}
+	if last.IsZero() {
+		last = time.Now()
+	}
+	res.Elapsed = last.Sub(r.start)
+	return res
+}
+
+// worker is what one worker of a run counts; only that worker touches it until the
+// run's workers have all returned.
 type worker struct {
+	run     *run
 	hist    *Histogram
 	status  [600]int64
 	reqs    int64
@@ -251,6 +318,44 @@ type worker struct {
 	matched int64
 	inWin   int64
 	last    time.Time
+}
+
+// record counts a request sent at t0 and ended at now: failed with err, or (err nil)
+// answered with resp. It does not allocate unless it keeps the run's first error or
+// unexpected answer.
+func (wk *worker) record(t0, now time.Time, resp *fasthttp.Response, err error) {
+	r := wk.run
+	wk.hist.Record(now.Sub(t0))
+	wk.last = now
+	if err != nil {
+		wk.errs++
+		r.errsSeen.Add(1)
+		if wk.errs == 1 {
+			r.mu.Lock()
+			if r.firstErr == "" {
+				r.firstErr = err.Error()
+			}
+			r.mu.Unlock()
+		}
+	} else {
+		wk.reqs++
+		if !now.After(r.end) {
+			wk.inWin++
+		}
+		if sc := resp.StatusCode(); sc >= 0 && sc < len(wk.status) {
+			wk.status[sc]++
+		}
+		if r.expect.match(resp) {
+			wk.matched++
+		} else if wk.reqs-wk.matched == 1 {
+			r.mu.Lock()
+			if r.mismatch == "" {
+				r.mismatch = describe(resp)
+			}
+			r.mu.Unlock()
+		}
+	}
+	r.done.Add(1)
 }
 
 // Run sends the load and returns what it measured. It returns an error only when
@@ -285,136 +390,63 @@ func (l *Load) Run() (*Result, error) {
 	}
 	defer client.CloseIdleConnections()
 
-	var (
-		seq      atomic.Uint64
-		done     atomic.Int64
-		errsSeen atomic.Int64
-		mu       sync.Mutex
-		mismatch string
-		firstErr string
-	)
-	start := time.Now()
-	end := start.Add(l.Duration)
+	var seq atomic.Uint64
+	r := newRun(l.Duration, l.Expect)
+	start, end := r.start, r.end
 	giveUp := end.Add(2 * timeout)
 	var interval float64
 	if l.Rate > 0 {
 		interval = float64(time.Second) / l.Rate
 	}
-	if l.Progress != nil {
-		l.Progress.begin(start, l.Duration, &done, &errsSeen)
-		defer l.Progress.finish()
-	}
-	workers := make([]*worker, conns)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wk := &worker{hist: NewHistogram()}
-		workers[w] = wk
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w)+1, uint64(start.UnixNano())))
-			req := fasthttp.AcquireRequest()
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			var buf []byte
-			for {
-				n := seq.Add(1) - 1
-				var intended time.Time
-				if interval > 0 {
-					intended = start.Add(time.Duration(float64(n) * interval))
-					if !intended.Before(end) {
-						return
-					}
-					if wait := time.Until(intended); wait > 0 {
-						time.Sleep(wait)
-					}
-				} else {
-					intended = time.Now()
-					if !intended.Before(end) {
-						return
-					}
+	res := r.work(conns, l.Progress, func(_ int, wk *worker, rng *rand.Rand) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		var buf []byte
+		for {
+			n := seq.Add(1) - 1
+			var intended time.Time
+			if interval > 0 {
+				intended = start.Add(time.Duration(float64(n) * interval))
+				if !intended.Before(end) {
+					return
 				}
-				user, item := l.Users.pick(rng), l.Items.pick(rng)
-				req.Reset()
-				req.Header.SetMethod(method)
-				req.Header.SetHost(l.Addr)
-				buf = l.Path.Append(buf[:0], user, item, n)
-				req.SetRequestURIBytes(buf)
-				for _, h := range l.Headers {
-					buf = h.Value.Append(buf[:0], user, item, n)
-					req.Header.SetBytesV(h.Name, buf)
+				if wait := time.Until(intended); wait > 0 {
+					time.Sleep(wait)
 				}
-				if l.Body != nil {
-					req.SetBodyRaw(l.Body)
-				}
-				err := client.DoTimeout(req, resp, timeout)
-				now := time.Now()
-				wk.hist.Record(now.Sub(intended))
-				wk.last = now
-				if err != nil {
-					wk.errs++
-					errsSeen.Add(1)
-					if wk.errs == 1 {
-						mu.Lock()
-						if firstErr == "" {
-							firstErr = err.Error()
-						}
-						mu.Unlock()
-					}
-				} else {
-					wk.reqs++
-					if !now.After(end) {
-						wk.inWin++
-					}
-					if sc := resp.StatusCode(); sc >= 0 && sc < len(wk.status) {
-						wk.status[sc]++
-					}
-					if l.Expect.match(resp) {
-						wk.matched++
-					} else if wk.reqs-wk.matched == 1 {
-						mu.Lock()
-						if mismatch == "" {
-							mismatch = describe(resp)
-						}
-						mu.Unlock()
-					}
-				}
-				done.Add(1)
-				if interval > 0 && now.After(giveUp) {
+			} else {
+				intended = time.Now()
+				if !intended.Before(end) {
 					return
 				}
 			}
-		}()
-	}
-	wg.Wait()
-
-	res := &Result{Status: map[int]int64{}, Hist: NewHistogram(), Mismatch: mismatch, FirstErr: firstErr, Window: l.Duration}
-	var last time.Time
-	for _, wk := range workers {
-		res.Hist.Merge(wk.hist)
-		res.Requests += wk.reqs
-		res.Errors += wk.errs
-		res.Matched += wk.matched
-		res.InWindow += wk.inWin
-		for sc, c := range wk.status {
-			if c > 0 {
-				res.Status[sc] += c
+			user, item := l.Users.pick(rng), l.Items.pick(rng)
+			req.Reset()
+			req.Header.SetMethod(method)
+			req.Header.SetHost(l.Addr)
+			buf = l.Path.Append(buf[:0], user, item, n)
+			req.SetRequestURIBytes(buf)
+			for _, h := range l.Headers {
+				buf = h.Value.Append(buf[:0], user, item, n)
+				req.Header.SetBytesV(h.Name, buf)
+			}
+			if l.Body != nil {
+				req.SetBodyRaw(l.Body)
+			}
+			err := client.DoTimeout(req, resp, timeout)
+			now := time.Now()
+			wk.record(intended, now, resp, err)
+			if interval > 0 && now.After(giveUp) {
+				return
 			}
 		}
-		if wk.last.After(last) {
-			last = wk.last
-		}
-	}
+	})
 	if interval > 0 {
 		if scheduled := int64(l.Duration.Seconds() * l.Rate); scheduled > res.Requests+res.Errors {
 			res.Unsent = scheduled - res.Requests - res.Errors
 		}
 	}
-	if last.IsZero() {
-		last = time.Now()
-	}
-	res.Elapsed = last.Sub(start)
 	return res, nil
 }
 

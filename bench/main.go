@@ -195,31 +195,53 @@ func scenarioNames() string {
 	return strings.Join(s, ", ")
 }
 
+// idsHelp describes an id spec flag (ParseIDs), after the placeholder it fills.
+const idsHelp = "values: N, LO-HI (random), cycle:LO-HI, seq or seq:N (distinct)"
+
+// loadFlags are the flags the load and handshake commands share.
+type loadFlags struct {
+	path, items *string
+	d           *time.Duration
+	expect      *int
+}
+
+// addLoadFlags registers -path (pathHelp says what it is), -items, -d and -expect on fs.
+func addLoadFlags(fs *flag.FlagSet, pathHelp string) loadFlags {
+	return loadFlags{
+		path:   fs.String("path", "/", pathHelp),
+		items:  fs.String("items", "0", "{item} "+idsHelp),
+		d:      fs.Duration("d", 5*time.Second, "duration"),
+		expect: fs.Int("expect", 0, "count answers with this status (0: any)"),
+	}
+}
+
+// parse parses args with fs and returns the -path template and the Expect of -expect.
+func (f loadFlags) parse(fs *flag.FlagSet, args []string) (Template, Expect, error) {
+	fs.Parse(args)
+	tpl, err := ParseTemplate(*f.path)
+	return tpl, Expect{Status: *f.expect}, err
+}
+
 func cmdLoad(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "server host:port")
 	method := fs.String("method", "GET", "request method")
-	path := fs.String("path", "/", "path template; {user}, {item} and {seq} are filled per request")
+	lf := addLoadFlags(fs, "path template; {user}, {item} and {seq} are filled per request")
 	var headers stringList
 	fs.Var(&headers, "H", "header \"Name: value-template\" (repeatable)")
-	users := fs.String("users", "0", "{user} values: N, LO-HI (random), cycle:LO-HI, seq or seq:N (distinct)")
-	items := fs.String("items", "0", "{item} values: N, LO-HI (random), cycle:LO-HI, seq or seq:N (distinct)")
+	users := fs.String("users", "0", "{user} "+idsHelp)
 	conns := fs.Int("c", 64, "connections")
 	rate := fs.Float64("rate", 0, "open loop: requests per second, latency from the intended send time (0: closed loop)")
-	d := fs.Duration("d", 5*time.Second, "duration")
-	expect := fs.Int("expect", 0, "count answers with this status (0: any)")
-	fs.Parse(args)
-
-	tpl, err := ParseTemplate(*path)
+	tpl, expect, err := lf.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	l := &Load{Addr: *addr, Method: *method, Path: tpl, Conns: *conns, Rate: *rate, Duration: *d,
-		Expect: Expect{Status: *expect}, Progress: NewProgress()}
+	l := &Load{Addr: *addr, Method: *method, Path: tpl, Conns: *conns, Rate: *rate, Duration: *lf.d,
+		Expect: expect, Progress: NewProgress()}
 	if l.Users, err = ParseIDs(*users); err != nil {
 		return err
 	}
-	if l.Items, err = ParseIDs(*items); err != nil {
+	if l.Items, err = ParseIDs(*lf.items); err != nil {
 		return err
 	}
 	for _, h := range headers {
@@ -246,8 +268,8 @@ func cmdLoad(args []string) error {
 	fmt.Printf("\n%.0f req/s\nlatency p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  mean %s\nstatus %s\n",
 		r.RPS(), fmtDur(h.Percentile(50)), fmtDur(h.Percentile(90)), fmtDur(h.Percentile(99)),
 		fmtDur(h.Percentile(99.9)), fmtDur(h.Max()), fmtDur(h.Mean()), fmtStatus(statusKeys(r.Status)))
-	if *expect != 0 {
-		fmt.Printf("as expected (%d): %d of %d\n", *expect, r.Matched, r.Requests)
+	if expect.Status != 0 {
+		fmt.Printf("as expected (%d): %d of %d\n", expect.Status, r.Matched, r.Requests)
 		if r.Mismatch != "" {
 			fmt.Printf("first other answer: %s\n", r.Mismatch)
 		}

@@ -331,7 +331,8 @@ func (e *env) startRedis(bin string) error {
 	return err
 }
 
-// startEdge starts the edge binary with the scenario's config.
+// startEdge starts the edge binary with the scenario's config and keeps it as the
+// running edge, which close stops.
 func (e *env) startEdge(sc *scenario) (p *proc, addr, admin string, err error) {
 	port, err := freePort()
 	if err != nil {
@@ -366,6 +367,9 @@ upstream "origin" {
 		p.stop(syscall.SIGKILL)
 		return nil, "", "", err
 	}
+	e.mu.Lock()
+	e.edge = p
+	e.mu.Unlock()
 	return p, addr, admin, nil
 }
 
@@ -415,9 +419,6 @@ func (e *env) runScenario(sc *scenario, st Settings, prog *Progress) ScenarioRes
 	if err != nil {
 		return invalid("edge did not start with this scenario's config: " + err.Error())
 	}
-	e.mu.Lock()
-	e.edge = ep
-	e.mu.Unlock()
 	defer ep.stop(syscall.SIGTERM)
 	users, err := ParseIDs(orDefault(sc.users, "0"))
 	if err != nil {

@@ -406,9 +406,6 @@ func (e *env) runExternal(sc *scenario, st Settings, prog *Progress) ScenarioRes
 	if err != nil {
 		return invalid("edge did not start with this scenario's config: " + err.Error())
 	}
-	e.mu.Lock()
-	e.edge = ep
-	e.mu.Unlock()
 	defer ep.stop(syscall.SIGTERM)
 	edgeAddr, err := listenerAddr(admin, "https")
 	if err != nil {

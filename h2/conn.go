@@ -1017,12 +1017,10 @@ func (c *conn) endOfRequest(st *stream) {
 		return
 	}
 	c.mu.Lock()
-	if st.state != stOpen { // the timer answered it meanwhile
+	if !runLocked(st) {
 		c.mu.Unlock()
 		return
 	}
-	st.state = stRunning
-	st.deadline = 0
 	// The handler takes the body: it no longer counts against MaxConnBodyBuffer.
 	c.bodyBuf -= st.held
 	st.held = 0
@@ -1030,6 +1028,18 @@ func (c *conn) endOfRequest(st *stream) {
 	c.mu.Unlock()
 	c.dispatch(st)
 	c.sendConnWindow(incr)
+}
+
+// runLocked hands st from the reader to its worker (stOpen to stRunning, its
+// ReadTimeout off) and reports whether it did: false if the timer answered it
+// meanwhile. Called with mu held.
+func runLocked(st *stream) bool {
+	if st.state != stOpen {
+		return false
+	}
+	st.state = stRunning
+	st.deadline = 0
+	return true
 }
 
 // dispatch hands a stream whose handler is to run to an idle worker, or to a new one.

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -517,29 +516,7 @@ func TestStreamedRequestHuge(t *testing.T) {
 		ctx.SetBodyString("ok")
 	})
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peak.Load() {
-					peak.Store(ms.HeapInuse)
-				}
-			}
-		}
-	}()
+	heap := watchHeap()
 
 	g := newGen(total)
 	req, _ := http.NewRequest("POST", "http://"+ts.addr+"/upload", struct{ io.Reader }{g})
@@ -552,15 +529,10 @@ func TestStreamedRequestHuge(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	elapsed := time.Since(start)
-	close(stop)
-	<-sampled
+	heap.stop()
 	wg.Wait()
 	if resp.StatusCode != 200 || string(body) != "ok" || gotN != total || gotSum != g.sum {
 		t.Errorf("status %d %q; handler read %d bytes (crc %08x), sent %d (crc %08x)", resp.StatusCode, body, gotN, gotSum, total, g.sum)
 	}
-	t.Logf("%d MiB in %v (%.0f MiB/s); heap in use: %.1f MiB before, peak %.1f MiB during the transfer (client included)",
-		total>>20, elapsed.Round(time.Millisecond), float64(total>>20)/elapsed.Seconds(), float64(base)/(1<<20), float64(peak.Load())/(1<<20))
-	if p := peak.Load(); p > 64<<20 {
-		t.Errorf("peak heap in use %.1f MiB, want under 64 MiB", float64(p)/(1<<20))
-	}
+	heap.check(t, total, elapsed)
 }

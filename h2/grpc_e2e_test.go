@@ -8,7 +8,6 @@ package h2_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,128 +17,22 @@ import (
 
 	"github.com/edge-gw/edge/h2"
 	"github.com/edge-gw/edge/h2up"
+	"github.com/edge-gw/edge/internal/grpctest"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
-
-// rawCodec passes messages through as *[]byte: no generated code needed.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "raw" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-	}
-	return *p, nil
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	*p = append((*p)[:0], data...)
-	return nil
-}
-
-const svc = "edge.h2.test.Raw"
-
-var serviceDesc = grpc.ServiceDesc{
-	ServiceName: svc,
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		var in []byte
-		if err := dec(&in); err != nil {
-			return nil, err
-		}
-		if string(in) == "fail" {
-			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-custom", "v", "x-bin-bin", "\x00\x01\xff"))
-			return nil, status.Error(codes.ResourceExhausted, "custom: 100% déjà vu")
-		}
-		_ = grpc.SetHeader(ctx, metadata.Pairs("x-head", "h"))
-		_ = grpc.SetTrailer(ctx, metadata.Pairs("x-custom", "ok"))
-		out := append([]byte("echo:"), in...)
-		return &out, nil
-	}}},
-	Streams: []grpc.StreamDesc{
-		{StreamName: "Count", ServerStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
-			var in []byte
-			if err := stream.RecvMsg(&in); err != nil {
-				return err
-			}
-			n, _ := strconv.Atoi(string(in))
-			for i := range n {
-				out := []byte("msg " + strconv.Itoa(i))
-				if err := stream.SendMsg(&out); err != nil {
-					return err
-				}
-			}
-			stream.SetTrailer(metadata.Pairs("x-count", strconv.Itoa(n)))
-			if n == 3 {
-				return status.Error(codes.DataLoss, "after three")
-			}
-			return nil
-		}},
-		{StreamName: "Sum", ClientStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
-			count, total := 0, 0
-			for {
-				var in []byte
-				err := stream.RecvMsg(&in)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				count++
-				total += len(in)
-			}
-			out := fmt.Appendf(nil, "%d messages, %d bytes", count, total)
-			return stream.SendMsg(&out)
-		}},
-		{StreamName: "Chat", ServerStreams: true, ClientStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
-			if err := stream.SendHeader(metadata.Pairs("x-chat", "open")); err != nil {
-				return err
-			}
-			for {
-				var in []byte
-				err := stream.RecvMsg(&in)
-				if errors.Is(err, io.EOF) {
-					stream.SetTrailer(metadata.Pairs("x-chat", "closed"))
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				out := append([]byte("re:"), in...)
-				if err := stream.SendMsg(&out); err != nil {
-					return err
-				}
-			}
-		}},
-	},
-}
 
 // startChain starts the grpc-go upstream, edge's h2 server forwarding to it with h2up,
 // and returns a grpc-go client connection to edge.
 func startChain(t *testing.T) (*grpc.ClientConn, *h2.Server) {
 	t.Helper()
-	uln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(nil), grpc.ForceServerCodec(rawCodec{}))
-	gs.RegisterService(&serviceDesc, struct{}{})
-	go gs.Serve(uln)
-	t.Cleanup(gs.Stop)
+	svc, uaddr := grpctest.StartService(t, grpctest.Options{Metadata: true})
+	svc.Release() // Count streams all its messages at once
 
-	up := h2up.New(h2up.Options{Addr: uln.Addr().String()})
+	up := h2up.New(h2up.Options{Addr: uaddr})
 	t.Cleanup(up.Close)
 	srv := &h2.Server{
 		Config: h2.Config{StreamRequest: h2up.IsGRPC},
@@ -173,14 +66,7 @@ func startChain(t *testing.T) (*grpc.ClientConn, *h2.Server) {
 		srv.Shutdown(ctx)
 	})
 
-	cc, err := grpc.NewClient("passthrough:///"+eln.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(nil), grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc, srv
+	return grpctest.Dial(t, eln.Addr().String()), srv
 }
 
 func TestGRPCThroughEdge(t *testing.T) {
@@ -191,7 +77,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 	t.Run("unary", func(t *testing.T) {
 		in, out := []byte("hello"), []byte(nil)
 		var hdr, tlr metadata.MD
-		if err := cc.Invoke(ctx, "/"+svc+"/Echo", &in, &out, grpc.Header(&hdr), grpc.Trailer(&tlr)); err != nil {
+		if err := cc.Invoke(ctx, grpctest.Echo, &in, &out, grpc.Header(&hdr), grpc.Trailer(&tlr)); err != nil {
 			t.Fatal(err)
 		}
 		if string(out) != "echo:hello" || first(hdr, "x-head") != "h" || first(tlr, "x-custom") != "ok" {
@@ -200,9 +86,9 @@ func TestGRPCThroughEdge(t *testing.T) {
 	})
 
 	t.Run("unary error (Trailers-Only)", func(t *testing.T) {
-		in, out := []byte("fail"), []byte(nil)
+		in, out := []byte("fail:custom: 100% déjà vu"), []byte(nil)
 		var tlr metadata.MD
-		err := cc.Invoke(ctx, "/"+svc+"/Echo", &in, &out, grpc.Trailer(&tlr))
+		err := cc.Invoke(ctx, grpctest.Echo, &in, &out, grpc.Trailer(&tlr))
 		st := status.Convert(err)
 		if st.Code() != codes.ResourceExhausted || st.Message() != "custom: 100% déjà vu" {
 			t.Errorf("status %v %q", st.Code(), st.Message())
@@ -214,7 +100,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 
 	t.Run("server streaming", func(t *testing.T) {
 		for _, n := range []int{100, 3, 0} {
-			s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/"+svc+"/Count")
+			s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, grpctest.Count)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -248,7 +134,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 	})
 
 	t.Run("client streaming", func(t *testing.T) {
-		s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/"+svc+"/Sum")
+		s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, grpctest.Sum)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +157,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 	})
 
 	t.Run("bidirectional", func(t *testing.T) {
-		s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/"+svc+"/Chat")
+		s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, grpctest.Chat)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -303,7 +189,7 @@ func TestGRPCThroughEdge(t *testing.T) {
 
 	t.Run("cancel mid-stream", func(t *testing.T) {
 		cctx, ccancel := context.WithCancel(ctx)
-		s, err := cc.NewStream(cctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/"+svc+"/Chat")
+		s, err := cc.NewStream(cctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, grpctest.Chat)
 		if err != nil {
 			t.Fatal(err)
 		}

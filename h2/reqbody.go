@@ -282,12 +282,10 @@ func (c *conn) startStreamed(st *stream) {
 	}
 	st.ctx.Request.SetBodyStream(b, size)
 	c.mu.Lock()
-	if st.state != stOpen { // the timer answered it meanwhile
+	if !runLocked(st) {
 		c.mu.Unlock()
 		return
 	}
-	st.state = stRunning
-	st.deadline = 0
 	st.body = b
 	if rt := c.cfg.ReadTimeout; rt > 0 {
 		now := monoNow()

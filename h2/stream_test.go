@@ -122,6 +122,56 @@ func (w *crcCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// heapWatch samples the heap in use every 5ms, from a GC at its start until stop.
+type heapWatch struct {
+	base    uint64 // heap in use at the start
+	peak    atomic.Uint64
+	stopped chan struct{}
+	sampled chan struct{}
+}
+
+func watchHeap() *heapWatch {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h := &heapWatch{base: ms.HeapInuse, stopped: make(chan struct{}), sampled: make(chan struct{})}
+	go func() {
+		defer close(h.sampled)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-h.stopped:
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > h.peak.Load() {
+					h.peak.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	return h
+}
+
+// stop ends the sampling and waits for it.
+func (h *heapWatch) stop() {
+	close(h.stopped)
+	<-h.sampled
+}
+
+// check logs a transfer of total bytes that took elapsed with the heap it saw, and
+// fails if the heap in use peaked over 64 MiB.
+func (h *heapWatch) check(t *testing.T, total int64, elapsed time.Duration) {
+	t.Helper()
+	t.Logf("%d MiB in %v (%.0f MiB/s); heap in use: %.1f MiB before, peak %.1f MiB during the transfer (client included)",
+		total>>20, elapsed.Round(time.Millisecond), float64(total>>20)/elapsed.Seconds(), float64(h.base)/(1<<20), float64(h.peak.Load())/(1<<20))
+	if p := h.peak.Load(); p > 64<<20 {
+		t.Errorf("peak heap in use %.1f MiB, want under 64 MiB", float64(p)/(1<<20))
+	}
+}
+
 // TestStreamedBodyHuge: a body stream of 1 GiB of unknown size, written into an io.Pipe
 // in blocks of 64 KiB as a proxied upstream would deliver it, reaches the client whole
 // while the process's heap stays small: h2 holds one piece of it at a time.
@@ -160,29 +210,7 @@ func TestStreamedBodyHuge(t *testing.T) {
 		ctx.Response.SetBodyStream(pr, -1)
 	})
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peak.Load() {
-					peak.Store(ms.HeapInuse)
-				}
-			}
-		}
-	}()
+	heap := watchHeap()
 
 	start := time.Now()
 	resp, err := streamClient(t).Get("http://" + ts.addr + "/huge")
@@ -193,8 +221,7 @@ func TestStreamedBodyHuge(t *testing.T) {
 	_, err = io.CopyBuffer(&got, resp.Body, make([]byte, 64<<10))
 	resp.Body.Close()
 	elapsed := time.Since(start)
-	close(stop)
-	<-sampled
+	heap.stop()
 	producers.Wait()
 	if err != nil {
 		t.Fatalf("reading the body: %v after %d bytes", err, got.n)
@@ -205,11 +232,7 @@ func TestStreamedBodyHuge(t *testing.T) {
 	if prodErr != nil || prodN != total || got.n != total || got.sum != prodSum {
 		t.Errorf("produced %d bytes (crc %08x, err %v), received %d (crc %08x)", prodN, prodSum, prodErr, got.n, got.sum)
 	}
-	t.Logf("%d MiB in %v (%.0f MiB/s); heap in use: %.1f MiB before, peak %.1f MiB during the transfer (client included)",
-		total>>20, elapsed.Round(time.Millisecond), float64(total>>20)/elapsed.Seconds(), float64(base)/(1<<20), float64(peak.Load())/(1<<20))
-	if p := peak.Load(); p > 64<<20 {
-		t.Errorf("peak heap in use %.1f MiB, want under 64 MiB", float64(p)/(1<<20))
-	}
+	heap.check(t, total, elapsed)
 }
 
 // TestStreamedBodySlowClient: a client with a 16 KiB stream window that reads slowly for

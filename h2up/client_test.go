@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-gw/edge/internal/grpctest"
 	"github.com/edge-gw/edge/internal/testcert"
 	"github.com/valyala/fasthttp"
 )
@@ -50,8 +51,7 @@ func doBare(t *testing.T, c *Client, req *fasthttp.Request) (*Exchange, *fasthtt
 }
 
 func TestUnary(t *testing.T) {
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	for i := range 3 { // the later calls reuse the connection
 		msg := "hello " + strconv.Itoa(i)
 		x, resp := do(t, c, grpcRequest("Echo", msg))
@@ -61,9 +61,7 @@ func TestUnary(t *testing.T) {
 		if !resp.IsBodyStream() {
 			t.Fatal("the body is not a stream")
 		}
-		if got := readAll(t, resp); len(got) != 1 || got[0] != "echo:"+msg {
-			t.Fatalf("messages %q; want [echo:%s]", got, msg)
-		}
+		wantMessage(t, resp, "echo:"+msg)
 		wantTrailer(t, x, resp, "grpc-status", "0")
 		if x.Err() != nil {
 			t.Fatalf("Err() = %v", x.Err())
@@ -74,8 +72,7 @@ func TestUnary(t *testing.T) {
 func TestUnaryErrorTrailersOnly(t *testing.T) {
 	// A unary handler failing before any message: grpc-go answers "Trailers-Only",
 	// grpc-status and friends in the only HEADERS frame, which resp mirrors.
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	x, resp := do(t, c, grpcRequest("Echo", "fail"))
 	if resp.IsBodyStream() || len(resp.Body()) != 0 {
 		t.Fatalf("Trailers-Only answer got a body (stream %v, %q)", resp.IsBodyStream(), resp.Body())
@@ -92,12 +89,9 @@ func TestUnaryErrorTrailersOnly(t *testing.T) {
 
 func TestStreamErrorTrailers(t *testing.T) {
 	// A failure after a message: status and trailer metadata come as real trailers.
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	x, resp := do(t, c, grpcRequest("Count", "fail"))
-	if got := readAll(t, resp); len(got) != 1 || got[0] != "msg 0" {
-		t.Fatalf("messages %q; want [msg 0]", got)
-	}
+	wantMessage(t, resp, "msg 0")
 	wantTrailer(t, x, resp, "grpc-status", "8")
 	wantTrailer(t, x, resp, "grpc-message", "custom")
 	wantTrailer(t, x, resp, "x-custom", "v")
@@ -107,8 +101,7 @@ func TestStreamErrorTrailers(t *testing.T) {
 }
 
 func TestHeadersForwarded(t *testing.T) {
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	req := grpcRequest("Echo", "meta")
 	req.Header.Set("X-Forward", "yes")
 	req.Header.Set("Connection", "keep-alive, X-Hop")
@@ -116,11 +109,7 @@ func TestHeadersForwarded(t *testing.T) {
 	req.Header.Set("Keep-Alive", "timeout=5")
 	req.Header.Set("Proxy-Authorization", "secret")
 	x, resp := do(t, c, req)
-	got := readAll(t, resp)
-	if len(got) != 1 {
-		t.Fatalf("messages %q", got)
-	}
-	md := got[0]
+	md := readOne(t, resp)
 	for _, want := range []string{":authority=upstream.test\n", "x-forward=yes\n", "user-agent=grpc-go-test"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("upstream metadata lacks %q:\n%s", want, md)
@@ -135,7 +124,7 @@ func TestHeadersForwarded(t *testing.T) {
 }
 
 func TestServerStreaming(t *testing.T) {
-	s, addr := startServer(t, nil)
+	s, addr := grpctest.StartService(t, grpctest.Options{})
 	c := newClient(t, Options{Addr: addr})
 	x, resp := do(t, c, grpcRequest("Count", "100"))
 	// The server sends the rest only once release is closed: reading the first message
@@ -144,7 +133,7 @@ func TestServerStreaming(t *testing.T) {
 	if err != nil || first != "msg 0" {
 		t.Fatalf("first message %q, %v", first, err)
 	}
-	close(s.release)
+	s.Release()
 	rest := readAll(t, resp)
 	if len(rest) != 99 {
 		t.Fatalf("%d more messages; want 99", len(rest))
@@ -158,11 +147,8 @@ func TestServerStreaming(t *testing.T) {
 }
 
 func TestClientStreaming(t *testing.T) {
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
-	req := grpcRequest("Sum")
-	pr, pw := io.Pipe()
-	req.SetBodyStream(pr, -1)
+	c := startClient(t)
+	req, pw := pipeRequest("Sum")
 	go func() {
 		for _, m := range []string{"a", "bb", "ccc"} {
 			if _, err := pw.Write(appendFrame(nil, m)); err != nil {
@@ -172,18 +158,13 @@ func TestClientStreaming(t *testing.T) {
 		_ = pw.Close()
 	}()
 	x, resp := do(t, c, req)
-	if got := readAll(t, resp); len(got) != 1 || got[0] != "3 messages, 6 bytes" {
-		t.Fatalf("messages %q", got)
-	}
+	wantMessage(t, resp, "3 messages, 6 bytes")
 	wantTrailer(t, x, resp, "grpc-status", "0")
 }
 
 func TestBidirectional(t *testing.T) {
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
-	req := grpcRequest("Chat")
-	pr, pw := io.Pipe()
-	req.SetBodyStream(pr, -1)
+	c := startClient(t)
+	req, pw := pipeRequest("Chat")
 	// Nothing has been written yet: Do returns on the response headers alone.
 	x, resp := do(t, c, req)
 	if got := string(resp.Header.Peek("x-chat")); got != "open" {
@@ -208,7 +189,7 @@ func TestBidirectional(t *testing.T) {
 }
 
 func TestEarlyCloseCancelsUpstream(t *testing.T) {
-	s, addr := startServer(t, nil)
+	s, addr := grpctest.StartService(t, grpctest.Options{})
 	c := newClient(t, Options{Addr: addr})
 	x, resp := do(t, c, grpcRequest("Count", "100"))
 	if m, err := readFrame(resp.BodyStream()); err != nil || m != "msg 0" {
@@ -218,7 +199,7 @@ func TestEarlyCloseCancelsUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-s.canceled: // the handler saw its call canceled: RST_STREAM reached it
+	case <-s.Canceled(): // the handler saw its call canceled: RST_STREAM reached it
 	case <-time.After(10 * time.Second):
 		t.Fatal("the upstream call was not canceled")
 	}
@@ -231,8 +212,7 @@ func TestGRPCTimeoutBeforeHeaders(t *testing.T) {
 	// The handler sleeps 2s and grpc-go does not answer an expired deadline with a
 	// status (it resets the stream): edge's own deadline ends Do with ErrTimeout, for
 	// the proxy to answer WriteStatus(DeadlineExceeded).
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	req := grpcRequest("Echo", "sleep")
 	req.Header.Set("grpc-timeout", "200m")
 	start := time.Now()
@@ -248,15 +228,12 @@ func TestGRPCTimeoutBeforeHeaders(t *testing.T) {
 func TestGRPCTimeoutMidStream(t *testing.T) {
 	// Headers and a message have gone out when the deadline passes: the body ends in
 	// io.EOF with edge's grpc-status 4, as the caller can no longer answer otherwise.
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	req := grpcRequest("Stall", "x")
 	req.Header.Set("grpc-timeout", "200m")
 	start := time.Now()
 	x, resp := do(t, c, req)
-	if got := readAll(t, resp); len(got) != 1 || got[0] != "first" {
-		t.Fatalf("messages %q", got)
-	}
+	wantMessage(t, resp, "first")
 	if took := time.Since(start); took > 1500*time.Millisecond {
 		t.Fatalf("the exchange took %v: grpc-timeout 200m was not the deadline", took)
 	}
@@ -268,8 +245,7 @@ func TestGRPCTimeoutMidStream(t *testing.T) {
 }
 
 func TestDeadlineForwarded(t *testing.T) {
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	// f calls "deadline" with grpc-timeout gt (none if empty) and ctx bounded by ctxT
 	// (none if 0) and checks the time left the upstream saw is in (lo, hi] ms.
 	f := func(gt string, ctxT time.Duration, lo, hi int) {
@@ -288,19 +264,16 @@ func TestDeadlineForwarded(t *testing.T) {
 		if _, err := c.Do(ctx, req, resp); err != nil {
 			t.Fatal(err)
 		}
-		got := readAll(t, resp)
-		if len(got) != 1 {
-			t.Fatalf("messages %q", got)
-		}
+		got := readOne(t, resp)
 		if lo < 0 {
-			if got[0] != "none" {
-				t.Fatalf("grpc-timeout %q, ctx %v: upstream saw a deadline %sms; want none", gt, ctxT, got[0])
+			if got != "none" {
+				t.Fatalf("grpc-timeout %q, ctx %v: upstream saw a deadline %sms; want none", gt, ctxT, got)
 			}
 			return
 		}
-		ms, err := strconv.Atoi(got[0])
+		ms, err := strconv.Atoi(got)
 		if err != nil || ms <= lo || ms > hi {
-			t.Fatalf("grpc-timeout %q, ctx %v: upstream had %sms left; want (%d, %d]", gt, ctxT, got[0], lo, hi)
+			t.Fatalf("grpc-timeout %q, ctx %v: upstream had %sms left; want (%d, %d]", gt, ctxT, got, lo, hi)
 		}
 	}
 	f("", 0, -1, 0)                  // no deadline anywhere
@@ -318,21 +291,17 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, addr := startServer(t, &cert)
+	_, addr := grpctest.StartService(t, grpctest.Options{Cert: &cert})
 
 	c := newClient(t, Options{Addr: addr, TLS: true, ServerName: "localhost", RootCAs: ca.Pool})
 	x, resp := do(t, c, grpcRequest("Echo", "over tls"))
-	if got := readAll(t, resp); len(got) != 1 || got[0] != "echo:over tls" {
-		t.Fatalf("messages %q", got)
-	}
+	wantMessage(t, resp, "echo:over tls")
 	wantTrailer(t, x, resp, "grpc-status", "0")
 
 	// Default ServerName: Addr's host, an IP SAN of the leaf.
 	c = newClient(t, Options{Addr: addr, TLS: true, RootCAs: ca.Pool})
 	_, resp = do(t, c, grpcRequest("Echo", "by ip"))
-	if got := readAll(t, resp); len(got) != 1 || got[0] != "echo:by ip" {
-		t.Fatalf("messages %q", got)
-	}
+	wantMessage(t, resp, "echo:by ip")
 
 	// A name the certificate does not carry, or an unknown CA: never connected.
 	for _, o := range []Options{
@@ -340,8 +309,7 @@ func TestTLS(t *testing.T) {
 		{Addr: addr, TLS: true, ServerName: "localhost", RootCAs: testcert.NewCA(t).Pool},
 	} {
 		c = newClient(t, o)
-		_, err := c.Do(context.Background(), grpcRequest("Echo", "x"), &fasthttp.Response{})
-		if !errors.Is(err, ErrConnect) {
+		if err := echoErr(context.Background(), c); !errors.Is(err, ErrConnect) {
 			t.Fatalf("Do with ServerName %q: %v; want ErrConnect", o.ServerName, err)
 		}
 	}
@@ -356,7 +324,7 @@ func TestConnectRefused(t *testing.T) {
 	_ = ln.Close()
 	for _, tlsOn := range []bool{false, true} {
 		c := newClient(t, Options{Addr: addr, TLS: tlsOn})
-		_, err = c.Do(context.Background(), grpcRequest("Echo", "x"), &fasthttp.Response{})
+		err = echoErr(context.Background(), c)
 		if Classify(err) != "connect" || !strings.Contains(err.Error(), addr) {
 			t.Fatalf("TLS %v: Do error %v (%q); want connect naming %s", tlsOn, err, Classify(err), addr)
 		}
@@ -364,10 +332,10 @@ func TestConnectRefused(t *testing.T) {
 }
 
 func TestClosedClient(t *testing.T) {
-	_, addr := startServer(t, nil)
+	addr := grpctest.Start(t)
 	c := New(Options{Addr: addr})
 	c.Close()
-	_, err := c.Do(context.Background(), grpcRequest("Echo", "x"), &fasthttp.Response{})
+	err := echoErr(context.Background(), c)
 	if Classify(err) != "connect" {
 		t.Fatalf("Do after Close: %v; want connect", err)
 	}
@@ -376,32 +344,23 @@ func TestClosedClient(t *testing.T) {
 // startSilent accepts TCP connections and never says anything.
 func startSilent(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
 	conns := make(chan net.Conn, 16)
-	go func() {
-		defer close(done)
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns <- conn
-			go func() { _, _ = io.Copy(io.Discard, conn) }()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
+	t.Cleanup(func() { // after the accept loop's end
 		close(conns)
 		for conn := range conns {
 			_ = conn.Close()
 		}
 	})
-	return ln.Addr().String()
+	return serveLoopback(t, func(ln net.Listener) error {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			conns <- conn
+			go func() { _, _ = io.Copy(io.Discard, conn) }()
+		}
+	}, nil)
 }
 
 func TestSilentServerTimeout(t *testing.T) {
@@ -409,7 +368,7 @@ func TestSilentServerTimeout(t *testing.T) {
 	c := newClient(t, Options{Addr: addr})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := c.Do(ctx, grpcRequest("Echo", "x"), &fasthttp.Response{})
+	err := echoErr(ctx, c)
 	if !errors.Is(err, ErrTimeout) || Classify(err) != "timeout" {
 		t.Fatalf("Do error %v (%q); want timeout", err, Classify(err))
 	}
@@ -417,14 +376,14 @@ func TestSilentServerTimeout(t *testing.T) {
 	// A canceled ctx is the caller's doing, not the upstream's.
 	ctx, cancel = context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel) // while the request is in flight
-	_, err = c.Do(ctx, grpcRequest("Echo", "x"), &fasthttp.Response{})
+	err = echoErr(ctx, c)
 	if Classify(err) != "canceled" {
 		t.Fatalf("Do error %v (%q); want canceled", err, Classify(err))
 	}
 
 	// TLS to a server that never answers the handshake: ConnectTimeout, connect.
 	c = newClient(t, Options{Addr: addr, TLS: true, ConnectTimeout: 200 * time.Millisecond})
-	_, err = c.Do(context.Background(), grpcRequest("Echo", "x"), &fasthttp.Response{})
+	err = echoErr(context.Background(), c)
 	if Classify(err) != "connect" {
 		t.Fatalf("TLS Do error %v (%q); want connect", err, Classify(err))
 	}
@@ -433,8 +392,7 @@ func TestSilentServerTimeout(t *testing.T) {
 func TestHTTP1FrontWritesTrailers(t *testing.T) {
 	// fasthttp's own HTTP/1.1 server writes the streamed body chunked and the
 	// upstream's trailers after it.
-	_, addr := startServer(t, nil)
-	c := newClient(t, Options{Addr: addr})
+	c := startClient(t)
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		// The body streams after the handler returns: the exchange's context must
 		// outlive it, and is released by the exchange's end.
@@ -442,28 +400,16 @@ func TestHTTP1FrontWritesTrailers(t *testing.T) {
 			WriteStatus(&ctx.Response, Unavailable, err.Error())
 		}
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-done
-	})
+	addr := serveLoopback(t, srv.Serve, func() { _ = srv.Shutdown() })
 
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	body := appendFrame(nil, "via http/1.1")
-	_, err = conn.Write(append([]byte("POST /"+serviceName+"/Echo HTTP/1.1\r\nHost: upstream.test\r\n"+
+	_, err = conn.Write(append([]byte("POST "+grpctest.Echo+" HTTP/1.1\r\nHost: upstream.test\r\n"+
 		"Content-Type: application/grpc\r\nTE: trailers\r\nConnection: close\r\n"+
 		"Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"), body...))
 	if err != nil {
@@ -493,7 +439,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	// The server's goroutines per connection end only when the client's connection
 	// closes: counting against a baseline taken with the server idle checks the
 	// client's side.
-	_, addr := startServer(t, nil)
+	addr := grpctest.Start(t)
 	base := runtime.NumGoroutine()
 	c := New(Options{Addr: addr})
 
@@ -507,16 +453,14 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = resp.CloseBodyStream() // canceled midway
-	req := grpcRequest("Chat")
-	pr, pw := io.Pipe()
-	req.SetBodyStream(pr, -1)
+	req, pw := pipeRequest("Chat")
 	_, resp = doBare(t, c, req)
 	_, _ = pw.Write(appendFrame(nil, "hi"))
 	if _, err := readFrame(resp.BodyStream()); err != nil {
 		t.Fatal(err)
 	}
 	c.Close() // with the Chat exchange in flight: its connection closes at its end
-	if _, err := c.Do(context.Background(), grpcRequest("Echo", "x"), &fasthttp.Response{}); !errors.Is(err, ErrConnect) {
+	if err := echoErr(context.Background(), c); !errors.Is(err, ErrConnect) {
 		t.Fatalf("Do after Close: %v; want ErrConnect", err)
 	}
 	_ = resp.CloseBodyStream() // the request body is still open: closed for us
@@ -537,8 +481,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 // BenchmarkUnary measures a unary call through h2up to an in-process grpc-go server;
 // the allocations counted include the server's.
 func BenchmarkUnary(b *testing.B) {
-	s, addr := serve(b, nil)
-	defer s.shutdown()
+	addr := grpctest.Start(b)
 	c := New(Options{Addr: addr})
 	defer c.Close()
 	req := grpcRequest("Echo", "bench")
@@ -584,20 +527,7 @@ func TestPlainHTTP2Upstream(t *testing.T) {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: mux, Protocols: &p, ErrorLog: log.New(io.Discard, "", 0)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	c := newClient(t, Options{Addr: ln.Addr().String()})
+	c := newClient(t, Options{Addr: serveLoopback(t, srv.Serve, func() { _ = srv.Close() })})
 
 	req := &fasthttp.Request{}
 	req.Header.SetMethod(fasthttp.MethodPut)

@@ -3,249 +3,16 @@ package h2up
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"sort"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
+	"github.com/edge-gw/edge/internal/grpctest"
 	"github.com/valyala/fasthttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
-
-// rawCodec passes gRPC messages through as bytes, so the test service needs no
-// generated code: messages are *[]byte on both sides.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "raw" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-	}
-	return *p, nil
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	*p = append((*p)[:0], data...)
-	return nil
-}
-
-// testService is the upstream: a real grpc-go server with hand-written handlers.
-type testService struct {
-	stop     chan struct{} // closed at cleanup: ends handlers that wait
-	release  chan struct{} // Count waits on it after its first message
-	canceled chan struct{} // Count closes it when its call is canceled
-	shutdown func()        // stops the server and waits for it
-}
-
-const serviceName = "h2up.test.Raw"
-
-var serviceDesc = grpc.ServiceDesc{
-	ServiceName: serviceName,
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{
-		{MethodName: "Echo", Handler: echoHandler},
-	},
-	Streams: []grpc.StreamDesc{
-		{StreamName: "Count", Handler: countHandler, ServerStreams: true},
-		{StreamName: "Sum", Handler: sumHandler, ClientStreams: true},
-		{StreamName: "Chat", Handler: chatHandler, ServerStreams: true, ClientStreams: true},
-		{StreamName: "Stall", Handler: stallHandler, ServerStreams: true},
-	},
-}
-
-// echoHandler answers "echo:<msg>"; "fail" gets ResourceExhausted "custom" plus a
-// trailer x-custom: v; "meta" answers the request metadata as "key=value" lines;
-// "sleep" waits 2s whatever its deadline; "deadline" answers the
-// time left before the call's deadline, in milliseconds, or "none".
-func echoHandler(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-	s := srv.(*testService)
-	var in []byte
-	if err := dec(&in); err != nil {
-		return nil, err
-	}
-	switch string(in) {
-	case "fail":
-		_ = grpc.SetTrailer(ctx, metadata.Pairs("x-custom", "v"))
-		return nil, status.Error(codes.ResourceExhausted, "custom")
-	case "sleep":
-		select {
-		case <-time.After(2 * time.Second):
-		case <-s.stop:
-		}
-	case "meta":
-		md, _ := metadata.FromIncomingContext(ctx)
-		keys := make([]string, 0, len(md))
-		for k := range md {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		var out []byte
-		for _, k := range keys {
-			out = fmt.Appendf(out, "%s=%s\n", k, strings.Join(md[k], ","))
-		}
-		return &out, nil
-	case "deadline":
-		out := []byte("none")
-		if dl, ok := ctx.Deadline(); ok {
-			out = strconv.AppendInt(out[:0], time.Until(dl).Milliseconds(), 10)
-		}
-		return &out, nil
-	}
-	out := append([]byte("echo:"), in...)
-	return &out, nil
-}
-
-// countHandler receives a count N and sends N messages "msg <i>", waiting on release
-// after the first; it closes canceled if its call is canceled. "fail" sends one message
-// and fails with ResourceExhausted "custom" and a trailer x-custom: v.
-func countHandler(srv any, stream grpc.ServerStream) error {
-	s := srv.(*testService)
-	var in []byte
-	if err := stream.RecvMsg(&in); err != nil {
-		return err
-	}
-	if string(in) == "fail" {
-		out := []byte("msg 0")
-		if err := stream.SendMsg(&out); err != nil {
-			return err
-		}
-		stream.SetTrailer(metadata.Pairs("x-custom", "v"))
-		return status.Error(codes.ResourceExhausted, "custom")
-	}
-	n, err := strconv.Atoi(string(in))
-	if err != nil {
-		return status.Error(codes.InvalidArgument, "count")
-	}
-	for i := range n {
-		out := []byte("msg " + strconv.Itoa(i))
-		if err := stream.SendMsg(&out); err != nil {
-			return err
-		}
-		if i == 0 {
-			select {
-			case <-s.release:
-			case <-stream.Context().Done():
-				close(s.canceled)
-				return stream.Context().Err()
-			case <-s.stop:
-				return nil
-			}
-		}
-	}
-	return nil
-}
-
-// sumHandler receives messages until the client's end and answers how many and their
-// total length.
-func sumHandler(_ any, stream grpc.ServerStream) error {
-	count, total := 0, 0
-	for {
-		var in []byte
-		err := stream.RecvMsg(&in)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		count++
-		total += len(in)
-	}
-	out := fmt.Appendf(nil, "%d messages, %d bytes", count, total)
-	return stream.SendMsg(&out)
-}
-
-// chatHandler sends its headers at once, then answers each message "re:<msg>".
-func chatHandler(_ any, stream grpc.ServerStream) error {
-	if err := stream.SendHeader(metadata.Pairs("x-chat", "open")); err != nil {
-		return err
-	}
-	for {
-		var in []byte
-		err := stream.RecvMsg(&in)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		out := append([]byte("re:"), in...)
-		if err := stream.SendMsg(&out); err != nil {
-			return err
-		}
-	}
-}
-
-// stallHandler sends one message and then waits 2s whatever its deadline.
-func stallHandler(srv any, stream grpc.ServerStream) error {
-	s := srv.(*testService)
-	var in []byte
-	if err := stream.RecvMsg(&in); err != nil {
-		return err
-	}
-	out := []byte("first")
-	if err := stream.SendMsg(&out); err != nil {
-		return err
-	}
-	select {
-	case <-time.After(2 * time.Second):
-	case <-s.stop:
-	}
-	return nil
-}
-
-// startServer serves the test service on 127.0.0.1:0, h2c unless cert is given, until
-// the test's cleanup.
-func startServer(t *testing.T, cert *tls.Certificate) (*testService, string) {
-	t.Helper()
-	s, addr := serve(t, cert)
-	t.Cleanup(s.shutdown)
-	return s, addr
-}
-
-// serve is startServer leaving the shutdown to the caller.
-func serve(t testing.TB, cert *tls.Certificate) (*testService, string) {
-	t.Helper()
-	opts := []grpc.ServerOption{grpc.ForceServerCodec(rawCodec{})}
-	if cert != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*cert}})))
-	}
-	srv := grpc.NewServer(opts...)
-	s := &testService{stop: make(chan struct{}), release: make(chan struct{}), canceled: make(chan struct{})}
-	srv.RegisterService(&serviceDesc, s)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	s.shutdown = func() {
-		close(s.stop)
-		srv.Stop()
-		<-done
-	}
-	return s, ln.Addr().String()
-}
 
 // newClient is New(o) closed at cleanup.
 func newClient(t *testing.T, o Options) *Client {
@@ -255,12 +22,50 @@ func newClient(t *testing.T, o Options) *Client {
 	return c
 }
 
+// startClient starts the grpctest service (h2c) and returns a client of it, both
+// closed at cleanup.
+func startClient(t *testing.T) *Client {
+	t.Helper()
+	return newClient(t, Options{Addr: grpctest.Start(t)})
+}
+
+// echoErr sends Echo "x" with c and returns Do's error.
+func echoErr(ctx context.Context, c *Client) error {
+	_, err := c.Do(ctx, grpcRequest("Echo", "x"), &fasthttp.Response{})
+	return err
+}
+
+// serveLoopback runs serve on a fresh 127.0.0.1 listener and returns its address. At
+// cleanup it calls stop, or closes the listener if stop is nil, and waits for serve
+// to return.
+func serveLoopback(t *testing.T, serve func(net.Listener) error, stop func()) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = serve(ln)
+	}()
+	t.Cleanup(func() {
+		if stop != nil {
+			stop()
+		} else {
+			_ = ln.Close()
+		}
+		<-done
+	})
+	return ln.Addr().String()
+}
+
 // grpcRequest builds a request as a gRPC client sends it: POST /<service>/<method>,
 // content-type application/grpc, te: trailers, and the messages framed as the body.
 func grpcRequest(method string, msgs ...string) *fasthttp.Request {
 	req := &fasthttp.Request{}
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI("/" + serviceName + "/" + method)
+	req.SetRequestURI("/" + grpctest.Name + "/" + method)
 	req.Header.SetHost("upstream.test")
 	req.Header.SetContentType("application/grpc")
 	req.Header.Set("te", "trailers")
@@ -271,6 +76,15 @@ func grpcRequest(method string, msgs ...string) *fasthttp.Request {
 	}
 	req.SetBody(body)
 	return req
+}
+
+// pipeRequest is grpcRequest(method) whose body streams from a pipe: the caller writes
+// framed messages to pw and closes it.
+func pipeRequest(method string) (req *fasthttp.Request, pw *io.PipeWriter) {
+	req = grpcRequest(method)
+	pr, pw := io.Pipe()
+	req.SetBodyStream(pr, -1)
+	return req, pw
 }
 
 // appendFrame appends msg as a gRPC length-prefixed message.
@@ -309,6 +123,25 @@ func readAll(t *testing.T, resp *fasthttp.Response) []string {
 			t.Fatalf("after %d messages: %v", len(msgs), err)
 		}
 		msgs = append(msgs, m)
+	}
+}
+
+// readOne reads resp's body stream to its io.EOF and returns its one message; it
+// fails if there are more or none.
+func readOne(t *testing.T, resp *fasthttp.Response) string {
+	t.Helper()
+	got := readAll(t, resp)
+	if len(got) != 1 {
+		t.Fatalf("messages %q; want one", got)
+	}
+	return got[0]
+}
+
+// wantMessage fails unless resp's body stream holds exactly one message, want.
+func wantMessage(t *testing.T, resp *fasthttp.Response, want string) {
+	t.Helper()
+	if got := readOne(t, resp); got != want {
+		t.Fatalf("message %q; want %q", got, want)
 	}
 }
 
