@@ -224,7 +224,7 @@ func TestStreamedSmallChunked(t *testing.T) {
 }
 
 // On a cached route an answer larger than max_entry streams through uncached
-// (X-Cache: BYPASS), also beyond max_response_size; smaller ones are cached as ever.
+// (X-Cache: BYPASS), also beyond max_response_size (smaller ones: cache_test.go).
 func TestCacheBypassStreams(t *testing.T) {
 	var written atomic.Int64
 	big, _ := genOrigin(t, 100<<20, false, &written)
