@@ -260,6 +260,7 @@ func (c *conn) run() error {
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: cfg.InitialWindowSize},
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: cfg.MaxFrameSize},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: cfg.MaxHeaderListSize},
+		http2.Setting{ID: http2.SettingEnableConnectProtocol, Val: 1}, // RFC 8441
 	)
 	if err == nil && cfg.ConnWindowSize > defaultWindow {
 		err = c.fr.WriteWindowUpdate(0, cfg.ConnWindowSize-defaultWindow)

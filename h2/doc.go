@@ -20,9 +20,21 @@
 //
 // Malformed requests (RFC 9113 §8.2, §8.3: uppercase or invalid names, connection-specific
 // fields, te other than "trailers", missing, duplicate or misplaced pseudo-headers,
-// content-length not matching the DATA) get RST_STREAM(PROTOCOL_ERROR). CONNECT is
-// answered 405 {"error":"method_not_allowed"}. h2 answers itself with 408, 413 and 431
+// content-length not matching the DATA) get RST_STREAM(PROTOCOL_ERROR). A plain CONNECT
+// is answered 405 {"error":"method_not_allowed"}. h2 answers itself with 408, 413 and 431
 // JSON bodies as Config describes.
+//
+// # Extended CONNECT
+//
+// h2 sends SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 and accepts an extended CONNECT (RFC 8441:
+// :method CONNECT with :protocol, :scheme, :path and :authority; :protocol with any other
+// method, or without the other three, is malformed). The handler gets method "CONNECT",
+// the path and host as usual, and the protocol in the request header ProtocolHeader
+// (X-Edge-Protocol), which h2 drops whenever a client sends it, so only an extended
+// CONNECT carries it. Its body is always streamed, whatever Config.StreamRequest says
+// (see Streamed request bodies; ReadTimeout bounds each wait for DATA there too), and a
+// body stream left in ctx.Response flows back at the same time: a tunnel (edge: WebSocket
+// over HTTP/2) answers 200 and relays bytes both ways until either side ends its half.
 //
 // # Streamed response bodies
 //

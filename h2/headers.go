@@ -20,7 +20,14 @@ const (
 	psPath
 	psScheme
 	psAuthority
+	psProtocol
 )
+
+// ProtocolHeader is the request header through which h2 hands the :protocol of an
+// extended CONNECT (RFC 8441) to the handler: method "CONNECT", this header set to the
+// protocol ("websocket"). h2 drops any field of that name a client sends, so the
+// handler sees it only on an extended CONNECT that came over HTTP/2.
+const ProtocolHeader = "X-Edge-Protocol"
 
 // hdrState is the decoding state of the header block in progress (reader-owned).
 type hdrState struct {
@@ -36,6 +43,7 @@ type hdrState struct {
 	regular  bool // a regular field was seen: pseudo-headers may no longer come
 	pseudo   uint8
 	connect  bool
+	protocol string // the :protocol pseudo-header (extended CONNECT)
 	size     uint32
 	tooBig   bool
 	bad      bool
@@ -145,6 +153,8 @@ func (c *conn) onField(f hpack.HeaderField) {
 			bit = psScheme
 		case ":authority":
 			bit = psAuthority
+		case ":protocol":
+			bit = psProtocol
 		default:
 			h.bad = true
 			return
@@ -171,6 +181,8 @@ func (c *conn) onField(f hpack.HeaderField) {
 			rh.SetRequestURI(value)
 		case psAuthority:
 			rh.SetHost(value)
+		case psProtocol:
+			h.protocol = value
 		}
 		return
 	}
@@ -186,6 +198,8 @@ func (c *conn) onField(f hpack.HeaderField) {
 	switch name {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 		h.bad = true
+		return
+	case "x-edge-protocol": // ProtocolHeader is h2's to set, never the client's
 		return
 	case "te":
 		if value != "trailers" {
@@ -254,6 +268,22 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		c.answer(st, 431, bodyHeaderTooLarge, h.end)
 	case h.bad:
 		c.rejectStream(st, http2.ErrCodeProtocol)
+	case h.pseudo&psProtocol != 0:
+		// Extended CONNECT (RFC 8441 §4): :protocol only with CONNECT, and then :scheme,
+		// :path and :authority are required like for any other request.
+		if !h.connect || h.protocol == "" || h.pseudo&(psScheme|psPath|psAuthority) != psScheme|psPath|psAuthority {
+			c.rejectStream(st, http2.ErrCodeProtocol)
+			return nil
+		}
+		if len(st.cookie) > 0 {
+			st.ctx.Request.Header.SetBytesKV(strCookie, st.cookie)
+		}
+		st.ctx.Request.Header.Set(ProtocolHeader, h.protocol)
+		if h.end {
+			c.endOfRequest(st)
+		} else {
+			c.startStreamed(st) // a tunnel's bytes: always streamed, both ways
+		}
 	case h.connect:
 		if h.pseudo&(psScheme|psPath) != 0 || h.pseudo&psAuthority == 0 {
 			c.rejectStream(st, http2.ErrCodeProtocol)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -74,8 +75,15 @@ var (
 )
 
 // upgradeToken returns the Upgrade token of a request that asks for one the route
-// allows (websocket), or nil: GET, Connection naming upgrade, Upgrade: websocket.
+// allows (websocket), or nil: GET, Connection naming upgrade, Upgrade: websocket; or
+// an HTTP/2 extended CONNECT for websocket (RFC 8441, upgrade_h2.go).
 func upgradeToken(h *fasthttp.RequestHeader) []byte {
+	if string(h.Method()) == "CONNECT" { // HTTP/2 extended CONNECT (upgrade_h2.go)
+		if bytes.EqualFold(h.PeekBytes(hdrEdgeProtocol), strWebSocket) {
+			return strWebSocket
+		}
+		return nil
+	}
 	up := h.PeekBytes(strUpgrade)
 	if len(up) == 0 || !bytes.EqualFold(bytes.TrimSpace(up), strWebSocket) || string(h.Method()) != "GET" {
 		return nil
@@ -90,9 +98,19 @@ func upgradeToken(h *fasthttp.RequestHeader) []byte {
 
 // sendUpgrade forwards an upgrade request to a server of pl on a new connection and
 // either relays the origin's answer or, on its 101, hijacks the client's connection
-// into a tunnel. The route's tunnel slot is taken before dialing and given back when
-// no tunnel comes of it.
+// into a tunnel. An HTTP/2 extended CONNECT takes the same way (upgrade_h2.go): the
+// handshake is turned into HTTP/1.1's, and the 101 into a 200 whose stream carries the
+// tunnel. The route's tunnel slot is taken before dialing and given back when no tunnel
+// comes of it.
 func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
+	req := &ctx.Request
+	h2ws := string(req.Header.Method()) == "CONNECT" // extended CONNECT: upgradeToken checked the rest
+	if h2ws && sc.e.proto != ProtoH2 {
+		// Only h2 sets the protocol header (and drops a client's): an HTTP/1.1 CONNECT
+		// claiming it is not served.
+		errMethodNotAllowed.write(ctx)
+		return outcomeNone
+	}
 	rtun := sc.tunnel
 	if !rtun.group.Acquire() {
 		errTunnelsFull.write(ctx)
@@ -104,7 +122,12 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 			rtun.group.Release()
 		}
 	}()
-	req := &ctx.Request
+	var key wsKey
+	var body io.Reader
+	if h2ws {
+		body = req.BodyStream() // the client's tunnel bytes: not part of the handshake
+		key = h1Handshake(&req.Header)
+	}
 	sc.buf = prepareForward(&req.Header, peer, client, s.trusted.contains(peer), sc.door.fwdProto, sc.buf)
 	req.Header.SetCanonical(hdrConnection, strUpgrade) // prepareForward dropped both as hop-by-hop
 	req.Header.SetCanonical(strUpgrade, sc.upgrade)
@@ -134,7 +157,12 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 	}
 	conn.SetDeadline(deadline)
 	bw := bufio.NewWriter(conn)
-	if err = req.Write(bw); err == nil {
+	if h2ws {
+		err = req.Header.Write(bw) // a GET: no body
+	} else {
+		err = req.Write(bw)
+	}
+	if err == nil {
 		err = bw.Flush()
 	}
 	br := bufio.NewReader(conn)
@@ -149,8 +177,14 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 		}
 		return fail(failBroken)
 	}
+	switched := resp.StatusCode() == fasthttp.StatusSwitchingProtocols && bytes.EqualFold(bytes.TrimSpace(resp.Header.PeekBytes(strUpgrade)), sc.upgrade)
+	if h2ws && resp.StatusCode() == fasthttp.StatusSwitchingProtocols && (!switched || !key.accepted(&resp.Header)) {
+		// A 101 HTTP/2 cannot carry, and not the handshake edge asked for.
+		conn.Close()
+		return fail(failBroken)
+	}
 	srv.health.success()
-	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols || !bytes.EqualFold(bytes.TrimSpace(resp.Header.PeekBytes(strUpgrade)), sc.upgrade) {
+	if !switched {
 		// Not a tunnel: an ordinary answer, and the client's connection stays HTTP.
 		conn.Close()
 		stripResponseHop(&resp.Header)
@@ -160,21 +194,25 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 		return outcomeOK
 	}
 	conn.SetDeadline(time.Time{})
-	// The 101 goes to the client as the origin sent it, with edge's own Connection
-	// and Upgrade (fasthttp keeps Connection as a flag, not a header line).
 	stripResponseHop(&resp.Header)
-	resp.Header.SetCanonical(hdrConnection, strUpgrade)
-	resp.Header.SetCanonical(strUpgrade, sc.upgrade)
 	var pending []byte
 	if n := br.Buffered(); n > 0 { // the origin spoke first, right behind its 101
 		pending, _ = br.Peek(n)
 		pending = bytes.Clone(pending)
 	}
+	tunnelled = true
+	if h2ws {
+		openH2Tunnel(ctx, body, conn, rtun, pending)
+		return outcomeOK
+	}
+	// The 101 goes to the client as the origin sent it, with edge's own Connection
+	// and Upgrade (fasthttp keeps Connection as a flag, not a header line).
+	resp.Header.SetCanonical(hdrConnection, strUpgrade)
+	resp.Header.SetCanonical(strUpgrade, sc.upgrade)
 	raw := ctx.Conn()
 	if w, ok := raw.(interface{ Unwatch() }); ok {
 		w.Unwatch() // the tunnel's idle timeout takes over from the listener's
 	}
-	tunnelled = true
 	g, idle := rtun.group, rtun.idle
 	ctx.Hijack(func(c net.Conn) {
 		g.Run(halfCloser{Conn: c, raw: raw}, conn, tunnel.Options{IdleTimeout: idle, UpstreamPending: pending})
