@@ -2,6 +2,7 @@ package h2
 
 import (
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -75,4 +76,29 @@ func TestExtendedConnect(t *testing.T) {
 	if status, _ := r.expectStatus(id); status != 405 {
 		t.Errorf("plain CONNECT: %d", status)
 	}
+}
+
+// TestExtendedConnectQuiet: a tunnel's bytes may pause longer than ReadTimeout (the
+// handler's tunnel has its own idle limit); a streamed request body of another kind may not.
+func TestExtendedConnectQuiet(t *testing.T) {
+	ts := startServer(t, Config{ReadTimeout: 150 * time.Millisecond, StreamRequest: func(*fasthttp.RequestHeader) bool { return true }},
+		func(ctx *fasthttp.RequestCtx) {
+			if ctx.Request.IsBodyStream() {
+				ctx.Response.SetBodyStream(ctx.Request.BodyStream(), -1) // echo
+			}
+		})
+	r := dialRaw(t, ts.addr)
+	r.headers(1, false, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":path", "/chat", ":authority", "x")
+	if ev := r.expect("HEADERS(1)", func(ev event) bool { return ev.stream == 1 }); ev.status != "200" {
+		t.Fatalf("extended CONNECT: %v", ev)
+	}
+	time.Sleep(500 * time.Millisecond) // quiet for over three ReadTimeouts
+	r.fr.WriteData(1, false, []byte("still here"))
+	if ev := r.expect("DATA(1)", func(ev event) bool { return ev.stream == 1 }); ev.typ != http2.FrameData || string(ev.data) != "still here" {
+		t.Fatalf("after a quiet spell: %v %q", ev, ev.data)
+	}
+	// A streamed POST that goes quiet is still reset.
+	r.headers(3, false, ":method", "POST", ":scheme", "http", ":path", "/up", ":authority", "x")
+	r.expect("HEADERS(3)", func(ev event) bool { return ev.stream == 3 })
+	r.expectRST(3, http2.ErrCodeCancel)
 }

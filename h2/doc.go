@@ -32,7 +32,8 @@
 // the path and host as usual, and the protocol in the request header ProtocolHeader
 // (X-Edge-Protocol), which h2 drops whenever a client sends it, so only an extended
 // CONNECT carries it. Its body is always streamed, whatever Config.StreamRequest says
-// (see Streamed request bodies; ReadTimeout bounds each wait for DATA there too), and a
+// (see Streamed request bodies), without ReadTimeout: a tunnel may be quiet for as long
+// as the handler's own idle limit allows (it ends the stream by closing the body), and a
 // body stream left in ctx.Response flows back at the same time: a tunnel (edge: WebSocket
 // over HTTP/2) answers 200 and relays bytes both ways until either side ends its half.
 //
@@ -117,6 +118,7 @@
 // with ErrBodyTimeout and the stream is reset with CANCEL (no GOAWAY: the client broke
 // no rule). A client that keeps a stream open without sending (a watch call waiting on
 // the server) is cut by it too: ReadTimeout must then exceed the longest such silence.
+// Extended CONNECT streams (tunnels) are the exception: their idle limit is the handler's.
 //
 // The stream is done when its answer is: once the response's END_STREAM is written, a
 // request body that has not ended is abandoned with RST_STREAM(NO_ERROR) (RFC 9113

@@ -282,7 +282,7 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		if h.end {
 			c.endOfRequest(st)
 		} else {
-			c.startStreamed(st) // a tunnel's bytes: always streamed, both ways
+			c.startStreamed(st, true) // a tunnel's bytes: always streamed, both ways
 		}
 	case h.connect:
 		if h.pseudo&(psScheme|psPath) != 0 || h.pseudo&psAuthority == 0 {
@@ -298,7 +298,7 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		}
 		switch {
 		case !h.end && c.cfg.StreamRequest != nil && c.cfg.StreamRequest(&st.ctx.Request.Header):
-			c.startStreamed(st) // no MaxBodySize: the handler reads as much as it wants
+			c.startStreamed(st, false) // no MaxBodySize: the handler reads as much as it wants
 		case st.cl > c.cfg.MaxBodySize:
 			c.answer(st, 413, bodyTooLarge, h.end)
 		case h.end:

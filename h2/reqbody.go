@@ -59,9 +59,12 @@ type reqBody struct {
 	received int64 // body bytes received
 	cl       int64 // declared content-length, -1 if none
 	deadline int64 // ReadTimeout as an idle limit: when the next DATA is due; 0: none
-	eof      bool  // END_STREAM received: no more data comes
-	err      error // the body failed or was closed: Read returns it
-	done     bool  // the stream is over: no WINDOW_UPDATE for it any more
+	// tunnel is set for an extended CONNECT: its bytes may pause as long as the tunnel
+	// allows (the handler's own idle limit), so ReadTimeout does not apply.
+	tunnel bool
+	eof    bool  // END_STREAM received: no more data comes
+	err    error // the body failed or was closed: Read returns it
+	done   bool  // the stream is over: no WINDOW_UPDATE for it any more
 }
 
 func newReqBody(c *conn, st *stream) *reqBody {
@@ -224,7 +227,7 @@ func (c *conn) bodyData(st *stream, n int64, data []byte, end bool) (code http2.
 		b.eof = true
 		b.deadline = 0
 		b.cond.Broadcast()
-	} else if rt := c.cfg.ReadTimeout; rt > 0 {
+	} else if rt := c.cfg.ReadTimeout; rt > 0 && !b.tunnel {
 		now := monoNow()
 		b.deadline = now + int64(rt)
 		c.armLocked(now, b.deadline)
@@ -272,10 +275,12 @@ func (c *conn) abortLocked(st *stream, err error) {
 	c.cond.Broadcast()
 }
 
-// startStreamed hands a request whose body is to be streamed (Config.StreamRequest) to a
-// worker at once, its body stream fed by the reader from now on.
-func (c *conn) startStreamed(st *stream) {
+// startStreamed hands a request whose body is to be streamed (Config.StreamRequest, or a
+// tunnel: an extended CONNECT) to a worker at once, its body stream fed by the reader
+// from now on.
+func (c *conn) startStreamed(st *stream, tunnel bool) {
 	b := newReqBody(c, st)
+	b.tunnel = tunnel
 	size := -1
 	if st.cl >= 0 {
 		size = int(min(st.cl, int64(maxInt)))
@@ -287,7 +292,7 @@ func (c *conn) startStreamed(st *stream) {
 		return
 	}
 	st.body = b
-	if rt := c.cfg.ReadTimeout; rt > 0 {
+	if rt := c.cfg.ReadTimeout; rt > 0 && !tunnel {
 		now := monoNow()
 		b.deadline = now + int64(rt)
 		c.armLocked(now, b.deadline)
