@@ -264,7 +264,9 @@ func (p *Proxy) buildSeckill(s *Snapshot, prev *Snapshot) error {
 	s.stops = append(s.stops, func() { sk.stopOnce.Do(func() { close(sk.stop) }) })
 	s.starts = append(s.starts, func() {
 		p.adoptSeckill(b)
-		go p.reclaimLoop(sk)
+		// The period is read here, by the goroutine that applies the config, not by the
+		// loop: a loop that starts late must not read it while a test changes it.
+		go p.reclaimLoop(sk, seckillReclaimEvery)
 	})
 	return nil
 }
@@ -308,10 +310,10 @@ func (p *Proxy) closeSeckill() {
 }
 
 // reclaimLoop returns the units of tokens that expired unused to stock, every
-// seckillReclaimEvery, until the snapshot is retired or the proxy closed. Any number of
+// every (seckillReclaimEvery), until the snapshot is retired or the proxy closed. Any number of
 // nodes may do it at once (each unit comes back once).
-func (p *Proxy) reclaimLoop(sk *snapSeckill) {
-	t := time.NewTicker(seckillReclaimEvery)
+func (p *Proxy) reclaimLoop(sk *snapSeckill, every time.Duration) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
