@@ -334,15 +334,11 @@ func (e *env) startRedis(bin string) error {
 // startEdge starts the edge binary with the scenario's config and keeps it as the
 // running edge, which close stops.
 func (e *env) startEdge(sc *scenario) (p *proc, addr, admin string, err error) {
-	port, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, "", "", err
 	}
-	aport, err := freePort()
-	if err != nil {
-		return nil, "", "", err
-	}
-	addr, admin = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", aport)
+	addr, admin = fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	hcl := fmt.Sprintf(`# written by bench for scenario %s
 listen          = %q
 trusted_proxies = ["127.0.0.1/32"]
