@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -673,4 +674,17 @@ func equalFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// LoadCAs reads a PEM file of CA certificates for Options.RootCAs.
+func LoadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls_ca_file %q holds no PEM certificate", path)
+	}
+	return pool, nil
 }

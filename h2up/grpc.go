@@ -167,3 +167,33 @@ func appendPercent(dst []byte, s string) []byte {
 	}
 	return dst
 }
+
+// CodeForHTTP is the gRPC status for an HTTP status a gateway answered a gRPC call with
+// (a limit, a ban, an unreachable upstream): 429/413/431 RESOURCE_EXHAUSTED, 403
+// PERMISSION_DENIED, 401 UNAUTHENTICATED, 404 UNIMPLEMENTED, 502/503 UNAVAILABLE,
+// 504/408 DEADLINE_EXCEEDED, 409/410 FAILED_PRECONDITION, 400/422 INVALID_ARGUMENT, any
+// other success INTERNAL (a non-gRPC answer to a gRPC call), the rest UNKNOWN.
+func CodeForHTTP(status int) int {
+	switch status {
+	case 429, 413, 431:
+		return ResourceExhausted
+	case 403:
+		return PermissionDenied
+	case 401:
+		return Unauthenticated
+	case 404:
+		return Unimplemented
+	case 502, 503:
+		return Unavailable
+	case 504, 408:
+		return DeadlineExceeded
+	case 409, 410:
+		return FailedPrecondition
+	case 400, 422:
+		return InvalidArgument
+	}
+	if status < 300 {
+		return Internal
+	}
+	return Unknown
+}

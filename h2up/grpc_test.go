@@ -167,3 +167,13 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func TestCodeForHTTP(t *testing.T) {
+	for status, want := range map[int]int{429: ResourceExhausted, 413: ResourceExhausted, 403: PermissionDenied,
+		401: Unauthenticated, 404: Unimplemented, 502: Unavailable, 503: Unavailable, 504: DeadlineExceeded,
+		408: DeadlineExceeded, 409: FailedPrecondition, 400: InvalidArgument, 200: Internal, 500: Unknown, 302: Unknown} {
+		if got := CodeForHTTP(status); got != want {
+			t.Errorf("CodeForHTTP(%d) = %d, want %d", status, got, want)
+		}
+	}
+}

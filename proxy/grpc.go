@@ -3,10 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/edge-gw/edge/h2up"
@@ -29,7 +27,7 @@ func newH2Client(s poolSettings) *h2up.Client {
 	o := h2up.Options{Addr: s.addr, TLS: s.protocol == "h2", ServerName: s.serverName,
 		ConnectTimeout: s.connectTimeout, MaxConns: s.maxConns, IdleConnTimeout: s.keepalive}
 	if s.caFile != "" {
-		o.RootCAs, _ = loadCAs(s.caFile) // checked by build (checkH2Settings) before
+		o.RootCAs, _ = h2up.LoadCAs(s.caFile) // checked by build (checkH2Settings) before
 	}
 	if o.ServerName == "" {
 		o.ServerName, _, _ = net.SplitHostPort(s.addr)
@@ -37,25 +35,12 @@ func newH2Client(s poolSettings) *h2up.Client {
 	return h2up.New(o)
 }
 
-// loadCAs reads a PEM file of CA certificates.
-func loadCAs(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read tls_ca_file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls_ca_file %q holds no PEM certificate", path)
-	}
-	return pool, nil
-}
-
 // checkH2Settings reports a tls_ca_file that cannot be used, naming the block.
 func checkH2Settings(what string, s poolSettings) error {
 	if s.caFile == "" {
 		return nil
 	}
-	if _, err := loadCAs(s.caFile); err != nil {
+	if _, err := h2up.LoadCAs(s.caFile); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
@@ -113,28 +98,7 @@ func grpcAnswer(ctx *fasthttp.RequestCtx) {
 	if bytes.HasPrefix(resp.Header.ContentType(), strGRPC) {
 		return
 	}
-	code := h2up.Unknown
-	switch status := resp.StatusCode(); {
-	case status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusRequestEntityTooLarge ||
-		status == fasthttp.StatusRequestHeaderFieldsTooLarge:
-		code = h2up.ResourceExhausted
-	case status == fasthttp.StatusForbidden:
-		code = h2up.PermissionDenied
-	case status == fasthttp.StatusUnauthorized:
-		code = h2up.Unauthenticated
-	case status == fasthttp.StatusNotFound:
-		code = h2up.Unimplemented
-	case status == fasthttp.StatusBadGateway || status == fasthttp.StatusServiceUnavailable:
-		code = h2up.Unavailable
-	case status == fasthttp.StatusGatewayTimeout || status == fasthttp.StatusRequestTimeout:
-		code = h2up.DeadlineExceeded
-	case status == fasthttp.StatusConflict || status == fasthttp.StatusGone:
-		code = h2up.FailedPrecondition
-	case status == fasthttp.StatusBadRequest || status == fasthttp.StatusUnprocessableEntity:
-		code = h2up.InvalidArgument
-	case status < 300:
-		code = h2up.Internal // a non-gRPC success answer to a gRPC call
-	}
+	code := h2up.CodeForHTTP(resp.StatusCode())
 	msg := errorCode(resp.Body())
 	if msg == "" {
 		msg = fasthttp.StatusMessage(resp.StatusCode())

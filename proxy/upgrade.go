@@ -122,7 +122,7 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 			rtun.group.Release()
 		}
 	}()
-	var key wsKey
+	var key tunnel.WebSocketKey
 	var body io.Reader
 	if h2ws {
 		body = req.BodyStream() // the client's tunnel bytes: not part of the handshake
@@ -178,7 +178,7 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 		return fail(failBroken)
 	}
 	switched := resp.StatusCode() == fasthttp.StatusSwitchingProtocols && bytes.EqualFold(bytes.TrimSpace(resp.Header.PeekBytes(strUpgrade)), sc.upgrade)
-	if h2ws && resp.StatusCode() == fasthttp.StatusSwitchingProtocols && (!switched || !key.accepted(&resp.Header)) {
+	if h2ws && resp.StatusCode() == fasthttp.StatusSwitchingProtocols && (!switched || !key.Accepted(resp.Header.PeekBytes(hdrWSAccept))) {
 		// A 101 HTTP/2 cannot carry, and not the handshake edge asked for.
 		conn.Close()
 		return fail(failBroken)
@@ -215,23 +215,9 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 	}
 	g, idle := rtun.group, rtun.idle
 	ctx.Hijack(func(c net.Conn) {
-		g.Run(halfCloser{Conn: c, raw: raw}, conn, tunnel.Options{IdleTimeout: idle, UpstreamPending: pending})
+		g.Run(tunnel.WithCloseWrite(c, raw), conn, tunnel.Options{IdleTimeout: idle, UpstreamPending: pending})
 	})
 	return outcomeOK
-}
-
-// halfCloser is a hijacked client connection (fasthttp's wrapper, which first returns
-// what the server had read ahead) that can still pass a half-close on to the socket.
-type halfCloser struct {
-	net.Conn
-	raw net.Conn
-}
-
-func (h halfCloser) CloseWrite() error {
-	if cw, ok := h.raw.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return h.Conn.Close()
 }
 
 // tunnelCollector exports the tunnels of every websocket route at scrape time.

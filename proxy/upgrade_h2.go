@@ -1,13 +1,8 @@
 package proxy
 
 import (
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
-	"errors"
 	"io"
 	"net"
-	"time"
 
 	"github.com/edge-gw/edge/tunnel"
 	"github.com/valyala/fasthttp"
@@ -34,38 +29,20 @@ var (
 	hdrWSAccept         = []byte("Sec-WebSocket-Accept")
 	strWSVersion        = []byte("13")
 	errMethodNotAllowed = jsonError(405, "method_not_allowed")
-	errTunnelEnded      = errors.New("proxy: tunnel ended")
-	errNoDeadline       = errors.New("proxy: an HTTP/2 stream has no deadline")
 )
-
-// wsKey is the Sec-WebSocket-Key edge sends an origin for an HTTP/2 client.
-type wsKey [24]byte
 
 // h1Handshake turns an extended CONNECT's header into an HTTP/1.1 WebSocket handshake
 // (sendUpgrade adds Connection and Upgrade, as for any upgrade): GET, no body, no
 // X-Edge-Protocol, version 13 and a fresh key, which it returns. The path, Host and the
 // client's Sec-WebSocket-Protocol and -Extensions stay.
-func h1Handshake(h *fasthttp.RequestHeader) wsKey {
-	var nonce [16]byte
-	rand.Read(nonce[:]) // never fails (crypto/rand)
-	var key wsKey
-	base64.StdEncoding.Encode(key[:], nonce[:])
+func h1Handshake(h *fasthttp.RequestHeader) tunnel.WebSocketKey {
+	key := tunnel.NewWebSocketKey()
 	h.SetMethod(fasthttp.MethodGet)
 	h.SetContentLength(0) // drops the Transfer-Encoding of a stream of unknown size
 	h.DelBytes(hdrEdgeProtocol)
 	h.SetCanonical(hdrWSVersion, strWSVersion)
 	h.SetCanonical(hdrWSKey, key[:])
 	return key
-}
-
-// accepted reports whether h's Sec-WebSocket-Accept answers k (RFC 6455 §4.2.2).
-func (k *wsKey) accepted(h *fasthttp.ResponseHeader) bool {
-	sum := sha1.New()
-	sum.Write(k[:])
-	sum.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	var want [28]byte
-	base64.StdEncoding.Encode(want[:], sum.Sum(nil))
-	return string(h.PeekBytes(hdrWSAccept)) == string(want[:])
 }
 
 // openH2Tunnel answers the HTTP/2 client 200 with a response body fed by the tunnel
@@ -77,40 +54,7 @@ func openH2Tunnel(ctx *fasthttp.RequestCtx, body io.Reader, up net.Conn, rt *rou
 	resp.Header.DelBytes(hdrWSAccept) // Sec-WebSocket-Protocol and -Extensions stay
 	resp.Header.DelBytes(strUpgrade)
 	resp.Header.SetNoDefaultContentType(true) // tunnel bytes have none (Reset clears the flag)
-	pr, pw := io.Pipe()
-	resp.SetBodyStream(pr, -1) // h2 closes pr when the stream ends, which ends the tunnel
-	c := &h2Stream{body: body, pw: pw, local: ctx.LocalAddr(), remote: ctx.RemoteAddr()}
+	c, down := tunnel.StreamConn(body, ctx.LocalAddr(), ctx.RemoteAddr())
+	resp.SetBodyStream(down, -1) // h2 closes it when the stream ends, which ends the tunnel
 	go rt.group.Run(c, up, tunnel.Options{IdleTimeout: rt.idle, UpstreamPending: pending})
 }
-
-// h2Stream is the client side of a tunnel over an HTTP/2 stream, as a net.Conn: Read
-// reads the request body, Write feeds the response body, CloseWrite ends the response
-// (END_STREAM). It has no deadlines, so the tunnel ends it with Close, which wakes a
-// Read and a Write blocked in it.
-type h2Stream struct {
-	body          io.Reader
-	pw            *io.PipeWriter
-	local, remote net.Addr
-}
-
-func (c *h2Stream) Read(b []byte) (int, error)  { return c.body.Read(b) }
-func (c *h2Stream) Write(b []byte) (int, error) { return c.pw.Write(b) }
-
-// CloseWrite ends the response body: h2 sends END_STREAM after what was written.
-func (c *h2Stream) CloseWrite() error { return c.pw.Close() }
-
-// Close ends both directions. A response not ended by CloseWrite before fails its
-// read, so h2 resets the stream instead of ending it as if the origin had.
-func (c *h2Stream) Close() error {
-	c.pw.CloseWithError(errTunnelEnded) // after CloseWrite: no effect
-	if bc, ok := c.body.(io.Closer); ok {
-		bc.Close()
-	}
-	return nil
-}
-
-func (c *h2Stream) LocalAddr() net.Addr              { return c.local }
-func (c *h2Stream) RemoteAddr() net.Addr             { return c.remote }
-func (c *h2Stream) SetDeadline(time.Time) error      { return errNoDeadline }
-func (c *h2Stream) SetReadDeadline(time.Time) error  { return errNoDeadline }
-func (c *h2Stream) SetWriteDeadline(time.Time) error { return errNoDeadline }

@@ -33,9 +33,9 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// halfCloser hides *net.TCPConn from the splice check but keeps CloseWrite: the copy
+// wrappedTCP hides *net.TCPConn from the splice check but keeps CloseWrite: the copy
 // path with half-close, as with a tls.Conn.
-type halfCloser struct{ *net.TCPConn }
+type wrappedTCP struct{ *net.TCPConn }
 
 // hijacked is what fasthttp hands a hijack handler: no CloseWrite, and a Close that does
 // nothing (fasthttp closes the conn after the handler returns).
@@ -52,7 +52,7 @@ type mode struct {
 }
 
 func bare(c *net.TCPConn) net.Conn { return c }
-func half(c *net.TCPConn) net.Conn { return halfCloser{c} }
+func half(c *net.TCPConn) net.Conn { return wrappedTCP{c} }
 func hijack(c *net.TCPConn) net.Conn {
 	return hijacked{c}
 }
@@ -615,7 +615,7 @@ func TestDeadlineCleared(t *testing.T) {
 	pclient.SetReadDeadline(time.Now().Add(-time.Second))
 	g.Acquire()
 	res := make(chan Result, 1)
-	go func() { res <- g.Run(halfCloser{pclient}, pup, Options{}) }()
+	go func() { res <- g.Run(wrappedTCP{pclient}, pup, Options{}) }()
 	go echo(uapp)
 	capp.Write([]byte("ping"))
 	b := make([]byte, 4)
@@ -639,7 +639,7 @@ func TestSpliceable(t *testing.T) {
 	}
 	f(a, b, 0, true)
 	f(a, b, time.Second, false) // the idle timeout needs to see each read
-	f(halfCloser{a}, b, 0, false)
+	f(wrappedTCP{a}, b, 0, false)
 	f(a, hijacked{b}, 0, false)
 }
 
