@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -535,4 +536,26 @@ func TestStreamedRequestHuge(t *testing.T) {
 		t.Errorf("status %d %q; handler read %d bytes (crc %08x), sent %d (crc %08x)", resp.StatusCode, body, gotN, gotSum, total, g.sum)
 	}
 	heap.check(t, total, elapsed)
+}
+
+// TestBodyDetach: a handler that replaces its request's body stream with a reader built
+// on it (fasthttp's SetBodyStream closes the stream it replaces) detaches it first and
+// still reads the whole body; without Detach the replaced body is closed.
+func TestBodyDetach(t *testing.T) {
+	ts := startServer(t, Config{StreamRequest: func(*fasthttp.RequestHeader) bool { return true }}, func(ctx *fasthttp.RequestCtx) {
+		src := ctx.Request.BodyStream()
+		if string(ctx.Path()) == "/detach" {
+			src = src.(*Body).Detach()
+		}
+		ctx.Request.SetBodyStream(io.MultiReader(strings.NewReader(">"), src), -1)
+		b, err := io.ReadAll(ctx.Request.BodyStream())
+		fmt.Fprintf(ctx, "%s %v", b, err)
+	})
+	c := streamClient(t)
+	if _, body := do(t, c, "POST", "http://"+ts.addr+"/detach", []byte("abc")); string(body) != ">abc <nil>" {
+		t.Errorf("detached: %q, want the whole body", body)
+	}
+	if _, body := do(t, c, "POST", "http://"+ts.addr+"/replace", []byte("abc")); !bytes.Contains(body, []byte(ErrBodyClosed.Error())) {
+		t.Errorf("replaced without Detach: %q, want %v", body, ErrBodyClosed)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 )
@@ -65,6 +66,8 @@ type reqBody struct {
 	eof    bool  // END_STREAM received: no more data comes
 	err    error // the body failed or was closed: Read returns it
 	done   bool  // the stream is over: no WINDOW_UPDATE for it any more
+
+	handle Body // the request's body stream
 }
 
 func newReqBody(c *conn, st *stream) *reqBody {
@@ -285,7 +288,8 @@ func (c *conn) startStreamed(st *stream, tunnel bool) {
 	if st.cl >= 0 {
 		size = int(min(st.cl, int64(maxInt)))
 	}
-	st.ctx.Request.SetBodyStream(b, size)
+	b.handle.b = b
+	st.ctx.Request.SetBodyStream(&b.handle, size)
 	c.mu.Lock()
 	if !runLocked(st) {
 		c.mu.Unlock()
@@ -302,6 +306,33 @@ func (c *conn) startStreamed(st *stream, tunnel bool) {
 }
 
 const maxInt = int(^uint(0) >> 1)
+
+// Body is the body stream of a streamed request (ctx.Request.BodyStream()): Read and
+// Close as described for Config.StreamRequest.
+type Body struct {
+	b        *reqBody
+	detached atomic.Bool
+}
+
+// Read reads the body.
+func (h *Body) Read(p []byte) (int, error) { return h.b.Read(p) }
+
+// Close discards what was not read and makes later Reads fail with ErrBodyClosed, unless
+// the handle was detached.
+func (h *Body) Close() error {
+	if h.detached.Load() {
+		return nil
+	}
+	return h.b.Close()
+}
+
+// Detach returns a new handle on the same body and makes this one's Close do nothing.
+// A handler that replaces the request's body stream with a reader of its own built on
+// this one (fasthttp's SetBodyStream closes the stream it replaces) detaches it first.
+func (h *Body) Detach() io.ReadCloser {
+	h.detached.Store(true)
+	return &Body{b: h.b}
+}
 
 // endBody finishes the streamed body of st once its answer is done: a body not complete
 // by then is abandoned with RST_STREAM(NO_ERROR) (RFC 9113 §8.1), unless the stream was

@@ -17,10 +17,20 @@ import (
 // to a gRPC request (a limit, a ban, an unreachable upstream) become gRPC answers:
 // HTTP 200 with grpc-status and grpc-message (grpcAnswer).
 
-// StreamRequest says which HTTP/2 requests reach the handler with their body still
-// arriving (h2.Config.StreamRequest): gRPC calls, so that client-streaming and
-// bidirectional calls can flow both ways at once. Others are read whole first.
-func StreamRequest(h *fasthttp.RequestHeader) bool { return h2up.IsGRPC(h) }
+// StreamRequest returns the h2.Config.StreamRequest of a server whose max_body_size is
+// maxBody: which HTTP/2 requests reach the handler with their body still arriving.
+// gRPC calls, so that client-streaming and bidirectional calls flow both ways at once;
+// and bodies that may not fit maxBody (no content-length, or a larger one), which the
+// funnel then holds if they turn out to fit and streams to a route that takes big bodies
+// otherwise (upload.go), as it does over HTTP/1.1. Other bodies are read whole first.
+func StreamRequest(maxBody int64) func(h *fasthttp.RequestHeader) bool {
+	return func(h *fasthttp.RequestHeader) bool {
+		if h2up.IsGRPC(h) {
+			return true
+		}
+		return len(h.Peek(fasthttp.HeaderContentLength)) == 0 || int64(h.ContentLength()) > maxBody
+	}
+}
 
 // newH2Client makes the HTTP/2 client of one upstream server.
 func newH2Client(s poolSettings) *h2up.Client {

@@ -100,13 +100,19 @@ func exchangeWith(t *testing.T, c *http.Client, method, url, body string, header
 	return a
 }
 
-// serveH2C serves HTTP/2 by prior knowledge through handler on a fresh port.
+// serveH2C serves HTTP/2 by prior knowledge through handler on a fresh port, for an edge
+// with the default max_body_size.
 func serveH2C(t testing.TB, handler fasthttp.RequestHandler) string {
+	return serveH2CMax(t, handler, 4<<20)
+}
+
+// serveH2CMax is serveH2C for an edge whose max_body_size is maxBody.
+func serveH2CMax(t testing.TB, handler fasthttp.RequestHandler, maxBody int64) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &h2.Server{Handler: handler, Config: h2.Config{StreamRequest: StreamRequest}}
+	srv := &h2.Server{Handler: handler, Config: h2.Config{StreamRequest: StreamRequest(maxBody)}}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -125,11 +131,19 @@ func serveH2C(t testing.TB, handler fasthttp.RequestHandler) string {
 	return ln.Addr().String()
 }
 
-// h2cClient speaks HTTP/2 by prior knowledge on plain TCP.
+// h2cClient speaks HTTP/2 by prior knowledge on plain TCP; each exchange must end
+// within 5s.
 func h2cClient() *http.Client {
+	c := h2cStreamClient()
+	c.Timeout = 5 * time.Second
+	return c
+}
+
+// h2cStreamClient is h2cClient without a bound on an exchange's time, for long streams.
+func h2cStreamClient() *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: &p}}
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }
 
 // Over HTTP/2 every layer of the funnel answers as it does over HTTP/1.1.

@@ -278,7 +278,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
 	sc.door = d
-	if proto == ProtoHTTP1 && ctx.Request.IsBodyStream() { // HTTP/2 streams only what StreamRequest picks
+	if ctx.Request.IsBodyStream() && (proto == ProtoHTTP1 || holdsH2(ctx)) {
 		sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
 	}
 	peer := peerAddr(ctx)

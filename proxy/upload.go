@@ -7,15 +7,24 @@ import (
 	"net"
 	"time"
 
+	"github.com/edge-gw/edge/h2up"
 	"github.com/valyala/fasthttp"
 )
 
-// Streamed request bodies. The server hands every request body over as a stream
-// (fasthttp's StreamRequestBody). holdBody reads one of at most max_body_size whole
+// Streamed request bodies. The HTTP/1.1 server hands every request body over as a stream
+// (fasthttp's StreamRequestBody), the HTTP/2 one every body that may be larger than
+// max_body_size (StreamRequest). holdBody reads one of at most max_body_size whole
 // before anything else, so the funnel sees requests as it always did; a larger one stays
 // a stream that only a route with its own max_body_size takes (takeBigBody), and that
 // send forwards as it arrives: edge holds one buffer, and each write to the upstream is
 // bounded by the pool's timeout as an idle limit. Any other route answers 413.
+
+// holdsH2 says whether the streamed body of an HTTP/2 request is one the funnel holds
+// when it fits (StreamRequest streams it only because it may not): not a gRPC call's
+// and not a tunnel's (an extended CONNECT).
+func holdsH2(ctx *fasthttp.RequestCtx) bool {
+	return !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header)
+}
 
 // holdBody reads the body of ctx's request whole when it is at most limit bytes, and
 // reports false when it is larger (it then stays a stream, of which at most limit+1
@@ -28,7 +37,7 @@ func holdBody(ctx *fasthttp.RequestCtx, sc *scratch, limit int64) bool {
 	}
 	// Read up to limit+1 bytes: a Content-Length body to its end, a chunked one until
 	// it ends or proves too large.
-	src := req.BodyStream()
+	src := bodySource(req)
 	b := sc.body[:0]
 	for int64(len(b)) <= limit {
 		if len(b) == cap(b) {
@@ -56,6 +65,17 @@ func holdBody(ctx *fasthttp.RequestCtx, sc *scratch, limit int64) bool {
 	return false
 }
 
+// bodySource returns the body stream of req for a reader that replaces it in req.
+// Replacing a body stream closes it (fasthttp's SetBodyStream), which ends an HTTP/2
+// body (h2.Body), so that one is detached first: h2 ends it with its stream.
+func bodySource(req *fasthttp.Request) io.Reader {
+	src := req.BodyStream()
+	if d, ok := src.(interface{ Detach() io.ReadCloser }); ok {
+		return d.Detach()
+	}
+	return src
+}
+
 // takeBigBody prepares a body over max_body_size for a route that streams it (its own
 // max_body_size: -1 unlimited, or a bound), or answers 413 and returns false.
 func takeBigBody(ctx *fasthttp.RequestCtx, rt *route) bool {
@@ -69,7 +89,7 @@ func takeBigBody(ctx *fasthttp.RequestCtx, rt *route) bool {
 	if w, ok := ctx.Conn().(interface{ StreamBody() }); ok {
 		w.StreamBody() // read_timeout bounds a held request; a streamed one gets idle_timeout per read
 	}
-	ub := &uploadBody{src: ctx.Request.BodyStream(), left: limit}
+	ub := &uploadBody{src: bodySource(&ctx.Request), left: limit}
 	ctx.Request.SetBodyStream(ub, int(cl))
 	return true
 }

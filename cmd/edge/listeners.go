@@ -66,7 +66,7 @@ func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *pro
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		StreamRequest:     proxy.StreamRequest,
+		StreamRequest:     proxy.StreamRequest(cfg.MaxBodySize),
 	}
 	var specs []*listener.Spec
 	if cfg.Listen != "" {

@@ -62,7 +62,8 @@ func rssPeak(pid int) func() int64 {
 }
 
 // A 10 GB download and a 10 GB upload (generated, never stored) pass through the edge
-// binary with its resident memory under 100 MB.
+// binary with its resident memory under 100 MB, over HTTP/1.1 and then over HTTP/2 (h2c
+// by prior knowledge, so the client's TLS does not take the CPU the transfer needs).
 func TestBinaryLargeTransfers(t *testing.T) {
 	size := int64(10 << 30)
 	if raceEnabled || testing.Short() {
@@ -83,6 +84,11 @@ func TestBinaryLargeTransfers(t *testing.T) {
 listen = "127.0.0.1:0"
 admin {
   listen = "127.0.0.1:0"
+  token  = env("TEST_ADMIN_TOKEN")
+}
+listener "h2c" {
+  address   = "127.0.0.1:0"
+  protocols = ["h2c"]
 }
 upstream "o" {
   servers = [%q]
@@ -98,31 +104,47 @@ route "all" {
   upstream = "o"
 }
 `, strings.TrimPrefix(origin.URL, "http://")))
-	e := edgetest.Start(t, cfg)
-	peak := rssPeak(e.Cmd.Process.Pid)
-
-	resp, err := http.Get("http://" + e.Addr + "/big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := io.CopyBuffer(io.Discard, bufio.NewReaderSize(resp.Body, 256<<10), make([]byte, 256<<10))
-	resp.Body.Close()
-	if err != nil || n != size {
-		t.Fatalf("download: %d of %d bytes, %v", n, size, err)
-	}
-	req, _ := http.NewRequest("POST", "http://"+e.Addr+"/sink/big", &zeros{left: size}) // chunked
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := fmt.Sprintf("%d <nil>", size); resp.StatusCode != 200 || string(got) != want {
-		t.Fatalf("upload: %d %q, want 200 %q", resp.StatusCode, got, want)
-	}
-	rss := peak()
-	t.Logf("%d MiB down and up through edge: peak RSS %d MiB", size>>20, rss>>20)
-	if rss > 100<<20 {
-		t.Errorf("peak RSS %d MiB, want under 100 MiB", rss>>20)
+	e := &tlsEdge{Edge: edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)}
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	for _, tr := range []struct {
+		name string
+		addr string
+		c    *http.Client
+	}{
+		{"HTTP/1.1", e.Addr, http.DefaultClient},
+		{"HTTP/2", e.addr(t, "h2c"), &http.Client{Transport: &http.Transport{Protocols: &h2c}}},
+	} {
+		peak := rssPeak(e.Cmd.Process.Pid)
+		start := time.Now()
+		resp, err := tr.c.Get("http://" + tr.addr + "/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.CopyBuffer(io.Discard, bufio.NewReaderSize(resp.Body, 256<<10), make([]byte, 256<<10))
+		resp.Body.Close()
+		if err != nil || n != size || resp.ProtoMajor != int(tr.name[5]-'0') {
+			t.Fatalf("%s download: %d of %d bytes over %s, %v", tr.name, n, size, resp.Proto, err)
+		}
+		down := time.Since(start)
+		start = time.Now()
+		req, _ := http.NewRequest("POST", "http://"+tr.addr+"/sink/big", &zeros{left: size}) // no length
+		resp, err = tr.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d <nil>", size); resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("%s upload: %d %q, want 200 %q", tr.name, resp.StatusCode, got, want)
+		}
+		up := time.Since(start)
+		rss := peak()
+		t.Logf("%s: %d MiB down in %v (%.0f MiB/s) and up in %v (%.0f MiB/s) through edge: peak RSS %d MiB", tr.name,
+			size>>20, down.Round(time.Millisecond), float64(size>>20)/down.Seconds(),
+			up.Round(time.Millisecond), float64(size>>20)/up.Seconds(), rss>>20)
+		if rss > 100<<20 {
+			t.Errorf("%s: peak RSS %d MiB, want under 100 MiB", tr.name, rss>>20)
+		}
 	}
 }
