@@ -406,8 +406,13 @@ func TestRequestBodyEnds(t *testing.T) {
 		if ctx.Request.BodyStream() == nil { // not streamed: a GET
 			return
 		}
-		if string(ctx.Path()) == "/started" {
+		switch string(ctx.Path()) {
+		case "/started":
 			started <- struct{}{}
+		case "/no-idle-limit":
+			ctx.Request.BodyStream().(*Body).SetIdleTimeout(0)
+		case "/idle-1s":
+			ctx.Request.BodyStream().(*Body).SetIdleTimeout(time.Second)
 		}
 		b, err := io.ReadAll(ctx.Request.BodyStream())
 		results <- result{len(b), err}
@@ -485,6 +490,26 @@ func TestRequestBodyEnds(t *testing.T) {
 	r.headers(13, true, getFields...)
 	if status, _ := r.expectStatus(13); status != 200 {
 		t.Errorf("after the timeout: %d", status)
+	}
+	// A handler may lift the idle limit (a gRPC call bounded by its own deadline)…
+	post(r, 15, "/no-idle-limit")
+	r.fr.WriteData(15, false, []byte("tick"))
+	time.Sleep(700 * time.Millisecond) // quiet for over twice ReadTimeout
+	r.fr.WriteData(15, true, []byte("tock"))
+	want(8, nil)
+	if status, body := r.expectStatus(15); status != 200 || string(body) != "8" {
+		t.Errorf("no idle limit: %d %q", status, body)
+	}
+	// …or set another one, which then holds instead of ReadTimeout.
+	post(r, 17, "/idle-1s")
+	r.fr.WriteData(17, false, []byte("tick"))
+	time.Sleep(500 * time.Millisecond)
+	r.fr.WriteData(17, false, []byte("tock"))
+	start := time.Now()
+	r.expectRST(17, http2.ErrCodeCancel)
+	want(8, ErrBodyTimeout)
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Errorf("reset %v after the last DATA, want about the 1s the handler set", d)
 	}
 	if s := ts.srv.Stats(); s.GoAwayByReason[ReasonBodyTimeout] != 0 {
 		t.Errorf("GOAWAY for a streamed body's timeout")

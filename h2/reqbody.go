@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -60,9 +61,10 @@ type reqBody struct {
 	received int64 // body bytes received
 	cl       int64 // declared content-length, -1 if none
 	deadline int64 // ReadTimeout as an idle limit: when the next DATA is due; 0: none
-	// tunnel is set for an extended CONNECT: its bytes may pause as long as the tunnel
-	// allows (the handler's own idle limit), so ReadTimeout does not apply.
-	tunnel bool
+	// idle is the longest wait for the next DATA (nanoseconds; 0: none): ReadTimeout, or
+	// none for an extended CONNECT (its bytes may pause as long as the tunnel allows, the
+	// handler's own idle limit), or what the handler set (Body.SetIdleTimeout).
+	idle int64
 	eof    bool  // END_STREAM received: no more data comes
 	err    error // the body failed or was closed: Read returns it
 	done   bool  // the stream is over: no WINDOW_UPDATE for it any more
@@ -230,10 +232,8 @@ func (c *conn) bodyData(st *stream, n int64, data []byte, end bool) (code http2.
 		b.eof = true
 		b.deadline = 0
 		b.cond.Broadcast()
-	} else if rt := c.cfg.ReadTimeout; rt > 0 && !b.tunnel {
-		now := monoNow()
-		b.deadline = now + int64(rt)
-		c.armLocked(now, b.deadline)
+	} else {
+		b.armLocked()
 	}
 	return 0, false
 }
@@ -283,7 +283,9 @@ func (c *conn) abortLocked(st *stream, err error) {
 // from now on.
 func (c *conn) startStreamed(st *stream, tunnel bool) {
 	b := newReqBody(c, st)
-	b.tunnel = tunnel
+	if !tunnel {
+		b.idle = int64(c.cfg.ReadTimeout)
+	}
 	size := -1
 	if st.cl >= 0 {
 		size = int(min(st.cl, int64(maxInt)))
@@ -296,16 +298,23 @@ func (c *conn) startStreamed(st *stream, tunnel bool) {
 		return
 	}
 	st.body = b
-	if rt := c.cfg.ReadTimeout; rt > 0 && !tunnel {
-		now := monoNow()
-		b.deadline = now + int64(rt)
-		c.armLocked(now, b.deadline)
-	}
+	b.armLocked()
 	c.mu.Unlock()
 	c.dispatch(st)
 }
 
 const maxInt = int(^uint(0) >> 1)
+
+// armLocked sets when the next DATA is due, from now. Called with c.mu held.
+func (b *reqBody) armLocked() {
+	if b.idle <= 0 || b.eof || b.err != nil {
+		b.deadline = 0
+		return
+	}
+	now := monoNow()
+	b.deadline = now + b.idle
+	b.c.armLocked(now, b.deadline)
+}
 
 // Body is the body stream of a streamed request (ctx.Request.BodyStream()): Read and
 // Close as described for Config.StreamRequest.
@@ -324,6 +333,18 @@ func (h *Body) Close() error {
 		return nil
 	}
 	return h.b.Close()
+}
+
+// SetIdleTimeout replaces the body's idle limit (ReadTimeout, for a request that is not
+// a tunnel) with d, from now: the longest wait for the next DATA frame, after which Read
+// fails with ErrBodyTimeout and the stream is reset. d ≤ 0: no limit (the handler bounds
+// the request some other way, such as a deadline of its own).
+func (h *Body) SetIdleTimeout(d time.Duration) {
+	c := h.b.c
+	c.mu.Lock()
+	h.b.idle = int64(max(d, 0))
+	h.b.armLocked()
+	c.mu.Unlock()
 }
 
 // Detach returns a new handle on the same body and makes this one's Close do nothing.

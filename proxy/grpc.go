@@ -32,6 +32,21 @@ func StreamRequest(maxBody int64) func(h *fasthttp.RequestHeader) bool {
 	}
 }
 
+// grpcIdle sets how long the streamed request of a gRPC call may stay quiet between
+// messages: a call with grpc-timeout is bounded by that deadline, so no idle limit then;
+// idle_timeout otherwise, not read_timeout (which bounds what edge holds: a client or
+// bidirectional stream may rightly pause longer).
+func grpcIdle(ctx *fasthttp.RequestCtx, idle time.Duration) {
+	b, ok := ctx.Request.BodyStream().(interface{ SetIdleTimeout(time.Duration) })
+	if !ok {
+		return
+	}
+	if len(ctx.Request.Header.Peek("Grpc-Timeout")) > 0 {
+		idle = 0
+	}
+	b.SetIdleTimeout(idle)
+}
+
 // newH2Client makes the HTTP/2 client of one upstream server.
 func newH2Client(s poolSettings) *h2up.Client {
 	o := h2up.Options{Addr: s.addr, TLS: s.protocol == "h2", ServerName: s.serverName,

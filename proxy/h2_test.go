@@ -108,11 +108,16 @@ func serveH2C(t testing.TB, handler fasthttp.RequestHandler) string {
 
 // serveH2CMax is serveH2C for an edge whose max_body_size is maxBody.
 func serveH2CMax(t testing.TB, handler fasthttp.RequestHandler, maxBody int64) string {
+	return serveH2CWith(t, handler, h2.Config{StreamRequest: StreamRequest(maxBody)})
+}
+
+// serveH2CWith is serveH2C with the server's configuration cfg.
+func serveH2CWith(t testing.TB, handler fasthttp.RequestHandler, cfg h2.Config) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &h2.Server{Handler: handler, Config: h2.Config{StreamRequest: StreamRequest(maxBody)}}
+	srv := &h2.Server{Handler: handler, Config: cfg}
 	go func() {
 		for {
 			c, err := ln.Accept()

@@ -278,8 +278,13 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
 	sc.door = d
-	if ctx.Request.IsBodyStream() && (proto == ProtoHTTP1 || holdsH2(ctx)) {
-		sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
+	if ctx.Request.IsBodyStream() {
+		switch {
+		case proto == ProtoHTTP1 || !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
+			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
+		case !ctx.IsConnect(): // a gRPC call's stream (a tunnel has its own idle limit)
+			grpcIdle(ctx, s.Config.IdleTimeout)
+		}
 	}
 	peer := peerAddr(ctx)
 	client := s.trusted.clientAddr(ctx, peer)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/edge-gw/edge/h2up"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,13 +17,6 @@ import (
 // a stream that only a route with its own max_body_size takes (takeBigBody), and that
 // send forwards as it arrives: edge holds one buffer, and each write to the upstream is
 // bounded by the pool's timeout as an idle limit. Any other route answers 413.
-
-// holdsH2 says whether the streamed body of an HTTP/2 request is one the funnel holds
-// when it fits (StreamRequest streams it only because it may not): not a gRPC call's
-// and not a tunnel's (an extended CONNECT).
-func holdsH2(ctx *fasthttp.RequestCtx) bool {
-	return !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header)
-}
 
 // holdBody reads the body of ctx's request whole when it is at most limit bytes, and
 // reports false when it is larger (it then stays a stream, of which at most limit+1
