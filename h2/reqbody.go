@@ -65,9 +65,9 @@ type reqBody struct {
 	// none for an extended CONNECT (its bytes may pause as long as the tunnel allows, the
 	// handler's own idle limit), or what the handler set (Body.SetIdleTimeout).
 	idle int64
-	eof    bool  // END_STREAM received: no more data comes
-	err    error // the body failed or was closed: Read returns it
-	done   bool  // the stream is over: no WINDOW_UPDATE for it any more
+	eof  bool  // END_STREAM received: no more data comes
+	err  error // the body failed or was closed: Read returns it
+	done bool  // the stream is over: no WINDOW_UPDATE for it any more
 
 	handle Body // the request's body stream
 }
