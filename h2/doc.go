@@ -36,6 +36,9 @@
 // as the handler's own idle limit allows (it ends the stream by closing the body), and a
 // body stream left in ctx.Response flows back at the same time: a tunnel (edge: WebSocket
 // over HTTP/2) answers 200 and relays bytes both ways until either side ends its half.
+// The answer's END_STREAM only half-closes such a stream: unlike any other request, its
+// body goes on until the client's END_STREAM was read (Read returned io.EOF), the body
+// was closed, or the stream or connection failed; only then is the stream done.
 //
 // # Streamed response bodies
 //

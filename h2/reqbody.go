@@ -65,9 +65,13 @@ type reqBody struct {
 	// none for an extended CONNECT (its bytes may pause as long as the tunnel allows, the
 	// handler's own idle limit), or what the handler set (Body.SetIdleTimeout).
 	idle int64
-	eof  bool  // END_STREAM received: no more data comes
-	err  error // the body failed or was closed: Read returns it
-	done bool  // the stream is over: no WINDOW_UPDATE for it any more
+	// tunnel is set for an extended CONNECT: the stream outlives its answer until the
+	// body is drained (see serveStream).
+	tunnel  bool
+	drained bool  // Read returned io.EOF
+	eof     bool  // END_STREAM received: no more data comes
+	err     error // the body failed or was closed: Read returns it
+	done    bool  // the stream is over: no WINDOW_UPDATE for it any more
 
 	handle Body // the request's body stream
 }
@@ -96,6 +100,10 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	if b.unread == 0 {
+		if !b.drained {
+			b.drained = true
+			b.cond.Broadcast() // a tunnel's worker waits for it (serveStream)
+		}
 		c.mu.Unlock()
 		return 0, io.EOF
 	}
@@ -283,6 +291,7 @@ func (c *conn) abortLocked(st *stream, err error) {
 // from now on.
 func (c *conn) startStreamed(st *stream, tunnel bool) {
 	b := newReqBody(c, st)
+	b.tunnel = tunnel
 	if !tunnel {
 		b.idle = int64(c.cfg.ReadTimeout)
 	}

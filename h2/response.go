@@ -47,6 +47,14 @@ func (c *conn) serveStream(st *stream) {
 	// The answer is done (and a proxy's upstream exchange, closed with the response's
 	// body stream above, let go of the request): a streamed request body ends here.
 	c.mu.Lock()
+	if b := st.body; b != nil && b.tunnel && st.ended.Load() && !st.reset.Load() {
+		// A tunnel's answer that ended cleanly only half-closed it (RFC 8441 §4, as a TCP
+		// FIN): the client's bytes go on flowing until its END_STREAM was read, or the
+		// body fails or is closed (the handler's end of the tunnel), a reset included.
+		for b.err == nil && !b.drained {
+			b.cond.Wait()
+		}
+	}
 	rst, byUs := false, false
 	var incr int64
 	if st.body != nil {

@@ -3,10 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -264,6 +267,10 @@ func TestWebSocketH2(t *testing.T) {
 	if r.need(len(r.buf)+1) || len(r.buf) != 0 {
 		t.Fatalf("bytes after the close frame: %q", r.buf)
 	}
+	// The origin's end was END_STREAM (a half-close); the client ends its side too.
+	if err := w.fr.WriteData(id, true, nil); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, 5*time.Second, "the tunnel closed", func() bool { return g.Active() == 0 })
 	if n := g.Total(); n != 1 {
 		t.Errorf("tunnels opened %d, want 1", n)
@@ -322,5 +329,75 @@ func TestWebSocketH2Spoof(t *testing.T) {
 	}
 	if g := e.px.tunnelState.groups["ws"]; g.Total() != 0 {
 		t.Errorf("tunnels opened %d", g.Total())
+	}
+}
+
+// A half-close is passed on over HTTP/2 both ways: the origin's end of its bytes is the
+// stream's END_STREAM while the client's bytes still flow up, and the client's
+// END_STREAM is the origin's end of file while the origin's answer still flows down.
+func TestWebSocketH2HalfClose(t *testing.T) {
+	got := make(chan string, 1)
+	origin, _ := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			base64.StdEncoding.EncodeToString(sum[:]))
+		switch req.URL.Path {
+		case "/ws/origin-first":
+			io.WriteString(c, "bye")
+			c.(*net.TCPConn).CloseWrite()
+			rest, err := io.ReadAll(br)
+			got <- fmt.Sprintf("%s %v", rest, err)
+		case "/ws/client-first":
+			rest, err := io.ReadAll(br)
+			fmt.Fprintf(c, "got %s %v", rest, err)
+		}
+	})
+	e := startEdge(t, wsConfig(origin, ""))
+	g := e.px.tunnelState.groups["ws"]
+	w := dialWSH2(t, serveH2C(t, e.px.ListenerHandler("default", ProtoH2)))
+	open := func(path string) uint32 {
+		t.Helper()
+		id := w.open(false, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":path", path,
+			":authority", "x", "sec-websocket-version", "13")
+		if h, ended := w.response(id); h[":status"] != "200" || ended {
+			t.Fatalf("%s: %v, ended %v", path, h, ended)
+		}
+		return id
+	}
+
+	id := open("/ws/origin-first")
+	if b := w.body(id); b != "bye" { // to END_STREAM; an RST_STREAM fails the test
+		t.Fatalf("origin-first: %q before END_STREAM", b)
+	}
+	if err := w.fr.WriteData(id, false, []byte("still ")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.fr.WriteData(id, true, []byte("here")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "still here <nil>" {
+			t.Errorf("origin-first: the origin read %q after its half-close", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("origin-first: the client's bytes never reached the origin")
+	}
+
+	id = open("/ws/client-first")
+	if err := w.fr.WriteData(id, true, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if b := w.body(id); b != "got hi <nil>" {
+		t.Errorf("client-first: %q", b)
+	}
+	waitUntil(t, 5*time.Second, "both tunnels closed", func() bool { return g.Active() == 0 })
+	if n := g.Total(); n != 2 {
+		t.Errorf("tunnels opened %d, want 2", n)
 	}
 }
