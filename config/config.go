@@ -53,6 +53,7 @@ type Config struct {
 	Cluster   *Cluster    // nil without a cluster block
 	Overload  *Overload   // overload block (edge): priority shedding; nil: off
 	Listeners []*Listener // listener "NAME" blocks: more addresses, TLS, HTTP/2 (listener.go)
+	Streams   []*Stream   // stream "NAME" blocks: L4 TCP/UDP relays (stream.go)
 
 	ListenRange hcl.Range // where listen was set, for reload messages
 }
@@ -104,6 +105,10 @@ type UpstreamProtocol struct {
 	// TLSCAFile (tls_ca_file): with "h2", PEM certificates of the CAs to trust instead of
 	// the system's (a private CA); relative to the config file.
 	TLSCAFile string
+	// ProxyProtocol (proxy_protocol): "v1" or "v2" sends a PROXY protocol header with the
+	// client's address first on every connection to a server; "" (default): none. On
+	// HTTP routes such a connection carries the requests of one client connection only.
+	ProxyProtocol string
 }
 
 // HealthCheck is a health_check block of an upstream or cells block.

@@ -227,3 +227,35 @@ func TestParsePrefix(t *testing.T) {
 	f("fe80::1%eth0", "error")
 	f("banana", "error")
 }
+
+func TestStreams(t *testing.T) {
+	c, err := parseFile(t, "testdata/good/streams.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Streams) != 4 {
+		t.Fatalf("%d streams, want 4", len(c.Streams))
+	}
+	my, tp, mq, dns := c.Streams[0], c.Streams[1], c.Streams[2], c.Streams[3]
+	if my.Name != "mysql" || my.Protocol != StreamTCP || my.Upstream != "db" || !my.ProxyProtocol ||
+		my.IdleTimeout != 10*time.Minute || my.MaxConnsPerIP != 100 || my.ConnRate.PerSecond != 20 || my.ConnBurst != 40 ||
+		my.HandshakeTimeout != 5*time.Second || my.MaxConns != 10000 {
+		t.Errorf("mysql: %+v", my)
+	}
+	if len(tp.SNI) != 2 || tp.SNI[0] != (SNIRoute{"api.shop.example.com", "api-tls", tp.SNI[0].Pos}) ||
+		tp.SNI[1].Pattern != "*.shop.example.com" || tp.Upstream != "default-tls" || tp.ProxyProtocol {
+		t.Errorf("tls-passthrough: %+v", tp)
+	}
+	if mq.Cells != "shop" || mq.Upstream != "" {
+		t.Errorf("mqtt: %+v", mq)
+	}
+	if dns.Protocol != StreamUDP || dns.IdleTimeout != time.Minute || dns.MaxSessions != 5000 {
+		t.Errorf("dns: %+v", dns)
+	}
+	if c.Upstreams[0].Proto.ProxyProtocol != "v2" || c.Upstreams[1].Proto.ProxyProtocol != "" {
+		t.Errorf("upstream proxy_protocol: %q %q", c.Upstreams[0].Proto.ProxyProtocol, c.Upstreams[1].Proto.ProxyProtocol)
+	}
+	if !c.Listeners[0].ProxyProtocol {
+		t.Error("listener proxy_protocol not read")
+	}
+}

@@ -55,6 +55,12 @@ type Listener struct {
 
 	HTTP2 HTTP2 // http2 block: bounds of HTTP/2 connections (h2 and h2c)
 
+	// ProxyProtocol (proxy_protocol): every connection starts with a PROXY protocol
+	// header (v1 or v2), read before TLS; accepted only from trusted_proxies (others are
+	// closed before a byte past the header is read). Its address is the client for
+	// everything after: blacklist, limits, cells, X-Forwarded-For, logs. Default false.
+	ProxyProtocol bool
+
 	Pos hcl.Range
 }
 
@@ -152,6 +158,7 @@ func decodeListener(top *body, blk *hclsyntax.Block) *Listener {
 		b.ps.add(b.rangeOf("https_redirect"), "https_redirect is for plain listeners; this one already serves TLS")
 	}
 	b.duration("handshake_timeout", &l.HandshakeTimeout)
+	b.boolean("proxy_protocol", &l.ProxyProtocol)
 	if hblk := b.block("http2"); hblk != nil {
 		l.HTTP2 = decodeHTTP2(b.child(hblk, what+" http2"))
 	}

@@ -122,6 +122,11 @@ func (c *Config) decodeTop(b *body) {
 			c.Listeners = append(c.Listeners, decodeListener(b, blk))
 		}
 	}
+	for _, blk := range b.blocks("stream", 1) {
+		if unique("stream", blk) {
+			c.Streams = append(c.Streams, decodeStream(b, blk))
+		}
+	}
 	if blk := b.block("blacklist"); blk != nil {
 		c.Blacklist = decodeBlacklist(b.child(blk, "blacklist"))
 	}
@@ -136,6 +141,7 @@ func (c *Config) decodeTop(b *body) {
 	}
 	c.crossCheck(b.ps, names)
 	c.checkListeners(b.ps)
+	c.checkStreams(b.ps, names)
 }
 
 func isName(s string) bool {
@@ -272,6 +278,7 @@ func decodePool(b *body, s poolSettings) {
 	if r, ok := b.str("tls_ca_file", &s.proto.TLSCAFile); ok {
 		s.proto.TLSCAFile = besideConfig(r.Filename, s.proto.TLSCAFile)
 	}
+	b.oneOf("proxy_protocol", &s.proto.ProxyProtocol, "", "v1", "v2")
 	if s.proto.Protocol != "h2" && (s.proto.TLSServerName != "" || s.proto.TLSCAFile != "") {
 		b.ps.add(b.rangeOf("protocol"), "tls_server_name and tls_ca_file need protocol = \"h2\"")
 	}
