@@ -1,0 +1,72 @@
+package proxyproto
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// pair returns both ends of a real loopback TCP connection: the client's (the proxy
+// in front of edge, which writes the header) and the server's (accepted, which Read
+// reads).
+func pair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// memConn is a net.Conn over data that returns at most chunk bytes a Read, then
+// io.EOF, and counts what it returned: the fuzz test's conn, where real sockets would
+// be too slow.
+type memConn struct {
+	data  []byte
+	chunk int
+	read  int
+}
+
+func (m *memConn) Read(p []byte) (int, error) {
+	if m.read == len(m.data) {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), m.chunk)], m.data[m.read:])
+	m.read += n
+	return n, nil
+}
+
+func (m *memConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (m *memConn) Close() error                     { return nil }
+func (m *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (m *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 2} }
+func (m *memConn) SetDeadline(time.Time) error      { return nil }
+func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+func tcp(s string) *net.TCPAddr {
+	a, err := net.ResolveTCPAddr("tcp", s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+func udp(s string) *net.UDPAddr {
+	a, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
