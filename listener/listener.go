@@ -24,11 +24,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edge-gw/edge/h2"
+	"github.com/edge-gw/edge/proxyproto"
 	"github.com/edge-gw/edge/rawsock"
 	"github.com/edge-gw/edge/tlsstore"
 	"github.com/edge-gw/edge/watchdog"
@@ -64,6 +67,13 @@ type Spec struct {
 	NewHTTP1 func() *fasthttp.Server // the HTTP/1.1 server: bounds, error handler
 	Timeouts watchdog.Timeouts       // HTTP/1.1 read, idle and write limits
 	H2Config h2.Config               // HTTP/2 bounds
+
+	// ProxyProtocol: each connection starts with a PROXY protocol header (v1 or v2),
+	// read under HandshakeTimeout before anything else, TLS included, and only from a
+	// peer in Trusted: any other peer is closed before a byte is read. The header's
+	// client address is the connection's RemoteAddr from then on.
+	ProxyProtocol bool
+	Trusted       []netip.Prefix
 }
 
 func (sp *Spec) serves(proto string) bool {
@@ -160,7 +170,7 @@ func (l *Listener) accept(log *slog.Logger) {
 			c.Close()
 			continue
 		}
-		if sp.TLS == nil && !sp.serves(h2c) {
+		if sp.TLS == nil && !sp.serves(h2c) && !sp.ProxyProtocol {
 			l.q.put(rawsock.Wrap(c)) // the plain path: no goroutine of ours per connection
 			continue
 		}
@@ -172,9 +182,40 @@ func (l *Listener) accept(log *slog.Logger) {
 
 const h2c = "h2c"
 
+// proxyHeader reads the PROXY header of a connection from a trusted peer; a peer not
+// trusted gets an error before a byte is read.
+func (l *Listener) proxyHeader(c net.Conn, sp *Spec) (net.Conn, error) {
+	peer := netip.Addr{}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		peer, _ = netip.AddrFromSlice(a.IP)
+		peer = peer.Unmap()
+	}
+	if !slices.ContainsFunc(sp.Trusted, func(p netip.Prefix) bool { return p.Contains(peer) }) {
+		l.stats.proxyRefused.Add(1)
+		return nil, errUntrusted
+	}
+	pc, err := proxyproto.Read(c, proxyproto.Options{Timeout: sp.HandshakeTimeout})
+	if err != nil {
+		l.stats.proxyRefused.Add(1)
+		return nil, err
+	}
+	return pc, nil
+}
+
+var errUntrusted = errors.New("listener: a PROXY header from a peer not in trusted_proxies")
+
 // dispatch finds out what a TLS or h2c connection speaks and hands it on.
 func (l *Listener) dispatch(c net.Conn, sp *Spec) {
 	defer l.workers.Done()
+	if sp.ProxyProtocol {
+		pc, err := l.proxyHeader(c, sp)
+		if err != nil {
+			l.handshaking.Add(-1)
+			c.Close()
+			return
+		}
+		c = pc
+	}
 	c.SetDeadline(time.Now().Add(sp.HandshakeTimeout))
 	var isH2 bool
 	if sp.TLS != nil {
@@ -303,4 +344,6 @@ func (q *queue) Addr() net.Addr { return q.addr }
 type stats struct {
 	accepted atomic.Uint64 // connections accepted
 	refused  atomic.Uint64 // closed at accept: over MaxConns
+
+	proxyRefused atomic.Uint64 // closed for their PROXY header: untrusted peer, malformed or slow
 }

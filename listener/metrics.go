@@ -97,6 +97,8 @@ var (
 		"Client connections accepted, by listener.", []string{"listener"}, nil)
 	descRefused = prometheus.NewDesc("edge_listener_refused_total",
 		"Client connections closed at accept because the listener was at max_conns.", []string{"listener"}, nil)
+	descProxyRefused = prometheus.NewDesc("edge_listener_proxy_refused_total",
+		"Client connections closed for their PROXY header (proxy_protocol): a peer not in trusted_proxies, a malformed or slow header.", []string{"listener"}, nil)
 	descExpiry = prometheus.NewDesc("edge_tls_certificate_expiry_seconds",
 		"Unix time at which a certificate a listener serves expires (its not_after), by listener and name (the first name of the certificate).",
 		[]string{"listener", "name"}, nil)
@@ -112,7 +114,7 @@ var (
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descAccepted, descRefused, descExpiry, descH2Streams, descH2Resets, descH2Refused, descH2Goaway} {
+	for _, d := range []*prometheus.Desc{descConns, descAccepted, descRefused, descProxyRefused, descExpiry, descH2Streams, descH2Resets, descH2Refused, descH2Goaway} {
 		ch <- d
 	}
 }
@@ -139,6 +141,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descConns, float64(l.handshaking.Load()), name, "handshaking")
 		counter(descAccepted, float64(l.stats.accepted.Load()), name)
 		counter(descRefused, float64(l.stats.refused.Load()), name)
+		counter(descProxyRefused, float64(l.stats.proxyRefused.Load()), name)
 		if sp.Certs != nil {
 			seen := map[string]bool{}
 			for _, ci := range sp.Certs.List() {

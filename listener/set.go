@@ -177,7 +177,9 @@ type Info struct {
 	HTTP2Conns   int64      `json:"http2_connections"`
 	Handshaking  int64      `json:"handshaking"`
 	Accepted     uint64     `json:"accepted_total"`
-	Refused      uint64     `json:"refused_total"` // closed at accept: over max_conns
+	Refused      uint64     `json:"refused_total"`       // closed at accept: over max_conns
+	ProxyRefused uint64     `json:"proxy_refused_total"` // closed for their PROXY header
+	ProxyProto   bool       `json:"proxy_protocol"`
 	Certificates []CertInfo `json:"certificates,omitempty"`
 }
 
@@ -207,7 +209,8 @@ func (l *Listener) info() Info {
 	sp := l.spec.Load()
 	in := Info{Name: sp.Name, Address: l.Addr().String(), Configured: sp.Address, Protocols: sp.Protocols,
 		TLS: sp.TLS != nil, Connections: l.Open(), HTTP2Conns: int64(l.h2.Stats().ConnsOpen),
-		Handshaking: l.handshaking.Load(), Accepted: l.stats.accepted.Load(), Refused: l.stats.refused.Load()}
+		Handshaking: l.handshaking.Load(), Accepted: l.stats.accepted.Load(), Refused: l.stats.refused.Load(),
+		ProxyRefused: l.stats.proxyRefused.Load(), ProxyProto: sp.ProxyProtocol}
 	if sp.TLS != nil {
 		in.MinVersion = versionName(sp.TLS.MinVersion)
 	}

@@ -428,3 +428,18 @@ func (p *Proxy) adminUnban(w http.ResponseWriter, r *http.Request) {
 			"detail": "the removal could not be saved to state_dir and was undone; see the edge log"})
 	}
 }
+
+// BlockedIP says whether the running config's blacklist (static entries, the file,
+// admin and automatic bans) holds ip, counting the block as an HTTP request's would be.
+// L4 streams close such a client's connections.
+func (p *Proxy) BlockedIP(ip netip.Addr) bool {
+	b := p.snap.Load().blacklist
+	if b == nil {
+		return false
+	}
+	if k := b.list.BlockedIP(ip, time.Now()); k != blacklist.KindNone {
+		p.blacklistState.blockedBy[k].Inc()
+		return true
+	}
+	return false
+}

@@ -73,19 +73,30 @@ func (p *Proxy) buildCells(s *Snapshot, prev *Snapshot) error {
 	return nil
 }
 
+// RingOf returns the cells of cc in ring order (by name) and the ring's cells (weight 0
+// counts as 1): shard.New of the second is the ring requests of cc are routed by, and
+// cell i of it is the first's i. L4 streams build theirs with it, so that a client
+// address picks one cell whether it comes over HTTP or a stream.
+func RingOf(cc *config.Cells) ([]*config.Cell, []shard.Cell) {
+	sorted := slices.Clone(cc.Cells)
+	slices.SortFunc(sorted, func(a, b *config.Cell) int { return strings.Compare(a.Name, b.Name) })
+	ring := make([]shard.Cell, len(sorted))
+	for i, c := range sorted {
+		ring[i] = shard.Cell{Name: c.Name, Weight: c.Weight}
+		if c.Weight == 0 {
+			ring[i].Weight = 1
+		}
+	}
+	return sorted, ring
+}
+
 func (p *Proxy) buildCellGroup(s *Snapshot, prev *Snapshot, cc *config.Cells) (*cellGroup, error) {
 	cst := p.cellState
 	g := &cellGroup{name: cc.Name, cfg: cc, key: compileKey(cc.Key), spill: cc.Spill, missing: missingReject}
-	sorted := slices.Clone(cc.Cells)
-	slices.SortFunc(sorted, func(a, b *config.Cell) int { return strings.Compare(a.Name, b.Name) })
+	sorted, ring := RingOf(cc)
 	var id strings.Builder
-	ring := make([]shard.Cell, 0, len(sorted))
-	for _, c := range sorted {
-		w := c.Weight
-		if w == 0 {
-			w = 1
-		}
-		ring = append(ring, shard.Cell{Name: c.Name, Weight: w})
+	for i, c := range sorted {
+		w := ring[i].Weight
 		fmt.Fprintf(&id, "%q=%v;", c.Name, w)
 
 		pl := &pool{name: cc.Name + "/" + c.Name, timeout: cc.Timeout, errs: p.metrics.upstream(cc.Name + "/" + c.Name),

@@ -81,6 +81,7 @@ func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *pro
 		sp := base
 		sp.Name, sp.Address, sp.Protocols = l.Name, l.Address, l.Protocols
 		sp.HandshakeTimeout = l.HandshakeTimeout
+		sp.ProxyProtocol, sp.Trusted = l.ProxyProtocol, cfg.TrustedProxies
 		sp.Handler = px.ListenerHandler(l.Name, proxy.ProtoHTTP1)
 		sp.H2Handler = px.ListenerHandler(l.Name, proxy.ProtoH2)
 		hc := h2base

@@ -25,6 +25,7 @@ import (
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
+	"github.com/edge-gw/edge/stream"
 	"github.com/edge-gw/edge/tlsstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -127,13 +128,17 @@ func run(path string, log *slog.Logger) error {
 	tickets := tlsstore.NewTickets(0, 0)
 	set := listener.NewSet(listener.NewMetrics(reg), tickets, log)
 	rl.listeners = set
-	if err := rl.startListeners(cfg); err != nil {
+	streams := stream.NewSet(log)
+	reg.MustRegister(streams.Collector())
+	rl.streams = streams
+	if err := rl.startFront(cfg); err != nil {
 		leave()
 		return err
 	}
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		set.Shutdown(context.Background())
+		streams.Shutdown(context.Background())
 		leave()
 		return fmt.Errorf("cannot listen on admin %s: %w", cfg.Admin.Listen, err)
 	}
@@ -146,6 +151,9 @@ func run(path string, log *slog.Logger) error {
 	px.RegisterAdmin(api)
 	api.Handle("GET /listeners", func(w http.ResponseWriter, _ *http.Request) {
 		admin.JSON(w, http.StatusOK, map[string]any{"listeners": set.List()})
+	})
+	api.Handle("GET /streams", func(w http.ResponseWriter, _ *http.Request) {
+		admin.JSON(w, http.StatusOK, map[string]any{"streams": streams.List()})
 	})
 	if cfg.Admin.Pprof {
 		api.Handle("GET /debug/pprof/", pprof.Index)
@@ -180,7 +188,7 @@ func run(path string, log *slog.Logger) error {
 				go rl.request() // the loop logs the outcome
 				continue
 			}
-			return shutdown(px, set, adminSrv, log, sig, leave)
+			return shutdown(px, set, streams, adminSrv, log, sig, leave)
 		}
 	}
 }
@@ -195,17 +203,19 @@ func run(path string, log *slog.Logger) error {
 // for up to shutdown_timeout. Leaving before closing the listener would, the other
 // way round, let this node admit its full share while the others already
 // enforce a larger one.
-func shutdown(px *proxy.Proxy, set *listener.Set, adminSrv *http.Server, log *slog.Logger, sig os.Signal, leave func()) error {
+func shutdown(px *proxy.Proxy, set *listener.Set, streams *stream.Set, adminSrv *http.Server, log *slog.Logger, sig os.Signal, leave func()) error {
 	timeout := px.Current().Config.ShutdownTimeout
 	log.Info("edge stopping", "signal", sig.String(), "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	drained := make(chan error, 1)
 	go func() {
-		// Listeners stop accepting and drain while open tunnels get the same time.
-		tunnels := make(chan error, 1)
+		// Listeners stop accepting and drain while open tunnels and stream connections
+		// get the same time.
+		tunnels, l4 := make(chan error, 1), make(chan error, 1)
 		go func() { tunnels <- px.CloseTunnels(ctx) }()
-		drained <- errors.Join(set.Shutdown(ctx), <-tunnels)
+		go func() { l4 <- streams.Shutdown(ctx) }()
+		drained <- errors.Join(set.Shutdown(ctx), <-tunnels, <-l4)
 	}()
 	if leave != nil {
 		leave()

@@ -13,6 +13,7 @@ import (
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
+	"github.com/edge-gw/edge/stream"
 	"github.com/edge-gw/edge/workers"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,6 +32,8 @@ type reloader struct {
 	workers *workers.Controller
 	// listeners are the client-facing sockets; every load re-reads their certificates.
 	listeners *listener.Set
+	// streams are the L4 listeners (stream blocks).
+	streams *stream.Set
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -102,23 +105,53 @@ func (r *reloader) setWorkers(cfg *config.Config) {
 	}
 }
 
-// prepareListeners reads cfg's certificate files and binds the addresses of its new
-// listeners; nothing changes for clients until the result is committed.
-func (r *reloader) prepareListeners(cfg *config.Config) (*listener.Prepared, error) {
-	certs, err := loadCerts(cfg, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return r.listeners.Prepare(listenerSpecs(cfg, certs, r.px))
+// front is a config's listeners and streams, bound but not serving yet: commit
+// applies both, abort undoes both.
+type front struct {
+	l *listener.Prepared
+	s *stream.Prepared
 }
 
-// startListeners opens the listeners of the first config.
-func (r *reloader) startListeners(cfg *config.Config) error {
-	prep, err := r.prepareListeners(cfg)
+func (f front) commit(cfg *config.Config) {
+	f.l.Commit(cfg.ShutdownTimeout)
+	f.s.Commit()
+}
+
+func (f front) abort() {
+	f.l.Abort()
+	f.s.Abort()
+}
+
+// prepareFront reads cfg's certificate files and binds the addresses of its new
+// listeners and streams; nothing changes for clients until the result is committed.
+func (r *reloader) prepareFront(cfg *config.Config) (front, error) {
+	certs, err := loadCerts(cfg, time.Now())
+	if err != nil {
+		return front{}, err
+	}
+	specs, err := streamSpecs(cfg, r.px)
+	if err != nil {
+		return front{}, err
+	}
+	lp, err := r.listeners.Prepare(listenerSpecs(cfg, certs, r.px))
+	if err != nil {
+		return front{}, err
+	}
+	sp, err := r.streams.Prepare(specs)
+	if err != nil {
+		lp.Abort()
+		return front{}, err
+	}
+	return front{lp, sp}, nil
+}
+
+// startFront opens the listeners and streams of the first config.
+func (r *reloader) startFront(cfg *config.Config) error {
+	f, err := r.prepareFront(cfg)
 	if err != nil {
 		return err
 	}
-	prep.Commit(cfg.ShutdownTimeout)
+	f.commit(cfg)
 	return nil
 }
 
@@ -158,32 +191,32 @@ func (r *reloader) reload() reloadResult {
 	cfg, err := config.Load(r.path)
 	if err == nil && cfg.Hash == cur.Config.Hash {
 		// The file is the same, but certificate files may have been renewed.
-		prep, err := r.prepareListeners(cur.Config)
+		f, err := r.prepareFront(cur.Config)
 		if err != nil {
 			return r.failed(cur, err)
 		}
-		prep.Commit(cur.Config.ShutdownTimeout)
+		f.commit(cur.Config)
 		r.log.Info("config unchanged; certificates re-read", "config", r.path, "version", cur.Version)
 		return reloadResult{version: cur.Version, unchanged: true}
 	}
 	var s *proxy.Snapshot
 	var join []string
-	var prep *listener.Prepared
+	var f front
 	if err == nil {
 		join, err = checkClusterReload(cur.Config, cfg)
 	}
 	if err == nil {
-		prep, err = r.prepareListeners(cfg)
+		f, err = r.prepareFront(cfg)
 	}
 	if err == nil {
 		if s, err = r.px.Apply(cfg); err != nil {
-			prep.Abort()
+			f.abort()
 		}
 	}
 	if err != nil {
 		return r.failed(cur, err)
 	}
-	prep.Commit(cfg.ShutdownTimeout)
+	f.commit(cfg)
 	r.reloads.WithLabelValues("success").Inc()
 	r.setWorkers(cfg)
 	r.succeeded(s.Version)
