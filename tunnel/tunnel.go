@@ -247,15 +247,14 @@ type tun struct {
 // size: 64 KiB of pooled buffers, the stack of the goroutine Run starts (about 3 KiB
 // measured) and about 300 bytes of state, besides the conns themselves.
 //
-// When both conns are *net.TCPConn and there is no IdleTimeout, Run copies with
-// (*net.TCPConn).ReadFrom instead, which the Go runtime on Linux turns into splice(2):
-// the bytes do not pass through user space and no buffer is taken, but each direction
-// holds a pipe (two file descriptors) from the runtime's pool while it runs. On loopback
-// it measured slower than the read/write copy (see BenchmarkBulk), so what it saves is
-// the 64 KiB, not time. It is not taken with an idle timeout because a splice reports
-// progress only when it returns, so an active tunnel would look idle. The conns the
-// proxy passes are wrapped (a hijacked fasthttp conn, a tls.Conn): they take the
-// read/write copy.
+// When both conns are *net.TCPConn (L4 streams) on Linux, Run copies with splice(2)
+// instead: each direction moves the bytes from one socket into a pipe of its own and
+// from the pipe into the other socket, never through user space, and no buffer is
+// taken; each direction holds a pipe (two file descriptors, up to 1 MiB of kernel
+// pages while bytes are in it) for the tunnel's life. Each move is counted as it
+// completes, so the byte counters and the idle timeout work as on the copy path. The
+// conns the proxy passes for WebSocket are wrapped (a hijacked fasthttp conn, a
+// tls.Conn): they take the read/write copy.
 func (g *Group) Run(client, upstream net.Conn, o Options) Result {
 	t := &tun{g: g, client: client, upstream: upstream, idle: max(o.IdleTimeout, 0)}
 	// fasthttp clears its deadlines before a hijack, but not every caller is fasthttp.
@@ -271,7 +270,7 @@ func (g *Group) Run(client, upstream net.Conn, o Options) Result {
 	}
 
 	done := make(chan struct{})
-	if cc, uc, ok := spliceable(client, upstream, t.idle); ok {
+	if cc, uc, ok := spliceable(client, upstream); ok {
 		go func() {
 			t.splice(uc, cc, o.ClientPending, &t.up, &g.up)
 			close(done)
@@ -388,37 +387,8 @@ func (t *tun) write(dst net.Conn, b []byte, n *atomic.Int64, total *atomic.Uint6
 }
 
 // spliceable returns the bare TCP conns of a tunnel that copies with splice (see Run).
-func spliceable(client, upstream net.Conn, idle time.Duration) (cc, uc *net.TCPConn, ok bool) {
+func spliceable(client, upstream net.Conn) (cc, uc *net.TCPConn, ok bool) {
 	cc, cok := client.(*net.TCPConn)
 	uc, uok := upstream.(*net.TCPConn)
-	return cc, uc, cok && uok && idle == 0
-}
-
-// spliceChunk bounds one ReadFrom on the splice path, so that the Group's byte counters
-// move during a long transfer, not only at its end.
-const spliceChunk = 4 << 20
-
-// splice relays one direction between bare TCP conns: pending with a write, then src to
-// dst with (*net.TCPConn).ReadFrom, which splices on Linux (see Run).
-func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, total *atomic.Uint64) {
-	if len(pending) > 0 && !t.write(dst, pending, n, total) {
-		return
-	}
-	lr := io.LimitedReader{R: src}
-	for {
-		lr.N = spliceChunk
-		nw, err := dst.ReadFrom(&lr)
-		if nw > 0 {
-			n.Add(nw)
-			total.Add(uint64(nw))
-		}
-		if err != nil {
-			t.end(ReasonError, err)
-			return
-		}
-		if lr.N > 0 { // ReadFrom stopped short of the chunk without an error: end of file
-			t.eof(dst)
-			return
-		}
-	}
+	return cc, uc, cok && uok && spliceSupported
 }

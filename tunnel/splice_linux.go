@@ -1,0 +1,91 @@
+package tunnel
+
+import (
+	"net"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// spliceSupported says whether this platform has the splice path.
+const spliceSupported = true
+
+// pipeSize is the capacity asked for each direction's pipe, and so the most one splice
+// moves; the kernel may give less (fs.pipe-max-size), which only means smaller moves.
+const pipeSize = 1 << 20
+
+// splice relays one direction between bare TCP conns with splice(2): pending with a
+// write, then src into a pipe and the pipe into dst, the bytes never copied to user
+// space. Each move is counted as it completes, so the idle sweeper sees a tunnel's
+// progress as it does on the copy path, and a deadline set by unblock ends a wait on
+// either side at once.
+func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, total *atomic.Uint64) {
+	if len(pending) > 0 && !t.write(dst, pending, n, total) {
+		return
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		t.end(ReasonError, err)
+		return
+	}
+	wc, err := dst.SyscallConn()
+	if err != nil {
+		t.end(ReasonError, err)
+		return
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.end(ReasonError, err)
+		return
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	size := pipeSize
+	if got, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, pipeSize); err != nil {
+		size = 64 << 10 // the default capacity
+	} else {
+		size = got
+	}
+	const flags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+	for {
+		var in int
+		var serr error
+		err := rc.Read(func(fd uintptr) bool {
+			var k int64
+			k, serr = unix.Splice(int(fd), nil, p[1], nil, size, flags)
+			in = int(k)
+			return serr != syscall.EAGAIN
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			t.end(ReasonError, err)
+			return
+		}
+		if in == 0 { // end of file
+			t.eof(dst)
+			return
+		}
+		for in > 0 {
+			var out int
+			err := wc.Write(func(fd uintptr) bool {
+				var k int64
+				k, serr = unix.Splice(p[0], nil, int(fd), nil, in, flags)
+				out = int(k)
+				return serr != syscall.EAGAIN
+			})
+			if err == nil {
+				err = serr
+			}
+			if err != nil {
+				t.end(ReasonError, err)
+				return
+			}
+			in -= out
+			n.Add(int64(out))
+			total.Add(uint64(out))
+		}
+	}
+}
