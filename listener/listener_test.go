@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-gw/edge/internal/testcert"
+	"github.com/edge-gw/edge/proxyproto"
 	"github.com/edge-gw/edge/tlsstore"
 	"github.com/edge-gw/edge/watchdog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -349,5 +352,88 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// proxy_protocol: a trusted peer's PROXY header makes its address the connection's
+// RemoteAddr, on plain HTTP/1.1 and under TLS; an untrusted peer, a bad or a slow header
+// is closed and counted.
+func TestProxyProtocol(t *testing.T) {
+	s, _ := newSet(t)
+	who := func(name string) fasthttp.RequestHandler {
+		return func(ctx *fasthttp.RequestCtx) { fmt.Fprintf(ctx, "%s %s", name, ctx.RemoteAddr()) }
+	}
+	plain := spec("pp", "127.0.0.1:0", "http/1.1")
+	plain.ProxyProtocol, plain.Trusted = true, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	plain.HandshakeTimeout = 300 * time.Millisecond
+	plain.Handler = who("pp")
+	ca := testcert.NewCA(t)
+	secure := tlsSpec(t, ca, spec("pps", "127.0.0.1:0", "http/1.1"), 7)
+	secure.ProxyProtocol, secure.Trusted, secure.Handler = true, plain.Trusted, who("pps")
+	untrusted := spec("pu", "127.0.0.1:0", "http/1.1")
+	untrusted.ProxyProtocol, untrusted.Trusted = true, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	apply(t, s, plain, secure, untrusted)
+	addrs := map[string]string{}
+	for _, in := range s.List() {
+		addrs[in.Name] = in.Address
+	}
+	client := &net.TCPAddr{IP: net.ParseIP("203.0.113.9"), Port: 4242}
+	header := func(c net.Conn) { c.Write(proxyproto.AppendV1(nil, client, c.RemoteAddr())) }
+	dial := func(addr string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+
+	c := dial(addrs["pp"])
+	header(c)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "pp 203.0.113.9:4242" {
+		t.Errorf("plain: %q, want the header's address", b)
+	}
+
+	c = dial(addrs["pps"])
+	header(c)
+	tc := tls.Client(c, &tls.Config{ServerName: "edge.test", RootCAs: ca.Pool})
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	if string(b) != "pps 203.0.113.9:4242" {
+		t.Errorf("TLS: %q, want the header's address", b)
+	}
+
+	closedWithout := func(addr string, first []byte) bool {
+		c := dial(addr)
+		c.Write(first)
+		n, err := c.Read(make([]byte, 1))
+		return n == 0 && err != nil && !os.IsTimeout(err)
+	}
+	if !closedWithout(addrs["pu"], proxyproto.AppendV1(nil, client, client)) {
+		t.Error("untrusted peer not closed")
+	}
+	if !closedWithout(addrs["pp"], []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) {
+		t.Error("no PROXY header: not closed")
+	}
+	if !closedWithout(addrs["pp"], []byte("PROXY TCP4 203.0.113.9 ")) { // and then silence
+		t.Error("slow PROXY header: not closed")
+	}
+	for name, want := range map[string]uint64{"pp": 2, "pu": 1, "pps": 0} {
+		for _, in := range s.List() {
+			if in.Name == name && in.ProxyRefused != want {
+				t.Errorf("%s: proxy_refused_total %d, want %d", name, in.ProxyRefused, want)
+			}
+		}
 	}
 }
