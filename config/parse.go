@@ -788,6 +788,16 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 				}
 			}
 		}
+		for _, u := range c.Upstreams {
+			if u.Name == rt.Upstream && u.Proto.ProxyProtocol != "" {
+				ps.add(rt.Pos, "route %q: upstream %q has proxy_protocol, which edge sends on stream (L4) connections only; an HTTP route tells its upstream the client in X-Forwarded-For", rt.Name, u.Name)
+			}
+		}
+		for _, cs := range c.Cells {
+			if cs.Name == rt.Cells && cs.Proto.ProxyProtocol != "" {
+				ps.add(rt.Pos, "route %q: cells %q has proxy_protocol, which edge sends on stream (L4) connections only; an HTTP route tells its upstream the client in X-Forwarded-For", rt.Name, cs.Name)
+			}
+		}
 		if rt.WebSocket && (rt.Seckill || rt.Respond != nil) {
 			ps.add(rt.Pos, "route %q: websocket needs a route with upstream or cells", rt.Name)
 		}

@@ -174,6 +174,13 @@ func (c *Config) checkStreams(ps *Problems, names map[string]hcl.Range) {
 				ps.add(s.Pos, "%s: upstream %q is not defined", what, u)
 			}
 		}
+		if s.Protocol == StreamUDP {
+			for _, u := range c.Upstreams {
+				if u.Name == s.Upstream && u.Proto.ProxyProtocol != "" {
+					ps.add(s.Pos, "%s: upstream %q has proxy_protocol, which edge sends on TCP streams only", what, u.Name)
+				}
+			}
+		}
 		if _, ok := names["cells "+s.Cells]; s.Cells != "" && !ok {
 			ps.add(s.Pos, "%s: cells %q is not defined", what, s.Cells)
 		}

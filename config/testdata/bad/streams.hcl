@@ -56,3 +56,19 @@ listener "pp" {
   address        = "127.0.0.1:8443"
   proxy_protocol = "yes"
 }
+
+upstream "pp" {
+  servers        = ["127.0.0.1:3307"]
+  proxy_protocol = "v1"
+}
+
+route "http-to-pp" {
+  match { path = "/" }
+  upstream = "pp"
+}
+
+stream "udp-pp" {
+  listen   = "127.0.0.1:7006"
+  protocol = "udp"
+  upstream = "pp"
+}
