@@ -82,3 +82,15 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// waitUntil polls cond every 10ms for up to 5s, failing the test with what it waited for.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +72,8 @@ func TestBinaryStreams(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "edge.hcl")
 	src := func(idle string) string {
 		return fmt.Sprintf(`
-trusted_proxies = ["127.0.0.1/32"]
+trusted_proxies  = ["127.0.0.1/32"]
+shutdown_timeout = "1s"
 admin {
   listen = "127.0.0.1:0"
   token  = env("TEST_ADMIN_TOKEN")
@@ -206,5 +208,30 @@ stream "echo" {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}
+	}
+
+	// SIGTERM: the stream stops accepting at once, the open connection goes on until
+	// shutdown_timeout, then it is cut and edge exits 0.
+	stopped := time.Now()
+	e.Signal(t, syscall.SIGTERM)
+	e.WaitLog(t, "edge stopping", 5*time.Second)
+	waitUntil(t, "the stream stops accepting", func() bool {
+		c, err := net.DialTimeout("tcp", echo, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if err := roundTrip("while stopping"); err != nil {
+		t.Errorf("open connection during the shutdown: %v", err)
+	}
+	if n, err := long.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read %d bytes after shutdown_timeout", n)
+	}
+	if code := e.Wait(t, 5*time.Second); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if d := time.Since(stopped); d < 900*time.Millisecond || d > 4*time.Second {
+		t.Errorf("stopped in %v with a connection open, want about shutdown_timeout (1s)", d)
 	}
 }
