@@ -26,8 +26,8 @@
 //   - Errors. Every malformed header is an error that says what is wrong and wraps
 //     ErrInvalid; bytes that do not start a PROXY header at all wrap ErrNotProxy; a
 //     connection that ends inside a header wraps io.ErrUnexpectedEOF, and one that ends
-//     before any byte wraps io.EOF; a timeout wraps os.ErrDeadlineExceeded. Nothing in
-//     this package panics on any input.
+//     before any byte wraps io.EOF; a timeout wraps os.ErrDeadlineExceeded. Nothing
+//     read panics, whatever the bytes.
 //
 // Parse decodes a header from a byte slice (a UDP datagram's prefix, a test), with the
 // same checks.

@@ -368,6 +368,8 @@ func TestOversize(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	client, server := pair(t)
 	client.Write([]byte("PROXY TCP4 192.0.2.1 198"))
+	stop := time.AfterFunc(5*time.Second, func() { server.Close() }) // fail, not hang, without a deadline
+	defer stop.Stop()
 	_, err := Read(server, Options{Timeout: 100 * time.Millisecond})
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "proxyproto: no whole PROXY header within 100ms (24 bytes read)") {
 		t.Errorf("slow header: %v", err)
@@ -387,7 +389,7 @@ func TestTimeout(t *testing.T) {
 	}
 
 	// A negative timeout leaves the caller's deadline alone.
-	client, server = pair(t)
+	_, server = pair(t)
 	server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	_, err = Read(server, Options{Timeout: -1})
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "proxyproto: reading the PROXY header (0 bytes read)") {

@@ -120,8 +120,8 @@ func readError(version int, b []byte, err error, timeout time.Duration) error {
 // Conn is a connection whose PROXY header Read has read. Its Read returns the bytes
 // after the header, starting with any Read read past it; RemoteAddr is the client
 // address of the header when it has one (see the package doc). Every other method is
-// the underlying conn's. Like a net.Conn it may be used by one reader and one writer at
-// a time.
+// the underlying conn's. Unlike a net.Conn's, its Read must not be called from two
+// goroutines at once; one reader and one writer at a time are fine.
 type Conn struct {
 	net.Conn
 	hdr     Header
