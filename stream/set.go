@@ -18,26 +18,26 @@ import (
 // the metrics may run concurrently with them.
 type Set struct {
 	mu   sync.Mutex
-	live map[string]*entry
+	live map[string]*running
 	reg  *tunnel.Registry // every TCP connection of every stream, for Shutdown
 	log  *slog.Logger
 }
 
-// entry is one live stream: exactly one of tcp and udp is set.
-type entry struct {
+// running is one live stream: exactly one of tcp and udp is set.
+type running struct {
 	tcp *tcpStream
 	udp *udpStream
 	n   *counts
 }
 
-func (e *entry) spec() *Spec {
+func (e *running) spec() *Spec {
 	if e.tcp != nil {
 		return e.tcp.spec.Load()
 	}
 	return e.udp.spec.Load()
 }
 
-func (e *entry) addr() net.Addr {
+func (e *running) addr() net.Addr {
 	if e.tcp != nil {
 		return e.tcp.ln.Addr()
 	}
@@ -46,7 +46,7 @@ func (e *entry) addr() net.Addr {
 
 // NewSet returns an empty set.
 func NewSet(log *slog.Logger) *Set {
-	return &Set{live: map[string]*entry{}, reg: tunnel.NewRegistry(), log: log}
+	return &Set{live: map[string]*running{}, reg: tunnel.NewRegistry(), log: log}
 }
 
 // key is a stream's identity across reloads: protocol and configured address, or, when
@@ -64,7 +64,7 @@ func key(sp *Spec) string {
 type Prepared struct {
 	s     *Set
 	specs []*Spec
-	fresh map[string]*entry
+	fresh map[string]*running
 }
 
 // Prepare binds the addresses of specs that no stream holds yet. If one cannot be
@@ -73,7 +73,7 @@ type Prepared struct {
 func (s *Set) Prepare(specs []*Spec) (*Prepared, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := &Prepared{s: s, specs: specs, fresh: map[string]*entry{}}
+	p := &Prepared{s: s, specs: specs, fresh: map[string]*running{}}
 	for _, sp := range specs {
 		if _, ok := s.live[key(sp)]; ok {
 			continue
@@ -88,7 +88,7 @@ func (s *Set) Prepare(specs []*Spec) (*Prepared, error) {
 	return p, nil
 }
 
-func (s *Set) bind(sp *Spec) (*entry, error) {
+func (s *Set) bind(sp *Spec) (*running, error) {
 	n := &counts{}
 	if sp.Protocol == "udp" {
 		a, err := net.ResolveUDPAddr("udp", sp.Address)
@@ -99,14 +99,14 @@ func (s *Set) bind(sp *Spec) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &entry{udp: newUDPStream(pc, n, s.log), n: n}, nil
+		return &running{udp: newUDPStream(pc, n, s.log), n: n}, nil
 	}
 	ln, err := net.Listen("tcp", sp.Address)
 	if err != nil {
 		return nil, err
 	}
 	t := &tcpStream{ln: ln.(*net.TCPListener), group: s.reg.NewGroup(sp.MaxConns), n: n, log: s.log}
-	return &entry{tcp: t, n: n}, nil
+	return &running{tcp: t, n: n}, nil
 }
 
 // Abort closes what Prepare bound.
@@ -163,7 +163,7 @@ func (p *Prepared) Commit() {
 	p.fresh = nil
 }
 
-func (e *entry) stop() {
+func (e *running) stop() {
 	if e.tcp != nil {
 		e.tcp.stop()
 	} else {
@@ -188,7 +188,7 @@ func (s *Set) Addr(name string) string {
 func (s *Set) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	all := s.live
-	s.live = map[string]*entry{}
+	s.live = map[string]*running{}
 	s.mu.Unlock()
 	for _, e := range all {
 		e.stop()
@@ -233,7 +233,7 @@ func (s *Set) List() []Info {
 	return out
 }
 
-func (e *entry) info() Info {
+func (e *running) info() Info {
 	sp := e.spec()
 	in := Info{Name: sp.Name, Protocol: sp.Protocol, Address: e.addr().String(), Configured: sp.Address,
 		Results: map[string]uint64{}}
