@@ -54,6 +54,9 @@ type Config struct {
 	Overload  *Overload   // overload block (edge): priority shedding; nil: off
 	Listeners []*Listener // listener "NAME" blocks: more addresses, TLS, HTTP/2 (listener.go)
 	Streams   []*Stream   // stream "NAME" blocks: L4 TCP/UDP relays (stream.go)
+	// WaitingRooms are the waiting_room "NAME" blocks: fair queues in front of routes
+	// (waitroom.go).
+	WaitingRooms []*WaitingRoom
 
 	ListenRange hcl.Range // where listen was set, for reload messages
 }

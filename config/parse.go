@@ -122,6 +122,11 @@ func (c *Config) decodeTop(b *body) {
 			c.Listeners = append(c.Listeners, decodeListener(b, blk))
 		}
 	}
+	for _, blk := range b.blocks("waiting_room", 1) {
+		if unique("waiting_room", blk) {
+			c.WaitingRooms = append(c.WaitingRooms, decodeWaitingRoom(b, blk))
+		}
+	}
 	for _, blk := range b.blocks("stream", 1) {
 		if unique("stream", blk) {
 			c.Streams = append(c.Streams, decodeStream(b, blk))
@@ -142,6 +147,7 @@ func (c *Config) decodeTop(b *body) {
 	c.crossCheck(b.ps, names)
 	c.checkListeners(b.ps)
 	c.checkStreams(b.ps, names)
+	c.checkWaitingRooms(b.ps)
 }
 
 func isName(s string) bool {

@@ -310,7 +310,9 @@ func (c *conn) sendStream(st *stream, r io.Reader, size int64) {
 		case complete:
 		case err == io.EOF && size < 0:
 		case err != nil: // a read error, or EOF before the known size
-			c.resetStream(st.id, http2.ErrCodeInternal)
+			if !st.reset.Load() { // reset already: by the peer, or with a code of ours (a body's timeout)
+				c.resetStream(st.id, http2.ErrCodeInternal)
+			}
 			return
 		case n == 0:
 			if empty++; empty >= maxEmptyReads {
