@@ -55,7 +55,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	done
 
 bench: ## edge vs nginx side by side; writes bench/results/<date>.md and .json
-	@scripts/ensure-deps nginx wrk h2load
+	@scripts/ensure-deps nginx nginx-stream wrk h2load strace
 	$(GO) run ./bench run
 
 PLAN_ARGS ?= -users 100000000 -clicks 30 -factor 4 -peak-hours 5

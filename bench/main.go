@@ -7,8 +7,9 @@
 //	go run ./bench plan -users 100000000 -clicks 30 -factor 4 -peak-hours 5
 //	go run ./bench handshake -addr 127.0.0.1:8443 -path /pass/x [-c 16] [-d 5s]
 //
-// run writes bench/results/<date>.md and .json; plan reads the newest .json for the
-// per-node capacity unless -edge-capacity is given.
+// run writes bench/results/<date>.md and .json (<date>_<scenarios>.md and .json with
+// -only); plan reads the newest .json that has the capacity scenario for the per-node
+// capacity unless -edge-capacity is given.
 package main
 
 import (
@@ -177,7 +178,7 @@ func cmdRun(args []string) error {
 		}
 	}
 	e.close()
-	jp, mp, err := rep.write(*out, now.Format("2006-01-02"))
+	jp, mp, err := rep.write(*out, reportName(now, run, len(run) == len(scenarios)))
 	if err != nil {
 		return err
 	}
@@ -185,6 +186,22 @@ func cmdRun(args []string) error {
 	fmt.Print(rep.Markdown())
 	fmt.Printf("\nwrote %s and %s\n", mp, jp)
 	return nil
+}
+
+// reportName is the base name of a run's report files: the UTC day of a full suite,
+// the day and the scenarios of a partial one ("2026-12-06_l4_bulk+l4_connect"), so that
+// a run of a few scenarios does not overwrite the day's full report. The names sort by
+// day, the partial ones of a day after its full one.
+func reportName(now time.Time, run []*scenario, all bool) string {
+	day := now.UTC().Format("2006-01-02")
+	if all {
+		return day
+	}
+	names := make([]string, len(run))
+	for i, sc := range run {
+		names[i] = sc.name
+	}
+	return day + "_" + strings.Join(names, "+")
 }
 
 func scenarioNames() string {
@@ -304,7 +321,7 @@ func cmdPlan(args []string) error {
 				dir = filepath.Join(root, "bench", "results")
 			}
 		}
-		if r, path, err := latestReport(dir); err != nil {
+		if r, path, err := latestReport(dir, *capScenario); err != nil {
 			fmt.Fprintln(os.Stderr, "bench plan:", err)
 		} else if c, from, err := capacityFromReport(r, relPath(path), *capScenario); err != nil {
 			fmt.Fprintln(os.Stderr, "bench plan:", err)

@@ -70,7 +70,7 @@ func TestReportFilesFeedThePlanner(t *testing.T) {
 	if string(md) != fixedReport().Markdown() {
 		t.Errorf("%s does not hold the rendered report", mp)
 	}
-	r, path, err := latestReport(dir)
+	r, path, err := latestReport(dir, "pass")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestReportFilesFeedThePlanner(t *testing.T) {
 	if _, _, err := capacityFromReport(r, path, "limit_reject"); err == nil || !strings.Contains(err.Error(), "not valid") {
 		t.Errorf("an INVALID scenario gave a capacity (err %v)", err)
 	}
-	if _, _, err := latestReport(t.TempDir()); err == nil {
+	if _, _, err := latestReport(t.TempDir(), "pass"); err == nil {
 		t.Error("empty results dir gave a report")
 	}
 }

@@ -40,6 +40,8 @@ type scenario struct {
 	// ext makes it a TLS scenario, measured by runExternal (tls.go); nil: plain HTTP
 	// with bench's own client.
 	ext *extScenario
+	// l4 makes it an L4 scenario, measured by runL4 (l4.go); nil: HTTP.
+	l4 *l4Scenario
 }
 
 var scenarios = []*scenario{
@@ -196,6 +198,7 @@ type env struct {
 	nginxPort int
 	redisPort int
 	tls       *tlsEnv // certificates and TLS nginx, made by the first TLS scenario
+	l4        *l4Env  // origins, stream nginx and HAProxy, made by the first L4 scenario
 	logf      func(string, ...any)
 
 	mu   sync.Mutex
@@ -214,6 +217,9 @@ func (e *env) close() {
 		if p != nil {
 			p.stop(syscall.SIGTERM)
 		}
+	}
+	if e.l4 != nil {
+		e.l4.close()
 	}
 }
 
@@ -399,6 +405,9 @@ func (s *sideRun) add(r *Result, cpu float64, ok bool) {
 func (e *env) runScenario(sc *scenario, st Settings, prog *Progress) ScenarioResult {
 	if sc.ext != nil {
 		return e.runExternal(sc, st, prog)
+	}
+	if sc.l4 != nil {
+		return e.runL4(sc, st, prog)
 	}
 	out := ScenarioResult{Name: sc.name, Desc: sc.desc, EdgeOnly: sc.edgeOnly}
 	invalid := func(why string) ScenarioResult {
