@@ -34,19 +34,14 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 		t.end(ReasonError, err)
 		return
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	pp, err := getPipe()
+	if err != nil {
 		t.end(ReasonError, err)
 		return
 	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	size := pipeSize
-	if got, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, pipeSize); err != nil {
-		size = 64 << 10 // the default capacity
-	} else {
-		size = got
-	}
+	empty := false // the pipe holds no byte: it may serve another tunnel
+	defer func() { putPipe(pp, empty) }()
+	p, size := pp.fds, pp.size
 	const flags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 	for {
 		var in int
@@ -65,6 +60,7 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 			return
 		}
 		if in == 0 { // end of file
+			empty = true
 			t.eof(dst)
 			return
 		}
@@ -88,4 +84,44 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 			total.Add(uint64(out))
 		}
 	}
+}
+
+// pipe is one direction's pipe: its two ends and its capacity.
+type pipe struct {
+	fds  [2]int
+	size int
+}
+
+// freePipes keeps empty pipes for the next tunnels, so that a short connection does not
+// pay four system calls to make a pipe and two to close it. Bounded: a pipe that finds
+// it full is closed.
+var freePipes = make(chan *pipe, 256)
+
+func getPipe() (*pipe, error) {
+	select {
+	case p := <-freePipes:
+		return p, nil
+	default:
+	}
+	p := &pipe{size: 64 << 10} // the default capacity
+	if err := unix.Pipe2(p.fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	if got, err := unix.FcntlInt(uintptr(p.fds[0]), unix.F_SETPIPE_SZ, pipeSize); err == nil {
+		p.size = got
+	}
+	return p, nil
+}
+
+// putPipe keeps p for reuse when it is empty and there is room, else closes it.
+func putPipe(p *pipe, empty bool) {
+	if empty {
+		select {
+		case freePipes <- p:
+			return
+		default:
+		}
+	}
+	unix.Close(p.fds[0])
+	unix.Close(p.fds[1])
 }
