@@ -246,7 +246,7 @@ func TestWebSocketH2(t *testing.T) {
 	// Run counts the tunnel on its goroutine, which may start after the 200 went out.
 	waitUntil(t, 5*time.Second, "the tunnel counted", func() bool { return g.Active() == 1 })
 	r := &wsReader{w: w, id: id}
-	for i := range 100 {
+	for i := range 10000 {
 		msg := strings.Repeat(fmt.Sprintf("m%d-", i), 1+i%50)
 		if err := w.fr.WriteData(id, false, wsFrame(1, []byte(msg))); err != nil {
 			t.Fatal(err)
