@@ -110,6 +110,10 @@ type Room struct {
 	obs   observations
 
 	leader atomic.Bool
+	// serving is the highest serving counter this node has seen, from snapshots and from
+	// store answers: what a waiting user is told never lags what another user of this node
+	// was told.
+	serving atomic.Int64
 	rate   atomic.Uint64 // float64 bits: the rate this node's controller holds
 	reason atomic.Pointer[string]
 
@@ -303,7 +307,7 @@ func (r *Room) Check(v *Visit, out *Verdict) {
 	}
 	if num != 0 {
 		drawn := c.opensAt == 0 || s.drawnFor == c.opensAt
-		if (num < 0 && !drawn || num > s.serving) && r.local.poll(num, nowMs, c.session/2) {
+		if (num < 0 && !drawn || num > r.serving.Load()) && r.local.poll(num, nowMs, c.session/2) {
 			r.waiting(c, s, num, now, out)
 			return
 		}
@@ -333,6 +337,7 @@ func (r *Room) Check(v *Visit, out *Verdict) {
 	case joinTooMany:
 		out.Err, out.PollAfter = ErrTooManyPlaces, maxPollAfter
 	case joinAdmitted:
+		r.sawServing(a.place)
 		out.Admitted = true
 		out.SetAdmit = c.sign.admit(a.place, v.Key, nowMs+c.session)
 		r.local.forget([]int64{a.place})
@@ -341,11 +346,18 @@ func (r *Room) Check(v *Visit, out *Verdict) {
 		if cookie != a.place {
 			out.SetPlace = c.sign.place(a.place, v.Key)
 		}
-		if a.serving > s.serving { // the snapshot lags: use the store's fresher counter
-			s = &snapshot{counters: s.counters, at: s.at, measured: s.measured}
-			s.serving = a.serving
-		}
+		r.sawServing(a.serving)
 		r.waiting(c, s, a.place, now, out)
+	}
+}
+
+// sawServing raises the node's serving counter to n.
+func (r *Room) sawServing(n int64) {
+	for {
+		old := r.serving.Load()
+		if n <= old || r.serving.CompareAndSwap(old, n) {
+			return
+		}
 	}
 }
 
@@ -370,7 +382,7 @@ func (r *Room) waiting(c *config, s *snapshot, num int64, now time.Time, out *Ve
 		out.PollAfter = pollAfter(out.ETA, c.o.Session)
 		return
 	}
-	pos := max(num-s.serving, 1)
+	pos := max(num-r.serving.Load(), 1)
 	out.Position, out.Ahead = pos, pos-1
 	rate := s.measured
 	if rate <= 0 {
@@ -414,8 +426,10 @@ func (r *Room) refresh(now time.Time) {
 		return
 	}
 	old := r.snap.Load()
-	if old != nil && cs.serving < old.serving && cs.tail >= old.serving {
-		cs.serving = old.serving // another node's write raced the read: never step back
+	if cs.tail < r.serving.Load() {
+		r.serving.Store(cs.serving) // the store lost its state (a restart): start over
+	} else {
+		r.sawServing(cs.serving)
 	}
 	if old != nil && cs.admitted < old.admitted {
 		r.history = r.history[:0] // the store lost its state (restart)

@@ -91,15 +91,15 @@ type counters struct {
 // over up to scan places: each place alive (seen within session) is admitted — until
 // budget users were admitted or maxActive (> 0) users are active — and the others skipped.
 type tickQuery struct {
-	node          string
-	lease         int64
-	now, session  int64
-	budget        int
-	maxActive     int
-	scan, clean   int
-	rate          float64 // the rate in force, stored for every node's Stats
-	reason        string
-	idleTTL       int64
+	node         string
+	lease        int64
+	now, session int64
+	budget       int
+	maxActive    int
+	scan, clean  int
+	rate         float64 // the rate in force, stored for every node's Stats
+	reason       string
+	idleTTL      int64
 }
 
 // tickAnswer is the result of a tick.
@@ -130,10 +130,10 @@ type drawQuery struct {
 type drawStatus int8
 
 const (
-	drawDone       drawStatus = iota + 1 // drawn now
-	drawAlready                          // this opening was drawn before (seed: its seed)
-	drawChanged                          // the pre-queue changed since it was listed: list again
-	drawNotLeader                        // node does not hold the lease
+	drawDone      drawStatus = iota + 1 // drawn now
+	drawAlready                         // this opening was drawn before (seed: its seed)
+	drawChanged                         // the pre-queue changed since it was listed: list again
+	drawNotLeader                       // node does not hold the lease
 )
 
 type drawAnswer struct {
