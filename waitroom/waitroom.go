@@ -75,6 +75,9 @@ type Verdict struct {
 	Position, Ahead int64
 	ETA             time.Duration // (position) ÷ the measured admission rate
 	PollAfter       time.Duration // when to ask again: longer the further from the front
+	// PreQueue: the room opens at Options.OpensAt and the user arrived before the draw;
+	// Position and Ahead are 0 (nobody has a place yet) and ETA is the time to the opening.
+	PreQueue bool
 	// Err is ErrUnavailable or ErrTooManyPlaces (the caller answers 503 or 429), nil
 	// otherwise.
 	Err error
