@@ -12,4 +12,5 @@ func (p *Proxy) RegisterAdmin(api *admin.API) {
 	p.adminUpstreams(api)
 	p.adminDegrade(api)
 	p.adminCluster(api)
+	p.adminRooms(api)
 }

@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -47,6 +48,7 @@ type Proxy struct {
 	redis          *redisRegistry // Redis clients shared by features (redis.go)
 	doors          *doorState     // listener names and their counters (door.go)
 	tunnelState    *tunnelState   // WebSocket tunnel groups by route (upgrade.go)
+	roomState      *roomState     // waiting rooms by name (waitroom.go)
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
@@ -62,6 +64,7 @@ func New(m *Metrics) *Proxy {
 	p.initCluster()
 	p.initDoors()
 	p.initTunnels()
+	p.initRooms()
 	return p
 }
 
@@ -162,6 +165,7 @@ func (p *Proxy) Close() {
 	p.applyMu.Unlock()
 	p.closeBlacklist()
 	p.closeSeckill()
+	p.closeRooms()
 	p.redis.close()
 	p.log.Swap(nil).close()
 }
@@ -294,6 +298,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
 		if d.redirect {
 			redirectHTTPS(ctx, d, sc)
+		} else if s.roomByName != nil && bytes.HasPrefix(ctx.Path(), roomPollPrefix) {
+			p.serveRoomPoll(ctx, s, client, sc)
 		} else if rt := s.match(ctx, doorID); rt == nil {
 			errNoRoute.write(ctx)
 		} else {
@@ -332,6 +338,12 @@ func (p *Proxy) serveRoute(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pee
 			return
 		}
 		defer p.release(rt)
+	}
+	if rt.room != nil {
+		if !p.waitRoom(ctx, rt.room, client, sc) {
+			return
+		}
+		defer rt.room.observe(ctx, sc)
 	}
 	if rt.limits != nil && !p.allowLimits(ctx, s, rt, client, sc) {
 		return

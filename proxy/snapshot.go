@@ -29,6 +29,9 @@ type Snapshot struct {
 	cells     map[string]*cellGroup
 	seckill   *snapSeckill
 	doors     []*door // by listener id (door.go)
+	// roomByName are the waiting rooms by name, for their poll endpoint; nil without
+	// waiting_room blocks (waitroom.go).
+	roomByName map[string]*routeRoom
 
 	starts []func() // run once when the snapshot becomes current (start goroutines)
 	stops  []func() // run when it is retired
@@ -72,6 +75,7 @@ type route struct {
 	idem   *routeIdem   // nil without an idempotency block (idempotency.go)
 	guard  *guard       // kill switch, bulkhead, shedding (degrade.go)
 	tunnel *routeTunnel // websocket routes' tunnels (upgrade.go); nil: Upgrade is stripped
+	room   *routeRoom   // the waiting room in front of the route (waitroom.go); nil: none
 }
 
 // methodBit is the bit of method m in a route's or an idempotency block's method set, 0
@@ -143,6 +147,10 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 	if err := p.buildDegrade(s, prev); err != nil {
 		return nil, err
 	}
+	roomOf := map[string]*routeRoom{}
+	if err := p.buildRooms(s, roomOf); err != nil {
+		return nil, err
+	}
 	for _, rc := range cfg.Routes {
 		rt := &route{name: rc.Name, prefix: []byte(rc.Match.Path), host: []byte(normHost(rc.Match.Host)),
 			reject: newAnswer(rc.Reject), fallback: newAnswer(rc.Fallback), metrics: m.route(rc.Name), cfg: rc, door: -1}
@@ -180,6 +188,12 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 			return nil, err
 		}
 		p.buildTunnel(rt)
+		if rt.room = roomOf[rc.Name]; rt.room != nil {
+			if s.roomByName == nil {
+				s.roomByName = map[string]*routeRoom{}
+			}
+			s.roomByName[rt.room.lr.name] = rt.room
+		}
 		s.routes = append(s.routes, rt)
 	}
 	return s, nil

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/edge-gw/edge/internal/edgetest"
+	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/valyala/fasthttp"
+)
+
+// The waiting page in a real headless Chromium: a browser that arrives while the room
+// is paused sees its place in line, with no console error; when the room lets it in,
+// the page moves by itself to the sale page.
+func TestBinaryWaitingPageInBrowser(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed: make test installs it (scripts/ensure-deps chromium)")
+	}
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/html; charset=utf-8")
+		fmt.Fprint(ctx, "<!doctype html><title>SALE</title><h1 id=sale>The sale page</h1>")
+	})
+	cfg := filepath.Join(t.TempDir(), "edge.hcl")
+	edgetest.WriteConfig(t, cfg, fmt.Sprintf(`
+listen = "127.0.0.1:0"
+admin {
+  listen = "127.0.0.1:0"
+  token  = env("TEST_ADMIN_TOKEN")
+}
+upstream "shop" { servers = [%q] }
+route "sale" {
+  match { path = "/sale/" }
+  upstream = "shop"
+}
+waiting_room "sale" {
+  routes     = ["sale"]
+  admit_rate = "50r/s"
+  session    = "1m"
+  store      = "memory"
+  secret     = "0123456789abcdef0123456789abcdef-browser"
+}
+`, o.Addr))
+	e := edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)
+	if code, body := e.Admin(t, testToken, "POST", "/waiting-rooms/sale", `{"paused":true}`); code != 200 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	var mu sync.Mutex
+	var problems []string
+	if err := chromedp.Listen(ctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				problems = append(problems, fmt.Sprintf("console.error: %v", ev.Args))
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+e.Addr+"/sale/item/1"), chromedp.WaitVisible("#position")); err != nil {
+		t.Fatalf("waiting page: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("position").textContent === "1"`,
+		chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		t.Fatalf("the page never showed place 1: %v", err)
+	}
+	ahead, err1 := chromedp.Run(ctx, chromedp.Text("#ahead"))
+	status, err2 := chromedp.Run(ctx, chromedp.Text("#status"))
+	if err1 != nil || err2 != nil || ahead != "0" || !strings.Contains(status, "Next check") {
+		t.Errorf("waiting page shows ahead %q, status %q (%v, %v)", ahead, status, err1, err2)
+	}
+
+	if code, body := e.Admin(t, testToken, "POST", "/waiting-rooms/sale", `{"paused":false}`); code != 200 {
+		t.Fatalf("unpause: %d %s", code, body)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#sale")); err != nil {
+		t.Fatalf("after admission the page did not move to the sale page: %v", err)
+	}
+	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || title != "SALE" {
+		t.Errorf("title %q, %v; want the sale page's", title, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Errorf("the page logged errors: %v", problems)
+	}
+}
