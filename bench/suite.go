@@ -143,6 +143,49 @@ route "cell" {
 			return stock(admin, soldOutItem, 1) // the warm-up takes the one unit
 		},
 	},
+	{
+		name: "waiting_poll", desc: "GET of a route behind a paused waiting room (Redis store) by 1,000 users in line: 202 with their place",
+		edgeOnly: true, needsRedis: true,
+		path: "/wait/item/{item}", headers: []string{"X-User-Id: u{user}"}, users: "1-1000", items: "1-100",
+		edge: Expect{Status: 202}, share: 0.99,
+		edgeHCL: func(e *env) string {
+			return seckillHCL(e) + `route "wait" {
+  match { path = "/wait/" }
+  upstream = "origin"
+}
+waiting_room "bench" {
+  routes     = ["wait"]
+  key        = "header:X-User-Id"
+  admit_rate = "1r/h"
+  session    = "10m"
+  store      = "redis"
+  max_per_ip = 0 # every bench user comes from 127.0.0.1
+}
+`
+		},
+		setup: func(e *env, admin string) error {
+			return adminPost(admin, "/waiting-rooms/bench", `{"paused":true}`)
+		},
+	},
+}
+
+// adminPost sends an authorised admin POST with a JSON body and expects 200.
+func adminPost(admin, path, body string) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://" + admin + path)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.SetContentType("application/json")
+	req.SetBodyString(body)
+	if err := fasthttp.DoTimeout(req, resp, 5*time.Second); err != nil {
+		return fmt.Errorf("admin POST %s: %w", path, err)
+	}
+	if resp.StatusCode() != 200 {
+		return fmt.Errorf("admin POST %s answered %s", path, describe(resp))
+	}
+	return nil
 }
 
 func seckillHCL(e *env) string {
