@@ -56,9 +56,10 @@ func BenchmarkPoll(b *testing.B) {
 func BenchmarkAdmitted(b *testing.B) {
 	r := nodes(b, 1, "bench", NewMemoryStore(), options(1000), nil)[0]
 	sign := r.cfg.Load().sign
-	cookies := make([][]byte, 1000)
+	cookies, keys := make([][]byte, 1000), make([][]byte, 1000)
 	for i := range cookies {
-		cookies[i] = sign.admit(int64(i+1), []byte("user"+strconv.Itoa(i)), time.Now().Add(time.Minute).UnixMilli())
+		keys[i] = []byte("user" + strconv.Itoa(i))
+		cookies[i] = sign.admit(int64(i+1), keys[i], time.Now().Add(time.Minute).UnixMilli())
 	}
 	var next atomic.Int64
 	b.ReportAllocs()
@@ -67,7 +68,7 @@ func BenchmarkAdmitted(b *testing.B) {
 		var out Verdict
 		for pb.Next() {
 			i := int(next.Add(1)) % len(cookies)
-			v := Visit{Key: []byte("user" + strconv.Itoa(i)), AdmitCookie: cookies[i], Now: time.Now()}
+			v := Visit{Key: keys[i], AdmitCookie: cookies[i], Now: time.Now()}
 			r.Check(&v, &out)
 			if !out.Admitted {
 				b.Fatalf("admitted user refused: %+v", out)

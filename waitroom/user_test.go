@@ -2,6 +2,7 @@ package waitroom
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -278,7 +279,7 @@ func TestInvalidOptions(t *testing.T) {
 	if err := o.Validate(); err == nil {
 		t.Fatal("a short secret passed Validate")
 	}
-	r := New("bad", NewMemoryStore(), o, nil)
+	r := New("bad", NewMemoryStore(), o, slog.New(slog.DiscardHandler))
 	r.Start()
 	defer r.Close()
 	if v := newUser("a", 1).poll(r); !errors.Is(v.Err, ErrUnavailable) {
