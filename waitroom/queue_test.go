@@ -268,8 +268,8 @@ func TestPreQueue(t *testing.T) {
 			if round > 2000 {
 				t.Fatalf("%d users not admitted", left)
 			}
-			for i, u := range users {
-				if rounds[i] == 0 && u.poll(rs[(i+round)%3]).Admitted {
+			for i := len(users) - 1; i >= 0; i-- { // one node per round, last joiner first: see TestOrderAcrossNodes
+				if rounds[i] == 0 && users[i].poll(rs[round%3]).Admitted {
 					rounds[i] = round
 					left--
 				}

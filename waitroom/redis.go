@@ -41,11 +41,11 @@ var (
 var (
 	joinScript     = rueidis.NewLuaScript(commonLua + joinLua)
 	touchScript    = rueidis.NewLuaScript(commonLua + touchLua)
-	snapshotScript = rueidis.NewLuaScriptReadOnly(commonLua + snapshotLua)
+	snapshotScript = rueidis.NewLuaScript(commonLua + snapshotLua)
 	acquireScript  = rueidis.NewLuaScript(commonLua + acquireLua)
 	releaseScript  = rueidis.NewLuaScript(commonLua + releaseLua)
 	tickScript     = rueidis.NewLuaScript(commonLua + tickLua)
-	preQueueScript = rueidis.NewLuaScriptReadOnly(commonLua + preQueueLua)
+	preQueueScript = rueidis.NewLuaScript(commonLua + preQueueLua)
 	drawScript     = rueidis.NewLuaScript(commonLua + drawLua)
 	switchScript   = rueidis.NewLuaScript(commonLua + switchLua)
 )

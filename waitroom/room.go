@@ -114,8 +114,8 @@ type Room struct {
 	// store answers: what a waiting user is told never lags what another user of this node
 	// was told.
 	serving atomic.Int64
-	rate   atomic.Uint64 // float64 bits: the rate this node's controller holds
-	reason atomic.Pointer[string]
+	rate    atomic.Uint64 // float64 bits: the rate this node's controller holds
+	reason  atomic.Pointer[string]
 
 	mu      sync.Mutex // guards started, closed
 	started bool
@@ -308,6 +308,9 @@ func (r *Room) Check(v *Visit, out *Verdict) {
 	if num != 0 {
 		drawn := c.opensAt == 0 || s.drawnFor == c.opensAt
 		if (num < 0 && !drawn || num > r.serving.Load()) && r.local.poll(num, nowMs, c.session/2) {
+			if cookie != num { // known by key here, but the client lost the cookie
+				out.SetPlace = c.sign.place(num, v.Key)
+			}
 			r.waiting(c, s, num, now, out)
 			return
 		}

@@ -1,10 +1,7 @@
-// Package waitroom is the seckill waiting room: a fair queue in front of the routes of
-// a sale, one queue across every edge node, admitting users at the rate the protected
-// upstreams can serve (docs/waiting-room.md).
-//
-// This file is the contract the proxy codes against; the implementation is in the
-// other files of the package. The package imports nothing of edge.
 package waitroom
+
+// This file is the contract the proxy codes against; the implementation is in the
+// other files of the package (doc.go tells how it works).
 
 import (
 	"errors"
