@@ -86,8 +86,8 @@ func (p *Proxy) buildRooms(s *Snapshot, byRoute map[string]*routeRoom) error {
 	defer st.mu.Unlock()
 	next := map[string]*liveRoom{}
 	for _, w := range cfg.WaitingRooms {
-		if w.AdmitRate.PerSecond <= 0 || w.Session <= 0 || len(w.Secret) < 32 {
-			return fmt.Errorf("waiting_room %q: admit_rate, session and a secret of 32 bytes are required", w.Name)
+		if err := roomOptions(w).Validate(); err != nil {
+			return fmt.Errorf("waiting_room %q: %w", w.Name, err)
 		}
 		storeKey := w.Store
 		if w.Store == "redis" {
@@ -263,6 +263,7 @@ func (rr *routeRoom) setCookies(ctx *fasthttp.RequestCtx, out *waitroom.Verdict)
 type waitingBody struct {
 	Waiting  bool  `json:"waiting"`
 	Admitted bool  `json:"admitted,omitempty"`
+	PreQueue bool  `json:"pre_queue,omitempty"` // before opens_at: no place yet, eta_s is the time to the opening
 	Position int64 `json:"position"`
 	Ahead    int64 `json:"ahead"`
 	ETA      int64 `json:"eta_s"`
@@ -277,7 +278,7 @@ func (rr *routeRoom) observe(ctx *fasthttp.RequestCtx, sc *scratch) {
 
 // writeWaiting writes the waiting answer of out with status, and Retry-After.
 func writeWaiting(ctx *fasthttp.RequestCtx, status int, out *waitroom.Verdict) {
-	b := waitingBody{Waiting: !out.Admitted, Admitted: out.Admitted, Position: out.Position, Ahead: out.Ahead,
+	b := waitingBody{Waiting: !out.Admitted, Admitted: out.Admitted, PreQueue: out.PreQueue, Position: out.Position, Ahead: out.Ahead,
 		ETA: ceilSeconds(out.ETA), Poll: ceilSeconds(out.PollAfter)}
 	if out.Admitted {
 		b.Position, b.Ahead, b.ETA, b.Poll = 0, 0, 0, 0

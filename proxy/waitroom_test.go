@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edge-gw/edge/internal/origintest"
 	"github.com/edge-gw/edge/waitroom"
@@ -145,4 +148,57 @@ func TestWaitingRoomFunnel(t *testing.T) {
 		_, body := call("GET", "/waiting-rooms/sale", "")
 		return body["admit_rate"] == 20.0
 	})
+}
+
+// Adaptive admission through the funnel: when the protected route's origin turns slow,
+// the room's rate drops (reason "latency"); when it is fast again, the rate climbs back
+// to admit_rate.
+func TestWaitingRoomAdaptive(t *testing.T) {
+	var slow atomic.Bool
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		if slow.Load() {
+			time.Sleep(120 * time.Millisecond)
+		}
+		ctx.WriteString("ok")
+	})
+	e := startEdge(t, strings.Replace(roomConfig(o.Addr), `  store      = "memory"`, `  store      = "memory"
+  adaptive {
+    min_rate       = "50r/s"
+    latency_target = "40ms"
+  }`, 1))
+	stats := func() waitroom.Stats { st, _ := e.px.RoomStats("sale"); return st }
+	users := []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"}
+	eventually(t, "every user admitted", func() bool {
+		all := true
+		for _, u := range users {
+			all = e.do(t, "GET", "/sale/x", "X-User-Id", u).StatusCode() == 200 && all
+		}
+		return all
+	})
+	// Admitted users keep buying: 8 at a time, through the room's Observe.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for _, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				e.do(t, "GET", "/sale/x", "X-User-Id", u)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+
+	slow.Store(true)
+	eventually(t, "the rate backs off while the origin is slow", func() bool {
+		st := stats()
+		return st.AdmitRate < 1000 && st.Reason == "latency"
+	})
+	low := stats().AdmitRate
+	slow.Store(false)
+	waitUntil(t, 20*time.Second, "the rate back at admit_rate once the origin is fast", func() bool {
+		return stats().AdmitRate == 1000
+	})
+	t.Logf("adaptive: rate dropped to %.0f/s while the origin took 120ms (target 40ms), back to 1000/s after", low)
 }
