@@ -110,7 +110,8 @@ type UpstreamProtocol struct {
 	TLSCAFile string
 	// ProxyProtocol (proxy_protocol): "v1" or "v2" sends a PROXY protocol header with the
 	// client's address first on every connection to a server; "" (default): none. On
-	// HTTP routes such a connection carries the requests of one client connection only.
+	// HTTP routes such a connection carries one request (no keep-alive reuse); HTTP/2
+	// upstreams cannot have it.
 	ProxyProtocol string
 }
 

@@ -285,6 +285,9 @@ func decodePool(b *body, s poolSettings) {
 		s.proto.TLSCAFile = besideConfig(r.Filename, s.proto.TLSCAFile)
 	}
 	b.oneOf("proxy_protocol", &s.proto.ProxyProtocol, "", "v1", "v2")
+	if s.proto.ProxyProtocol != "" && s.proto.Protocol != "http1" {
+		b.ps.add(b.rangeOf("proxy_protocol"), "proxy_protocol needs protocol = \"http1\": a multiplexed HTTP/2 connection carries many clients")
+	}
 	if s.proto.Protocol != "h2" && (s.proto.TLSServerName != "" || s.proto.TLSCAFile != "") {
 		b.ps.add(b.rangeOf("protocol"), "tls_server_name and tls_ca_file need protocol = \"h2\"")
 	}
@@ -792,16 +795,6 @@ func (c *Config) crossCheck(ps *Problems, names map[string]hcl.Range) {
 				if u.Name == rt.Upstream && u.Proto.Protocol != "http1" {
 					ps.add(rt.Pos, "route %q: idempotency records answers whole; upstream %q speaks %s, whose answers stream", rt.Name, u.Name, u.Proto.Protocol)
 				}
-			}
-		}
-		for _, u := range c.Upstreams {
-			if u.Name == rt.Upstream && u.Proto.ProxyProtocol != "" {
-				ps.add(rt.Pos, "route %q: upstream %q has proxy_protocol, which edge sends on stream (L4) connections only; an HTTP route tells its upstream the client in X-Forwarded-For", rt.Name, u.Name)
-			}
-		}
-		for _, cs := range c.Cells {
-			if cs.Name == rt.Cells && cs.Proto.ProxyProtocol != "" {
-				ps.add(rt.Pos, "route %q: cells %q has proxy_protocol, which edge sends on stream (L4) connections only; an HTTP route tells its upstream the client in X-Forwarded-For", rt.Name, cs.Name)
 			}
 		}
 		if rt.WebSocket && (rt.Seckill || rt.Respond != nil) {

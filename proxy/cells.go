@@ -104,7 +104,8 @@ func (p *Proxy) buildCellGroup(s *Snapshot, prev *Snapshot, cc *config.Cells) (*
 		for _, addr := range c.Servers {
 			ps := poolSettings{addr: addr, connectTimeout: cc.ConnectTimeout, timeout: cc.Timeout,
 				maxConns: cc.MaxConns, keepalive: cc.KeepaliveTimeout, maxResponseSize: cc.MaxResponseSize,
-				protocol: cc.Proto.Protocol, serverName: cc.Proto.TLSServerName, caFile: cc.Proto.TLSCAFile}
+				protocol: cc.Proto.Protocol, serverName: cc.Proto.TLSServerName, caFile: cc.Proto.TLSCAFile,
+				proxyProto: cc.Proto.ProxyProtocol}
 			if err := checkH2Settings(fmt.Sprintf("cells %q", cc.Name), ps); err != nil {
 				return nil, err
 			}

@@ -32,7 +32,10 @@ import (
 // Streams (stream.go, upload.go): a response body that sr lets stream is handed on as a body stream reading from the upstream connection, each read bounded
 // by timeout; a request body stream (an upload over max_body_size) is written as it is
 // read, each write bounded by timeout, and never retried.
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule) error {
+//
+// pp, when not nil, is a PROXY header: the exchange then takes a connection of its own,
+// writes pp first on it and closes it afterwards (proxyproto.go).
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, pp []byte) error {
 	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
@@ -41,7 +44,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, sr, skipBody)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, sr, skipBody, pp)
 		if err == nil {
 			return nil
 		}
@@ -56,7 +59,12 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 
 // exchangeOnce is one attempt on one connection. retry is true when the attempt failed
 // on a connection that had been used before, after which a fresh one may succeed.
-func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, skipBody bool) (retry bool, err error) {
+func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, skipBody bool, pp []byte) (retry bool, err error) {
+	if pp != nil {
+		// A connection whose PROXY header names this client serves no other: its pool
+		// keeps none idle, so this one is new, and it is closed after the answer.
+		req.SetConnectionClose()
+	}
 	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return false, err
@@ -66,6 +74,12 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 	if err = conn.SetDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
 		return reused, err
+	}
+	if pp != nil {
+		if _, err = conn.Write(pp); err != nil {
+			hc.CloseConn(cc)
+			return false, err
+		}
 	}
 	upload, _ := req.BodyStream().(*uploadBody)
 	if upload != nil { // writes move the deadline as the body arrives; the answer gets timeout after it

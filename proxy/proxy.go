@@ -266,6 +266,10 @@ type scratch struct {
 	// (upload.go).
 	bigBody bool
 	body    []byte // where holdBody reads a body before the request takes a copy
+	pp      []byte // a PROXY header for an upstream with proxy_protocol (proxyproto.go)
+	// roomAdmit and roomPlace are the cookies a waiting room set for an admitted request,
+	// added to the answer once the route has made it (waitroom.go).
+	roomAdmit, roomPlace []byte
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -448,7 +452,11 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		if srv.h2 != nil { // HTTP/2 upstream (grpc.go)
 			f = classifyH2(exchangeH2(srv.h2, req, &ctx.Response, budget))
 		} else {
-			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream))
+			var pp []byte
+			if srv.proxyProto != "" {
+				pp = proxyHeader(ctx, srv.proxyProto, client, peer, sc)
+			}
+			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp))
 		}
 		if f == failNone {
 			o := outcomeOK

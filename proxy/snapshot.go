@@ -123,7 +123,8 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 		for _, addr := range u.Servers {
 			ps := poolSettings{addr: addr, connectTimeout: u.ConnectTimeout, timeout: u.Timeout,
 				maxConns: u.MaxConns, keepalive: u.KeepaliveTimeout, maxResponseSize: u.MaxResponseSize,
-				protocol: u.Proto.Protocol, serverName: u.Proto.TLSServerName, caFile: u.Proto.TLSCAFile}
+				protocol: u.Proto.Protocol, serverName: u.Proto.TLSServerName, caFile: u.Proto.TLSCAFile,
+				proxyProto: u.Proto.ProxyProtocol}
 			if err := checkH2Settings(fmt.Sprintf("upstream %q", u.Name), ps); err != nil {
 				return nil, err
 			}

@@ -156,6 +156,12 @@ func (p *Proxy) sendUpgrade(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, pee
 		return fail(failConnect)
 	}
 	conn.SetDeadline(deadline)
+	if srv.proxyProto != "" {
+		if _, err := conn.Write(proxyHeader(ctx, srv.proxyProto, client, peer, sc)); err != nil {
+			conn.Close()
+			return fail(failConnect)
+		}
+	}
 	bw := bufio.NewWriter(conn)
 	if h2ws {
 		err = req.Header.Write(bw) // a GET: no body

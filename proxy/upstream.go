@@ -25,16 +25,20 @@ type poolSettings struct {
 	maxResponseSize int64
 	// protocol is "http1", "h2c" or "h2" (grpc.go), with the TLS settings of "h2".
 	protocol, serverName, caFile string
+	// proxyProto is "v1" or "v2" when each connection starts with a PROXY header for the
+	// client it serves (proxyproto.go); "": none.
+	proxyProto string
 }
 
 // server is one upstream address with its keep-alive pool. It outlives snapshots:
 // the registry hands the same *server to every snapshot whose settings match.
 type server struct {
-	addr   string
-	hc     *fasthttp.HostClient
-	h2     *h2up.Client // set instead of hc's use for protocol "h2c" and "h2" (grpc.go)
-	health *health      // shared by every server of this address
-	refs   int          // snapshots using it; guarded by registry.mu
+	addr       string
+	proxyProto string // "v1" | "v2": connections carry one client each, after a PROXY header
+	hc         *fasthttp.HostClient
+	h2         *h2up.Client // set instead of hc's use for protocol "h2c" and "h2" (grpc.go)
+	health     *health      // shared by every server of this address
+	refs       int          // snapshots using it; guarded by registry.mu
 }
 
 // health is what edge believes about one upstream address: the verdict of active
@@ -127,7 +131,7 @@ func (r *registry) acquire(s poolSettings) *server {
 			r.health[s.addr] = h
 		}
 		h.refs++
-		srv = &server{addr: s.addr, hc: newHostClient(s), health: h}
+		srv = &server{addr: s.addr, hc: newHostClient(s), health: h, proxyProto: s.proxyProto}
 		if s.protocol == "h2c" || s.protocol == "h2" {
 			srv.h2 = newH2Client(s)
 		}

@@ -201,7 +201,6 @@ func (rr *routeRoom) check(ctx *fasthttp.RequestCtx, client netip.Addr, sc *scra
 	v.PlaceCookie = ctx.Request.Header.CookieBytes(rr.placeName)
 	v.Now = ctx.Time()
 	rr.lr.room.Check(&v, out)
-	rr.setCookies(ctx, out)
 }
 
 // writeRoomError answers a verdict's error (503 or 429, with Retry-After) and reports
@@ -230,7 +229,13 @@ func (p *Proxy) waitRoom(ctx *fasthttp.RequestCtx, rr *routeRoom, client netip.A
 	case writeRoomError(ctx, &out):
 		return false
 	case out.Admitted:
+		// The upstream's answer replaces the response: the cookies go on it afterwards
+		// (observe).
+		sc.roomAdmit, sc.roomPlace = out.SetAdmit, out.SetPlace
 		return true
+	}
+	rr.setCookies(ctx, out.SetAdmit, out.SetPlace)
+	switch {
 	case bytes.Contains(ctx.Request.Header.Peek(fasthttp.HeaderAccept), strTextHTML):
 		r := &ctx.Response
 		r.SetStatusCode(fasthttp.StatusOK)
@@ -248,9 +253,9 @@ var (
 	strTen = []byte("10")
 )
 
-// setCookies adds the Set-Cookie headers the verdict asks for.
-func (rr *routeRoom) setCookies(ctx *fasthttp.RequestCtx, out *waitroom.Verdict) {
-	for _, c := range [2]struct{ name, val []byte }{{rr.admitName, out.SetAdmit}, {rr.placeName, out.SetPlace}} {
+// setCookies adds the Set-Cookie headers of a verdict's cookies (nil: none).
+func (rr *routeRoom) setCookies(ctx *fasthttp.RequestCtx, admit, place []byte) {
+	for _, c := range [2]struct{ name, val []byte }{{rr.admitName, admit}, {rr.placeName, place}} {
 		if c.val == nil {
 			continue
 		}
@@ -274,6 +279,10 @@ type waitingBody struct {
 // protected routes' health): the time since the request started and the status.
 func (rr *routeRoom) observe(ctx *fasthttp.RequestCtx, sc *scratch) {
 	rr.lr.room.Observe(time.Since(sc.e.start), ctx.Response.StatusCode(), false)
+	if sc.roomAdmit != nil || sc.roomPlace != nil {
+		rr.setCookies(ctx, sc.roomAdmit, sc.roomPlace)
+		sc.roomAdmit, sc.roomPlace = nil, nil
+	}
 }
 
 // writeWaiting writes the waiting answer of out with status, and Retry-After.
@@ -306,6 +315,7 @@ func (p *Proxy) serveRoomPoll(ctx *fasthttp.RequestCtx, s *Snapshot, client neti
 	}
 	var out waitroom.Verdict
 	rr.check(ctx, client, sc, &out)
+	rr.setCookies(ctx, out.SetAdmit, out.SetPlace)
 	if !writeRoomError(ctx, &out) {
 		writeWaiting(ctx, fasthttp.StatusOK, &out)
 	}

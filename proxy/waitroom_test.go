@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/edge-gw/edge/internal/redistest"
 	"github.com/edge-gw/edge/waitroom"
 	"github.com/valyala/fasthttp"
 )
@@ -201,4 +202,39 @@ func TestWaitingRoomAdaptive(t *testing.T) {
 		return stats().AdmitRate == 1000
 	})
 	t.Logf("adaptive: rate dropped to %.0f/s while the origin took 120ms (target 40ms), back to 1000/s after", low)
+}
+
+// With its Redis gone, a room fails closed: a user who is not in yet gets 503 with
+// Retry-After (nobody is let in blindly), while a user admitted before goes on with the
+// cookie, which every node checks locally.
+func TestWaitingRoomRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") })
+	e := startEdge(t, strings.NewReplacer(`  store      = "memory"`, `  store      = "redis"`, `"1000r/s"`, `"20r/s"`).Replace(roomConfig(o.Addr))+fmt.Sprintf(`
+seckill {
+  store  = "redis"
+  redis { addrs = [%q] }
+  secret = %q
+}
+`, srv.Addr, testSeckillSecret))
+	admitName, _ := waitroom.CookieNames("sale")
+	var cookie string
+	eventually(t, "u1 admitted", func() bool {
+		r := e.do(t, "GET", "/sale/x", "X-User-Id", "u1")
+		for _, sc := range r.Header.PeekAll("Set-Cookie") {
+			if strings.HasPrefix(string(sc), admitName+"=") {
+				cookie = strings.SplitN(string(sc), ";", 2)[0]
+			}
+		}
+		return r.StatusCode() == 200 && cookie != ""
+	})
+	srv.Kill()
+	eventually(t, "a newcomer refused with 503", func() bool {
+		r := e.do(t, "GET", "/sale/x", "X-User-Id", "newcomer")
+		return r.StatusCode() == 503 && string(r.Header.Peek("Retry-After")) == "1" &&
+			strings.Contains(string(r.Body()), `"waiting_room_unavailable"`)
+	})
+	if r := e.do(t, "GET", "/sale/x", "X-User-Id", "u1", "Cookie", cookie); r.StatusCode() != 200 {
+		t.Errorf("admitted user while Redis is down: %d %s", r.StatusCode(), r.Body())
+	}
 }

@@ -502,7 +502,8 @@ func (r *Room) lead(now time.Time) {
 			return
 		}
 		r.leader.Store(true)
-		r.carry, r.lastTick = 0, now
+		// Admit one tick's worth at once: the line has waited for the lease to expire.
+		r.carry, r.lastTick = 0, now.Add(-tickEvery)
 		r.log.Info("this node now advances the waiting room", "node", r.node)
 	}
 	if c.opensAt > 0 && now.UnixMilli() >= c.opensAt && (s == nil || s.drawnFor != c.opensAt) {

@@ -14,7 +14,7 @@ var allowed = map[string][]string{
 	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2", "stream", "shard"},
 	"listener":        {"h2", "rawsock", "tlsstore", "watchdog", "proxyproto"},
 	"stream":          {"proxyproto", "shard", "tunnel"},
-	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up"},
+	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto"},
 	"bench":           {},
 	"internal/layout": {},
 }

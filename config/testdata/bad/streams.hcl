@@ -62,6 +62,12 @@ upstream "pp" {
   proxy_protocol = "v1"
 }
 
+upstream "pp-h2" {
+  servers        = ["127.0.0.1:3308"]
+  protocol       = "h2c"
+  proxy_protocol = "v2"
+}
+
 route "http-to-pp" {
   match { path = "/" }
   upstream = "pp"
