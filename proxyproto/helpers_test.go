@@ -3,31 +3,14 @@ package proxyproto
 import (
 	"io"
 	"net"
-	"testing"
 	"time"
+
+	"github.com/edge-gw/edge/internal/tcptest"
 )
 
-// pair returns both ends of a real loopback TCP connection: the client's (the proxy
-// in front of edge, which writes the header) and the server's (accepted, which Read
-// reads).
-func pair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+// pair returns both ends of a real loopback TCP connection: the one dialed (a
+// client's) and the one accepted (a server's).
+var pair = tcptest.Pair
 
 // memConn is a net.Conn over data that returns at most chunk bytes a Read, then
 // io.EOF, and counts what it returned: the fuzz test's conn, where real sockets would

@@ -14,28 +14,13 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/edge-gw/edge/internal/tcptest"
 )
 
-// pair returns both ends of a real loopback TCP connection: the client's and the
-// server's (accepted).
-func pair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+// pair returns both ends of a real loopback TCP connection: the one dialed (a
+// client's) and the one accepted (a server's).
+var pair = tcptest.Pair
 
 // recorder is the server side of a crypto/tls client that never answers: it keeps
 // what the client writes, and its first Read ends the handshake. What was written by

@@ -42,19 +42,8 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 	empty := false // the pipe holds no byte: it may serve another tunnel
 	defer func() { putPipe(pp, empty) }()
 	p, size := pp.fds, pp.size
-	const flags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 	for {
-		var in int
-		var serr error
-		err := rc.Read(func(fd uintptr) bool {
-			var k int64
-			k, serr = unix.Splice(int(fd), nil, p[1], nil, size, flags)
-			in = int(k)
-			return serr != syscall.EAGAIN
-		})
-		if err == nil {
-			err = serr
-		}
+		in, err := spliceOn(rc, false, p[1], size)
 		if err != nil {
 			t.end(ReasonError, err)
 			return
@@ -65,16 +54,7 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 			return
 		}
 		for in > 0 {
-			var out int
-			err := wc.Write(func(fd uintptr) bool {
-				var k int64
-				k, serr = unix.Splice(p[0], nil, int(fd), nil, in, flags)
-				out = int(k)
-				return serr != syscall.EAGAIN
-			})
-			if err == nil {
-				err = serr
-			}
+			out, err := spliceOn(wc, true, p[0], in)
 			if err != nil {
 				t.end(ReasonError, err)
 				return
@@ -84,6 +64,34 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 			total.Add(uint64(out))
 		}
 	}
+}
+
+// spliceOn moves up to n bytes with one splice(2) between the socket of raw and a pipe
+// end: socket to pipe (write false) or pipe to socket (write true), waiting in the
+// runtime poller while the socket is not ready. It returns the bytes moved (0 at a
+// socket's end of file).
+func spliceOn(raw syscall.RawConn, write bool, pipeEnd, n int) (int, error) {
+	var moved int
+	var serr error
+	move := func(fd uintptr) bool {
+		in, out := int(fd), pipeEnd
+		if write {
+			in, out = pipeEnd, int(fd)
+		}
+		k, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		moved, serr = int(k), err
+		return serr != syscall.EAGAIN
+	}
+	var err error
+	if write {
+		err = raw.Write(move)
+	} else {
+		err = raw.Read(move)
+	}
+	if err == nil {
+		err = serr
+	}
+	return moved, err
 }
 
 // pipe is one direction's pipe: its two ends and its capacity.

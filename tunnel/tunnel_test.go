@@ -11,27 +11,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edge-gw/edge/internal/tcptest"
 )
 
-// pair returns both ends of a real loopback TCP connection: a dialed, b accepted.
-func pair(t testing.TB) (a, b *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+// pair returns both ends of a real loopback TCP connection: the one dialed (a
+// client's) and the one accepted (a server's).
+var pair = tcptest.Pair
 
 // wrappedTCP hides *net.TCPConn from the splice check but keeps CloseWrite: the copy
 // path with half-close, as with a tls.Conn.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -120,18 +119,7 @@ stream "echo" {
 	edgetest.WriteConfig(t, cfg, src("10m"))
 	e := &tlsEdge{Edge: edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)}
 	lb := e.addr(t, "lb")
-	streams := func() map[string]map[string]any {
-		code, raw := e.Admin(t, testToken, "GET", "/streams", "")
-		var body struct{ Streams []map[string]any }
-		if err := json.Unmarshal([]byte(raw), &body); code != 200 || err != nil {
-			t.Fatalf("GET /streams = %d %q", code, raw)
-		}
-		out := map[string]map[string]any{}
-		for _, s := range body.Streams {
-			out[s["name"].(string)] = s
-		}
-		return out
-	}
+	streams := func() map[string]map[string]any { return adminList(t, e.Edge, "/streams", "streams") }
 	ls := streams()
 	l4, echo := ls["shop-l4"]["address"].(string), ls["echo"]["address"].(string)
 

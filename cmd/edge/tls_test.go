@@ -31,16 +31,22 @@ type tlsEdge struct {
 	dir string
 }
 
-// listeners returns the bound address of each listener, from GET /listeners.
+// listeners returns each listener of GET /listeners by name.
 func (e *tlsEdge) listeners(t *testing.T) map[string]map[string]any {
 	t.Helper()
-	code, raw := e.Admin(t, testToken, "GET", "/listeners", "")
-	var body struct{ Listeners []map[string]any }
+	return adminList(t, e.Edge, "/listeners", "listeners")
+}
+
+// adminList returns the objects of the list field of GET path, by their name.
+func adminList(t *testing.T, e *edgetest.Edge, path, field string) map[string]map[string]any {
+	t.Helper()
+	code, raw := e.Admin(t, testToken, "GET", path, "")
+	var body map[string][]map[string]any
 	if err := json.Unmarshal([]byte(raw), &body); code != 200 || err != nil {
-		t.Fatalf("GET /listeners = %d %q", code, raw)
+		t.Fatalf("GET %s = %d %q", path, code, raw)
 	}
 	out := map[string]map[string]any{}
-	for _, l := range body.Listeners {
+	for _, l := range body[field] {
 		out[l["name"].(string)] = l
 	}
 	return out
