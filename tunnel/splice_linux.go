@@ -41,9 +41,10 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 	}
 	empty := false // the pipe holds no byte: it may serve another tunnel
 	defer func() { putPipe(pp, empty) }()
-	p, size := pp.fds, pp.size
+	fill := newSpliceStep(rc, false, pp.fds[1]) // socket → pipe
+	drain := newSpliceStep(wc, true, pp.fds[0]) // pipe → socket
 	for {
-		in, err := spliceOn(rc, false, p[1], size)
+		in, err := fill.run(pp.size)
 		if err != nil {
 			t.end(ReasonError, err)
 			return
@@ -54,7 +55,7 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 			return
 		}
 		for in > 0 {
-			out, err := spliceOn(wc, true, p[0], in)
+			out, err := drain.run(in)
 			if err != nil {
 				t.end(ReasonError, err)
 				return
@@ -66,32 +67,48 @@ func (t *tun) splice(dst, src *net.TCPConn, pending []byte, n *atomic.Int64, tot
 	}
 }
 
-// spliceOn moves up to n bytes with one splice(2) between the socket of raw and a pipe
-// end: socket to pipe (write false) or pipe to socket (write true), waiting in the
-// runtime poller while the socket is not ready. It returns the bytes moved (0 at a
-// socket's end of file).
-func spliceOn(raw syscall.RawConn, write bool, pipeEnd, n int) (int, error) {
-	var moved int
-	var serr error
-	move := func(fd uintptr) bool {
-		in, out := int(fd), pipeEnd
-		if write {
-			in, out = pipeEnd, int(fd)
+// spliceStep is one side of a direction's splices: between the socket of raw and a pipe
+// end, socket to pipe (write false) or pipe to socket (write true). Made once per
+// direction, so that a move allocates nothing.
+type spliceStep struct {
+	raw     syscall.RawConn
+	write   bool
+	pipeEnd int
+	move    func(fd uintptr) bool // the poller's callback, bound once
+
+	n     int // what the call asks for
+	moved int
+	err   error
+}
+
+func newSpliceStep(raw syscall.RawConn, write bool, pipeEnd int) *spliceStep {
+	s := &spliceStep{raw: raw, write: write, pipeEnd: pipeEnd}
+	s.move = func(fd uintptr) bool {
+		in, out := int(fd), s.pipeEnd
+		if s.write {
+			in, out = s.pipeEnd, int(fd)
 		}
-		k, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-		moved, serr = int(k), err
-		return serr != syscall.EAGAIN
+		k, err := unix.Splice(in, nil, out, nil, s.n, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		s.moved, s.err = int(k), err
+		return err != syscall.EAGAIN
 	}
+	return s
+}
+
+// run moves up to n bytes with one splice(2), waiting in the runtime poller while the
+// socket is not ready, and returns the bytes moved (0 at a socket's end of file).
+func (s *spliceStep) run(n int) (int, error) {
+	s.n, s.moved, s.err = n, 0, nil
 	var err error
-	if write {
-		err = raw.Write(move)
+	if s.write {
+		err = s.raw.Write(s.move)
 	} else {
-		err = raw.Read(move)
+		err = s.raw.Read(s.move)
 	}
 	if err == nil {
-		err = serr
+		err = s.err
 	}
-	return moved, err
+	return s.moved, err
 }
 
 // pipe is one direction's pipe: its two ends and its capacity.
