@@ -31,8 +31,10 @@
 // certificate and is retried.
 //
 // OCSP: certmagic staples an OCSP response when the certificate names a responder. A
-// responder that is down, slow or answers garbage only costs the staple: the handshake
-// proceeds without one (certmagic logs a warning), and a certificate is served before its
-// first staple is fetched (the background maintenance staples it; see Manager.Start). Must-
-// Staple is not requested.
+// responder that is down, slow or answers garbage only costs the staple: the handshake goes
+// on without one (certmagic logs a warning, except for certificates living under 7 days).
+// Fetches never happen during a handshake: a stored or new certificate is served before its
+// first staple, which certmagic's maintenance fetches within its OCSP check interval (1 h)
+// and renewals fetch before swapping; each fetch is bounded at 30 s. Must-Staple is not
+// requested. (Let's Encrypt no longer runs OCSP; other CAs do.)
 package acme

@@ -86,6 +86,9 @@ type Options struct {
 	// certmagic binds a challenge server of its own there only when nothing listens on the
 	// port.
 	HTTPPort, TLSPort int
+
+	// ocspCheckInterval overrides certmagic's DefaultOCSPCheckInterval (1 h), for tests.
+	ocspCheckInterval time.Duration
 }
 
 // CertInfo describes one managed certificate, for the admin API and the expiry metric.
@@ -261,6 +264,7 @@ func (m *Manager) build() *runtime {
 	rt.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return rt.cfg, nil },
 		RenewCheckInterval: m.opts.RenewCheckInterval,
+		OCSPCheckInterval:  m.opts.ocspCheckInterval,
 		Logger:             zl,
 	})
 	base := certmagic.Config{

@@ -2,12 +2,14 @@ package acme
 
 import (
 	"crypto/x509"
-	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +26,15 @@ func TestHTTP01(t *testing.T) {
 	const name = "http01.edge.test"
 	httpSrv := newChallengeHTTP(t)
 	tlsSrv := newTLSServer(t)
+	// The certificates name an OCSP responder that is down (answers 503).
+	var ocspHits atomic.Int64
+	ocsp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ocspHits.Add(1)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(ocsp.Close)
 	p := pebbletest.New(t, pebbletest.Options{
-		HTTPPort: httpSrv.Port, TLSPort: closedPort(t),
-		OCSPResponderURL: fmt.Sprintf("http://127.0.0.1:%d/", closedPort(t)),
+		HTTPPort: httpSrv.Port, TLSPort: closedPort(t), OCSPResponderURL: ocsp.URL,
 	})
 	p.Start()
 
@@ -34,6 +42,7 @@ func TestHTTP01(t *testing.T) {
 	o := baseOptions(p, name, httpSrv.Port, tlsSrv.Port)
 	o.StateDir = dir
 	o.DisableTLSALPN01 = true
+	o.ocspCheckInterval = 100 * time.Millisecond
 	log, _ := newRecorder(t)
 	m := mustNew(t, o, log)
 	tlsSrv.set(m)
@@ -55,6 +64,18 @@ func TestHTTP01(t *testing.T) {
 	}
 	if got := p.Orders(); got != 1 {
 		t.Fatalf("pebble saw %d orders, want 1", got)
+	}
+
+	// The maintenance asks the responder for a staple, fails, and handshakes go on without.
+	deadline := time.Now().Add(waitFor)
+	for ocspHits.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the OCSP responder was never asked")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if again, err := handshake(tlsSrv.Addr, name, p.Roots); err != nil || !again.Equal(leaf) {
+		t.Fatalf("handshake after a failed OCSP fetch: %v", err)
 	}
 
 	// Private keys on disk are 0600, directories 0700.

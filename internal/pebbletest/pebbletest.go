@@ -131,20 +131,32 @@ func New(t testing.TB, o Options) *Pebble {
 	}
 	p.ServerRoots = pool
 
-	// challtestsrv: DNS only; its own challenge servers and DoH are off.
-	dnsPort := freePort(t, "udp")
-	p.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(dnsPort))
-	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
-	dns := exec.Command(bins.challtestsrv,
-		"-dnsserver", p.DNS, "-management", mgmt,
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	dnsProc := p.spawn(dns, "challtestsrv")
-	t.Cleanup(func() { kill(dnsProc) })
-	waitTCP(t, mgmt, dnsProc, "challtestsrv")
+	// challtestsrv: DNS only; its own challenge servers and DoH are off. A port taken between
+	// probing and binding makes it exit: retry with new ports.
+	for attempt := 0; ; attempt++ {
+		p.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeDNSPort(t)))
+		mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+		dns := exec.Command(bins.challtestsrv,
+			"-dnsserver", p.DNS, "-management", mgmt,
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+		dnsProc := p.spawn(dns, "challtestsrv")
+		t.Cleanup(func() { kill(dnsProc) })
+		err := waitTCP(mgmt, dnsProc)
+		if err == nil {
+			err = waitTCP(p.DNS, dnsProc) // DNS over TCP; UDP is bound before it
+		}
+		if err == nil {
+			break
+		}
+		kill(dnsProc)
+		if attempt == 4 {
+			t.Fatalf("pebbletest: challtestsrv: %v\n%s", err, p.out.String())
+		}
+	}
 
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
-	p.Management = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	p.Management = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	p.Directory = "https://" + listen + "/dir"
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  listen,
@@ -278,38 +290,51 @@ func get(c *http.Client, url string) ([]byte, error) {
 	return b, nil
 }
 
-// waitTCP waits until addr accepts connections or pr exits.
-func waitTCP(t testing.TB, addr string, pr *proc, name string) {
-	t.Helper()
+// waitTCP waits until addr accepts connections; it fails when pr exits first.
+func waitTCP(addr string, pr *proc) error {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
 		case <-pr.exited:
-			t.Fatalf("pebbletest: %s exited at start", name)
+			return fmt.Errorf("exited before listening on %s", addr)
 		default:
 		}
 		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pebbletest: %s did not listen on %s within %v", name, addr, startTimeout)
+			_ = pr.cmd.Process.Kill()
+			return fmt.Errorf("did not listen on %s within %v", addr, startTimeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// freePort returns a loopback port ("tcp" or "udp") that was free a moment ago.
-func freePort(t testing.TB, network string) int {
+// freeDNSPort returns a loopback port free for both UDP and TCP a moment ago (DNS serves
+// both; the two port spaces are separate, so a free UDP port may be taken for TCP).
+func freeDNSPort(t testing.TB) int {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	for i := 0; i < 50; i++ {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("pebbletest: cannot probe for a free UDP port: %v", err)
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
+	t.Fatal("pebbletest: no port free for both UDP and TCP")
+	return 0
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("pebbletest: cannot probe for a free TCP port: %v", err)
