@@ -72,8 +72,25 @@ type TLS struct {
 	// goes to clients that support it. At least one.
 	Certificates []Certificate
 	MinVersion   string // min_version: "1.2" (default) or "1.3"
+	ACME         *ACME  // acme block: certificates ordered and renewed automatically; nil: files only
 	Pos          hcl.Range
 }
+
+// ACME is the acme block of a listener's tls: a certificate for Domains obtained and
+// renewed from an RFC 8555 server, shared by every node with storage "redis"
+// (docs/acme.md). Certificate files and an acme block may stand side by side: the ACME
+// certificate answers its domains, the files the other names.
+type ACME struct {
+	Domains   []string // domains: the names of the certificate; required
+	Email     string   // email: the ACME account's contact; required
+	Directory string   // directory: the ACME server; default Let's Encrypt production
+	CARoots   []string // ca_roots: PEM files of CAs to trust for the ACME server's own HTTPS (a private server); relative to the config file
+	Storage   string   // storage: "state_dir" (default: files under state_dir/acme) or "redis" (the seckill block's Redis: one order for the whole cluster)
+	Pos       hcl.Range
+}
+
+// LetsEncrypt is the default ACME directory.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Certificate is a certificate block: PEM files, re-read on every reload. A relative
 // path is taken from the directory of the config file.
@@ -181,12 +198,46 @@ func decodeTLS(b *body, blk *hclsyntax.Block) *TLS {
 		c.CertFile, c.KeyFile = besideConfig(cblk.DefRange().Filename, c.CertFile), besideConfig(cblk.DefRange().Filename, c.KeyFile)
 		t.Certificates = append(t.Certificates, c)
 	}
-	if len(t.Certificates) == 0 {
-		b.ps.add(blk.DefRange(), "tls needs at least one certificate { cert_file = \"…\", key_file = \"…\" } block")
+	if ablk := b.block("acme"); ablk != nil {
+		t.ACME = decodeACME(b.child(ablk, "acme"), ablk)
+	}
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		b.ps.add(blk.DefRange(), "tls needs at least one certificate { cert_file = \"…\", key_file = \"…\" } block or an acme { domains = […] } block")
 	}
 	b.oneOf("min_version", &t.MinVersion, "1.2", "1.3")
 	b.finish()
 	return t
+}
+
+func decodeACME(b *body, blk *hclsyntax.Block) *ACME {
+	a := &ACME{Directory: LetsEncrypt, Storage: "state_dir", Pos: blk.DefRange()}
+	if rs, ok := b.strList("domains", &a.Domains); ok {
+		if len(a.Domains) == 0 {
+			b.ps.add(b.rangeOf("domains"), "acme needs at least one domain")
+		}
+		for i, d := range a.Domains {
+			a.Domains[i] = strings.ToLower(d)
+			if msg := checkSNIPattern(a.Domains[i]); msg != "" {
+				b.ps.add(rs[i], "acme domain %q: %s", d, msg)
+			}
+		}
+	} else if !b.has("domains") {
+		b.ps.add(blk.DefRange(), "acme needs domains = [\"…\"]")
+	}
+	if _, ok := b.str("email", &a.Email); !ok && !b.has("email") {
+		b.ps.add(blk.DefRange(), "acme needs email = \"…\" (the ACME account's contact: expiry warnings go there)")
+	}
+	if r, ok := b.str("directory", &a.Directory); ok && !strings.HasPrefix(a.Directory, "https://") {
+		b.ps.add(r, "acme directory %q must be an https:// URL", a.Directory)
+	}
+	if rs, ok := b.strList("ca_roots", &a.CARoots); ok {
+		for i := range a.CARoots {
+			a.CARoots[i] = besideConfig(rs[i].Filename, a.CARoots[i])
+		}
+	}
+	b.oneOf("storage", &a.Storage, "state_dir", "redis")
+	b.finish()
+	return a
 }
 
 func decodeHTTP2(b *body) HTTP2 {
@@ -253,6 +304,11 @@ func (c *Config) checkListeners(ps *Problems) {
 			continue
 		}
 		byAddr[l.Address] = fmt.Sprintf("listener %q", l.Name)
+	}
+	for _, l := range c.Listeners {
+		if l.TLS != nil && l.TLS.ACME != nil && l.TLS.ACME.Storage == "redis" && (c.Seckill == nil || c.Seckill.Redis == nil) {
+			ps.add(l.TLS.ACME.Pos, "listener %q: acme storage \"redis\" uses the seckill block's Redis, and there is none", l.Name)
+		}
 	}
 	for _, rt := range c.Routes {
 		if rt.Match.Listener != "" && !names[rt.Match.Listener] {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,10 +12,14 @@ func TestListenerBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "" || len(c.Listeners) != 3 {
+	if c.Listen != "" || len(c.Listeners) != 4 {
 		t.Fatalf("listen %q, %d listeners", c.Listen, len(c.Listeners))
 	}
 	https, http, internal := c.Listeners[0], c.Listeners[1], c.Listeners[2]
+	if a := c.Listeners[3].TLS.ACME; a == nil || len(a.Domains) != 2 || a.Email != "ops@example.com" ||
+		a.Storage != "state_dir" || !strings.HasPrefix(a.Directory, "https://acme-staging") || len(c.Listeners[3].TLS.Certificates) != 0 {
+		t.Errorf("acme listener: %+v", c.Listeners[3].TLS)
+	}
 	if !reflect.DeepEqual(https.Protocols, []string{"h2", "http/1.1"}) || https.TLS == nil ||
 		len(https.TLS.Certificates) != 2 || https.TLS.MinVersion != "1.3" ||
 		https.TLS.Certificates[1].KeyFile != "testdata/good/certs/shop-rsa.key" || https.TLS.Certificates[1].Pos.Start.Line != 10 {

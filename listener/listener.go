@@ -52,8 +52,12 @@ type Spec struct {
 	// offer. Session tickets come from the listener's long-lived base config, so
 	// resumption survives reloads.
 	TLS *tls.Config
-	// Certs are the certificates TLS serves, for GET /listeners and the expiry metric.
+	// Certs are the certificates TLS serves from files, for GET /listeners and the expiry
+	// metric (nil: none).
 	Certs *tlsstore.Certs
+	// ACME lists the certificates an ACME manager serves on the listener, for the same
+	// (nil: no acme block).
+	ACME func() []tlsstore.Info
 
 	// HandshakeTimeout bounds a TLS handshake, or h2c's look at the first bytes.
 	HandshakeTimeout time.Duration
@@ -74,6 +78,18 @@ type Spec struct {
 	// client address is the connection's RemoteAddr from then on.
 	ProxyProtocol bool
 	Trusted       []netip.Prefix
+}
+
+// certList lists the certificates the listener serves: its files' and ACME's.
+func (sp *Spec) certList() []tlsstore.Info {
+	var out []tlsstore.Info
+	if sp.Certs != nil {
+		out = sp.Certs.List()
+	}
+	if sp.ACME != nil {
+		out = append(out, sp.ACME()...)
+	}
+	return out
 }
 
 func (sp *Spec) serves(proto string) bool {
@@ -182,6 +198,10 @@ func (l *Listener) accept(log *slog.Logger) {
 
 const h2c = "h2c"
 
+// acmeTLSALPN is the protocol of ACME's TLS-ALPN-01 challenge (RFC 8737): a listener
+// whose TLS config offers it answers the challenge in the handshake and then closes.
+const acmeTLSALPN = "acme-tls/1"
+
 // proxyHeader reads the PROXY header of a connection from a trusted peer; a peer not
 // trusted gets an error before a byte is read.
 func (l *Listener) proxyHeader(c net.Conn, sp *Spec) (net.Conn, error) {
@@ -226,6 +246,12 @@ func (l *Listener) dispatch(c net.Conn, sp *Spec) {
 		if err != nil {
 			l.handshaking.Add(-1)
 			c.Close()
+			return
+		}
+		if st.NegotiatedProtocol == acmeTLSALPN {
+			// A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3).
+			l.handshaking.Add(-1)
+			tc.Close()
 			return
 		}
 		isH2 = st.NegotiatedProtocol == "h2"

@@ -142,19 +142,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descAccepted, float64(l.stats.accepted.Load()), name)
 		counter(descRefused, float64(l.stats.refused.Load()), name)
 		counter(descProxyRefused, float64(l.stats.proxyRefused.Load()), name)
-		if sp.Certs != nil {
-			seen := map[string]bool{}
-			for _, ci := range sp.Certs.List() {
-				n := ""
-				if len(ci.Names) > 0 {
-					n = ci.Names[0]
-				}
-				if ci.KeyType != "" && seen[n] {
-					n += " (" + ci.KeyType + ")" // an RSA twin of an ECDSA certificate
-				}
-				seen[n] = true
-				gauge(descExpiry, float64(ci.NotAfter.Unix()), name, n)
+		seen := map[string]bool{}
+		for _, ci := range sp.certList() {
+			n := ""
+			if len(ci.Names) > 0 {
+				n = ci.Names[0]
 			}
+			if ci.KeyType != "" && seen[n] {
+				n += " (" + ci.KeyType + ")" // an RSA twin of an ECDSA certificate
+			}
+			seen[n] = true
+			gauge(descExpiry, float64(ci.NotAfter.Unix()), name, n)
 		}
 		if sp.serves("h2") || sp.serves(h2c) {
 			counter(descH2Streams, float64(h2s.StreamsTotal), name)

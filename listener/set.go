@@ -214,11 +214,9 @@ func (l *Listener) info() Info {
 	if sp.TLS != nil {
 		in.MinVersion = versionName(sp.TLS.MinVersion)
 	}
-	if sp.Certs != nil {
-		for _, c := range sp.Certs.List() {
-			in.Certificates = append(in.Certificates, CertInfo{Names: c.Names, NotAfter: c.NotAfter.UTC(),
-				Serial: c.Serial, KeyType: c.KeyType, Issuer: c.Issuer, File: c.CertFile})
-		}
+	for _, c := range sp.certList() {
+		in.Certificates = append(in.Certificates, CertInfo{Names: c.Names, NotAfter: c.NotAfter.UTC(),
+			Serial: c.Serial, KeyType: c.KeyType, Issuer: c.Issuer, File: c.CertFile})
 	}
 	return in
 }

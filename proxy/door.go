@@ -34,6 +34,7 @@ type door struct {
 	fwdProto []byte // X-Forwarded-Proto to upstreams: "http" or "https"
 	hsts     []byte // Strict-Transport-Security value; nil: none
 	redirect bool   // answer 308 to https
+	acme     bool   // a plain listener while ACME is configured: it answers HTTP-01 challenges (acme.go)
 	// httpsPort is ":PORT" for redirects to a TLS listener on a port other than 443.
 	httpsPort string
 	counts    *doorCounts
@@ -87,12 +88,16 @@ func (p *Proxy) buildDoors(s *Snapshot, cfg *config.Config) {
 	if hp := cfg.HTTPSPort(); hp != "443" {
 		port = ":" + hp
 	}
+	acme := false
+	for _, l := range cfg.Listeners {
+		acme = acme || l.TLS != nil && l.TLS.ACME != nil
+	}
 	s.doors = make([]*door, len(d.names))
 	for id, name := range d.names {
-		dr := &door{id: id, name: name, fwdProto: strHTTP, counts: d.counts[id]}
+		dr := &door{id: id, name: name, fwdProto: strHTTP, counts: d.counts[id], acme: acme}
 		if l := byName[name]; l != nil {
 			if l.TLS != nil {
-				dr.fwdProto = strHTTPS
+				dr.fwdProto, dr.acme = strHTTPS, false
 			}
 			if l.HSTS > 0 {
 				v := "max-age=" + strconv.FormatInt(int64(l.HSTS.Seconds()), 10)

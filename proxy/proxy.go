@@ -44,11 +44,12 @@ type Proxy struct {
 	seckillState   *seckillState
 	idemState      *idemState
 	degradeState   *degradeState
-	clusterState   *clusterState  // cluster.go
-	redis          *redisRegistry // Redis clients shared by features (redis.go)
-	doors          *doorState     // listener names and their counters (door.go)
-	tunnelState    *tunnelState   // WebSocket tunnel groups by route (upgrade.go)
-	roomState      *roomState     // waiting rooms by name (waitroom.go)
+	clusterState   *clusterState                 // cluster.go
+	redis          *redisRegistry                // Redis clients shared by features (redis.go)
+	doors          *doorState                    // listener names and their counters (door.go)
+	tunnelState    *tunnelState                  // WebSocket tunnel groups by route (upgrade.go)
+	roomState      *roomState                    // waiting rooms by name (waitroom.go)
+	acme           atomic.Pointer[ACMEResponder] // answers HTTP-01 challenges (acme.go); nil: none
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
@@ -300,7 +301,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	rm := s.noRoute
 	sc.e = entry{start: ctx.Time(), client: client, listener: d.name, proto: proto}
 	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
-		if d.redirect {
+		if d.acme && bytes.HasPrefix(ctx.Path(), acmeChallengePrefix) && p.answerACME(ctx) {
+			// answered: an ACME HTTP-01 validation (acme.go)
+		} else if d.redirect {
 			redirectHTTPS(ctx, d, sc)
 		} else if s.roomByName != nil && bytes.HasPrefix(ctx.Path(), roomPollPrefix) {
 			p.serveRoomPoll(ctx, s, client, sc)

@@ -215,3 +215,13 @@ func (reg *redisRegistry) close() {
 		c.close()
 	}
 }
+
+// SharedRedis returns the process's shared client of r for a feature outside the proxy
+// (ACME storage): client returns nil while Redis has not answered, and release gives
+// the reference back (call it once). It connects, so call it when serving, never from
+// edge -check.
+func (p *Proxy) SharedRedis(r *config.Redis) (client func() rueidis.Client, release func()) {
+	c := p.acquireRedis(r)
+	var once sync.Once
+	return c.Client, func() { once.Do(c.release) }
+}

@@ -21,7 +21,7 @@ func loadCerts(cfg *config.Config, now time.Time) (map[string]*tlsstore.Certs, e
 	out := map[string]*tlsstore.Certs{}
 	var ps config.Problems
 	for _, l := range cfg.Listeners {
-		if l.TLS == nil {
+		if l.TLS == nil || len(l.TLS.Certificates) == 0 { // none: an acme block serves
 			continue
 		}
 		files := make([]tlsstore.CertFile, len(l.TLS.Certificates))
@@ -52,7 +52,7 @@ func loadCerts(cfg *config.Config, now time.Time) (map[string]*tlsstore.Certs, e
 
 // listenerSpecs builds the listeners of cfg: the top-level listen (named "default")
 // and every listener block, serving through px.
-func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *proxy.Proxy) []*listener.Spec {
+func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *proxy.Proxy, ap *acmePrepared) []*listener.Spec {
 	srv := px.NewServer(cfg)
 	base := listener.Spec{
 		HandshakeTimeout: 10 * time.Second,
@@ -98,7 +98,16 @@ func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *pro
 		if l.TLS != nil {
 			min, _ := tlsstore.ParseVersion(l.TLS.MinVersion) // config checked it
 			sp.Certs = certs[l.Name]
-			sp.TLS = tlsstore.ServerConfig(tlsstore.NewStore(sp.Certs), min, l.Protocols)
+			var store *tlsstore.Store
+			if sp.Certs != nil {
+				store = tlsstore.NewStore(sp.Certs)
+			}
+			if e := ap.manager(cfg, l); e != nil {
+				sp.TLS = acmeTLS(store, e, min, l.Protocols)
+				sp.ACME = e.certs
+			} else {
+				sp.TLS = tlsstore.ServerConfig(store, min, l.Protocols)
+			}
 		}
 		specs = append(specs, &sp)
 	}

@@ -75,6 +75,12 @@ func runCheck(path string) int {
 	if err == nil {
 		_, err = loadCerts(cfg, time.Now())
 	}
+	if err == nil { // acme blocks: their options and ca_roots files; nothing is ordered
+		var ap *acmePrepared
+		if ap, err = newACMESet(nil, slog.New(slog.DiscardHandler)).prepare(cfg, false); err == nil {
+			ap.abort()
+		}
+	}
 	if err == nil {
 		err = proxy.Check(cfg)
 	}
@@ -131,6 +137,8 @@ func run(path string, log *slog.Logger) error {
 	streams := stream.NewSet(log)
 	reg.MustRegister(streams.Collector())
 	rl.streams = streams
+	rl.acme = newACMESet(px, log)
+	defer rl.acme.close()
 	if err := rl.startFront(cfg); err != nil {
 		leave()
 		return err

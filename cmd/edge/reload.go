@@ -34,6 +34,8 @@ type reloader struct {
 	listeners *listener.Set
 	// streams are the L4 listeners (stream blocks).
 	streams *stream.Set
+	// acme are the ACME managers of the listeners' acme blocks.
+	acme *acmeSet
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -110,9 +112,11 @@ func (r *reloader) setWorkers(cfg *config.Config) {
 type front struct {
 	l *listener.Prepared
 	s *stream.Prepared
+	a *acmePrepared
 }
 
 func (f front) commit(cfg *config.Config) {
+	f.a.commit()
 	f.l.Commit(cfg.ShutdownTimeout)
 	f.s.Commit()
 }
@@ -120,6 +124,7 @@ func (f front) commit(cfg *config.Config) {
 func (f front) abort() {
 	f.l.Abort()
 	f.s.Abort()
+	f.a.abort()
 }
 
 // prepareFront reads cfg's certificate files and binds the addresses of its new
@@ -133,16 +138,22 @@ func (r *reloader) prepareFront(cfg *config.Config) (front, error) {
 	if err != nil {
 		return front{}, err
 	}
-	lp, err := r.listeners.Prepare(listenerSpecs(cfg, certs, r.px))
+	ap, err := r.acme.prepare(cfg, true)
 	if err != nil {
+		return front{}, err
+	}
+	lp, err := r.listeners.Prepare(listenerSpecs(cfg, certs, r.px, ap))
+	if err != nil {
+		ap.abort()
 		return front{}, err
 	}
 	sp, err := r.streams.Prepare(specs)
 	if err != nil {
 		lp.Abort()
+		ap.abort()
 		return front{}, err
 	}
-	return front{lp, sp}, nil
+	return front{lp, sp, ap}, nil
 }
 
 // startFront opens the listeners and streams of the first config.

@@ -64,6 +64,8 @@ type Pebble struct {
 	Directory string
 	// ServerRoots trusts pebble's own HTTPS (its test minica): the ACME client's CA roots.
 	ServerRoots *x509.CertPool
+	// ServerRootsFile is the PEM file of ServerRoots, for a config's ca_roots.
+	ServerRootsFile string
 	// Roots trusts the certificates pebble issues. pebble makes a new root at every start, so
 	// Start replaces it; nil before the first Start.
 	Roots *x509.CertPool
@@ -129,7 +131,7 @@ func New(t testing.TB, o Options) *Pebble {
 	if err != nil || !pool.AppendCertsFromPEM(ca) {
 		t.Fatalf("pebbletest: cannot read pebble's minica: %v", err)
 	}
-	p.ServerRoots = pool
+	p.ServerRoots, p.ServerRootsFile = pool, filepath.Join(bins.certs, "pebble.minica.pem")
 
 	// challtestsrv: DNS only; its own challenge servers and DoH are off. A port taken between
 	// probing and binding makes it exit: retry with new ports.

@@ -41,3 +41,21 @@ route "r" {
   }
   upstream = "u"
 }
+
+listener "acme-bad" {
+  address = "127.0.0.1:8444"
+  tls {
+    acme {
+      domains   = ["shop.example.com", "bad name"]
+      directory = "http://insecure.example/dir"
+      storage   = "redis"
+    }
+  }
+}
+
+listener "acme-empty" {
+  address = "127.0.0.1:8445"
+  tls {
+    acme {}
+  }
+}

@@ -56,3 +56,14 @@ upstream "grpc-api" {
   protocol        = "h2"
   tls_server_name = "api.internal"
 }
+
+listener "auto" {
+  address = "127.0.0.1:8446"
+  tls {
+    acme {
+      domains   = ["shop.example.com", "www.shop.example.com"]
+      email     = "ops@example.com"
+      directory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    }
+  }
+}
