@@ -30,17 +30,28 @@ func freeTCPPort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// Automatic HTTPS against a real ACME server (pebble, which validates every challenge):
-// an edge binary with an acme block and Redis storage gets a certificate for its name
-// and serves it; a second edge on the same Redis serves the same certificate without a
-// second order.
-func TestBinaryACME(t *testing.T) {
-	httpPort, tlsPort := freeTCPPort(t), freeTCPPort(t)
-	pb := pebbletest.Start(t, httpPort, tlsPort)
-	srv := redistest.Start(t)
-	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) { fmt.Fprintf(ctx, "origin %s", ctx.Path()) })
-	config := func(listen, tlsAddr string) string {
-		return fmt.Sprintf(`
+// acmeWorld is pebble, Redis and an origin, and how to configure and query edge nodes
+// that get their certificate from that pebble with Redis storage.
+type acmeWorld struct {
+	pb                *pebbletest.Pebble
+	redis, origin     string
+	httpPort, tlsPort int // where pebble validates HTTP-01 and TLS-ALPN-01
+}
+
+func newACMEWorld(t *testing.T) *acmeWorld {
+	w := &acmeWorld{httpPort: freeTCPPort(t), tlsPort: freeTCPPort(t)}
+	w.pb = pebbletest.Start(t, w.httpPort, w.tlsPort)
+	w.redis = redistest.Start(t).Addr
+	w.origin = origintest.Start(t, func(ctx *fasthttp.RequestCtx) { fmt.Fprintf(ctx, "origin %s", ctx.Path()) }).Addr
+	return w
+}
+
+// node starts an edge binary with its plain listener on listen and its TLS listener,
+// with an acme block for shop.test stored in Redis, on tlsAddr.
+func (w *acmeWorld) node(t *testing.T, listen, tlsAddr string) *edgetest.Edge {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "edge.hcl")
+	edgetest.WriteConfig(t, cfg, fmt.Sprintf(`
 listen = %q
 state_dir = %q
 admin {
@@ -69,63 +80,56 @@ listener "https" {
     }
   }
 }
-`, listen, t.TempDir(), srv.Addr, o.Addr, tlsAddr, pb.Directory, pb.ServerRootsFile)
-	}
-	getTLS := func(addr string) (string, string, error) {
-		c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pb.Roots, ServerName: "shop.test"}}}
-		resp, err := c.Get("https://" + addr + "/hello")
-		if err != nil {
-			return "", "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b), resp.TLS.PeerCertificates[0].SerialNumber.String(), nil
-	}
+`, listen, t.TempDir(), w.redis, w.origin, tlsAddr, w.pb.Directory, w.pb.ServerRootsFile))
+	return edgetest.Start(t, cfg, "TEST_ADMIN_TOKEN="+testToken)
+}
 
-	cfgA := filepath.Join(t.TempDir(), "edge.hcl")
-	edgetest.WriteConfig(t, cfgA, config("127.0.0.1:"+strconv.Itoa(httpPort), "127.0.0.1:"+strconv.Itoa(tlsPort)))
-	a := edgetest.Start(t, cfgA, "TEST_ADMIN_TOKEN="+testToken)
+// serial waits up to d for an HTTPS answer for shop.test at addr that verifies against
+// pebble's root, and returns the certificate's serial.
+func (w *acmeWorld) serial(t *testing.T, addr string, d time.Duration) string {
+	t.Helper()
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: w.pb.Roots, ServerName: "shop.test"}}}
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := c.Get("https://" + addr + "/hello")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) == "origin /hello" {
+				return resp.TLS.PeerCertificates[0].SerialNumber.String()
+			}
+			err = fmt.Errorf("answer %q", b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no HTTPS answer with pebble's certificate at %s within %v: %v", addr, d, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func addrOn(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// Automatic HTTPS against a real ACME server (pebble, which validates every challenge):
+// an edge binary with an acme block and Redis storage gets a certificate for its name
+// and serves it, plain HTTP answering meanwhile; a second edge on the same Redis serves
+// the same certificate without a second order.
+func TestBinaryACME(t *testing.T) {
+	w := newACMEWorld(t)
+	a := w.node(t, addrOn(w.httpPort), addrOn(w.tlsPort))
 	if code, _ := get(t, "http://"+a.Addr+"/plain"); code != 200 {
 		t.Errorf("plain HTTP while the order runs: %d", code)
 	}
-	var serial string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		body, s, err := getTLS("127.0.0.1:" + strconv.Itoa(tlsPort))
-		if err == nil && body == "origin /hello" {
-			serial = s
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no certificate from pebble within 60s: %v\n%s", err, a.Log())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	serial := w.serial(t, addrOn(w.tlsPort), 60*time.Second)
 	if _, raw := a.Admin(t, testToken, "GET", "/listeners", ""); !strings.Contains(raw, `"shop.test"`) {
 		t.Errorf("GET /listeners does not show the ACME certificate: %s", raw)
 	}
-
-	// A second node on the same Redis: it serves the stored certificate, no new order.
-	cfgB := filepath.Join(t.TempDir(), "edge.hcl")
 	bTLS := freeTCPPort(t)
-	edgetest.WriteConfig(t, cfgB, config("127.0.0.1:0", "127.0.0.1:"+strconv.Itoa(bTLS)))
-	edgetest.Start(t, cfgB, "TEST_ADMIN_TOKEN="+testToken)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		body, s, err := getTLS("127.0.0.1:" + strconv.Itoa(bTLS))
-		if err == nil && body == "origin /hello" {
-			if s != serial {
-				t.Errorf("node B serves serial %s, node A %s: want one certificate", s, serial)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node B never served the stored certificate: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	w.node(t, "127.0.0.1:0", addrOn(bTLS))
+	if s := w.serial(t, addrOn(bTLS), 20*time.Second); s != serial {
+		t.Errorf("node B serves serial %s, node A %s: want one certificate", s, serial)
 	}
-	if n := pb.Orders(); n != 1 {
+	if n := w.pb.Orders(); n != 1 {
 		t.Errorf("pebble saw %d orders, want 1 for the cluster", n)
 	}
 }
