@@ -65,8 +65,12 @@ type Config struct {
 type AccessLog struct {
 	Enabled bool   // true when the block is present
 	Path    string // path: "stdout" (default), "stderr" or a file (appended)
-	Format  string // format: "json" (default) or "text"
-	Buffer  int    // buffer: lines queued before new ones are dropped (counted); default 8192
+	Format  string // format: "json" (default), "text", "combined" (nginx's), or "template" when Template is set
+	// Template (template) is a line made of text and $variables (LogVars), nginx style;
+	// Parts is it parsed (also for "combined").
+	Template string
+	Parts    []LogPart
+	Buffer   int // buffer: lines queued before new ones are dropped (counted); default 8192
 }
 
 // Admin is the admin block: the admin API listener.

@@ -222,7 +222,19 @@ func decodeAccessLog(b *body) AccessLog {
 	a.Enabled = true
 	lb.boolean("enabled", &a.Enabled)
 	lb.str("path", &a.Path)
-	lb.oneOf("format", &a.Format, "json", "text")
+	lb.oneOf("format", &a.Format, "json", "text", "combined")
+	if r, ok := lb.str("template", &a.Template); ok {
+		if lb.has("format") {
+			b.ps.add(r, "access_log: give format or template, not both")
+		}
+		var err error
+		if a.Parts, err = ParseLogTemplate(a.Template); err != nil {
+			b.ps.add(r, "access_log %v", err)
+		}
+		a.Format = "template"
+	} else if a.Format == "combined" {
+		a.Parts, _ = ParseLogTemplate(CombinedLog)
+	}
 	lb.integer("buffer", &a.Buffer, 16)
 	lb.finish()
 	return a

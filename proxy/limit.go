@@ -276,6 +276,7 @@ func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cl
 				refundLimits(list[:i], &taken, took, now)
 				rate, _ := l.params()
 				retry := time.Duration(float64(time.Second) / rate)
+				sc.e.limit = l.name
 				p.rejectLimit(ctx, s, rt, l, client, retry)
 				return false
 			}
@@ -314,6 +315,7 @@ func (p *Proxy) allowLimits(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cl
 			}
 			l.reject.Inc()
 			refundLimits(list[:i], &taken, took, now)
+			sc.e.limit = l.name
 			p.rejectLimit(ctx, s, rt, l, client, retry)
 			return false
 		}

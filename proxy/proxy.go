@@ -124,7 +124,7 @@ func (p *Proxy) Apply(cfg *config.Config) (*Snapshot, error) {
 	}
 	var newLog *accessLog
 	oldLog := p.log.Load()
-	logChanged := old == nil || old.Config.AccessLog != cfg.AccessLog
+	logChanged := old == nil || !sameLog(old.Config.AccessLog, cfg.AccessLog)
 	if logChanged {
 		if newLog, err = openAccessLog(cfg.AccessLog, p.metrics.accessDropped); err != nil {
 			s.retire()
@@ -300,6 +300,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 
 	rm := s.noRoute
 	sc.e = entry{start: ctx.Time(), client: client, listener: d.name, proto: proto}
+	if l := p.log.Load(); l != nil {
+		sc.e.timeUp = l.upstreamTime
+	}
 	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
 		if d.acme && bytes.HasPrefix(ctx.Path(), acmeChallengePrefix) && p.answerACME(ctx) {
 			// answered: an ACME HTTP-01 validation (acme.go)
@@ -452,6 +455,10 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 		srv := pl.servers[i]
 		sc.e.upstream = srv.addr
 		var f failure
+		var t0 time.Time
+		if sc.e.timeUp { // the access log shows $upstream_response_time
+			t0 = time.Now()
+		}
 		if srv.h2 != nil { // HTTP/2 upstream (grpc.go)
 			f = classifyH2(exchangeH2(srv.h2, req, &ctx.Response, budget))
 		} else {
@@ -460,6 +467,9 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 				pp = proxyHeader(ctx, srv.proxyProto, client, peer, sc)
 			}
 			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp))
+		}
+		if sc.e.timeUp {
+			sc.e.upTime += time.Since(t0)
 		}
 		if f == failNone {
 			o := outcomeOK

@@ -185,7 +185,7 @@ func run(path string, log *slog.Logger) error {
 		"version", fullVersion(), "config", path, "workers_auto", rl.workers.Enabled(), "workers", runtime.GOMAXPROCS(0))
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	for {
 		select {
 		case err := <-errc:
@@ -194,6 +194,14 @@ func run(path string, log *slog.Logger) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				go rl.request() // the loop logs the outcome
+				continue
+			}
+			if sig == syscall.SIGUSR1 { // logrotate's postrotate: reopen the access log file
+				if err := px.ReopenLog(); err != nil {
+					log.Error("access log: cannot reopen its file; still writing to the old one", "error", err)
+				} else {
+					log.Info("access log reopened")
+				}
 				continue
 			}
 			return shutdown(px, set, streams, adminSrv, log, sig, leave)

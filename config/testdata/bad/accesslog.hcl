@@ -1,0 +1,4 @@
+access_log {
+  format   = "combined"
+  template = "$remote_addr $bogus_var $status"
+}
