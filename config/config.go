@@ -48,12 +48,14 @@ type Config struct {
 	Upstreams []*Upstream
 	Cells     []*Cells
 	Routes    []*Route
-	Blacklist *Blacklist  // nil without a blacklist block
-	Seckill   *Seckill    // nil without a seckill block
-	Cluster   *Cluster    // nil without a cluster block
-	Overload  *Overload   // overload block (edge): priority shedding; nil: off
-	Listeners []*Listener // listener "NAME" blocks: more addresses, TLS, HTTP/2 (listener.go)
-	Streams   []*Stream   // stream "NAME" blocks: L4 TCP/UDP relays (stream.go)
+	Blacklist *Blacklist // nil without a blacklist block
+	Seckill   *Seckill   // nil without a seckill block
+	Cluster   *Cluster   // nil without a cluster block
+	Overload  *Overload  // overload block (edge): priority shedding; nil: off
+	// Compression is the compression block (edge): gzip and brotli answers; nil: off.
+	Compression *Compression
+	Listeners   []*Listener // listener "NAME" blocks: more addresses, TLS, HTTP/2 (listener.go)
+	Streams     []*Stream   // stream "NAME" blocks: L4 TCP/UDP relays (stream.go)
 	// WaitingRooms are the waiting_room "NAME" blocks: fair queues in front of routes
 	// (waitroom.go).
 	WaitingRooms []*WaitingRoom

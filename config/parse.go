@@ -141,6 +141,9 @@ func (c *Config) decodeTop(b *body) {
 	if blk := b.block("cluster"); blk != nil {
 		c.Cluster = decodeCluster(b.child(blk, "cluster"))
 	}
+	if blk := b.block("compression"); blk != nil {
+		c.Compression = decodeCompression(b.child(blk, "compression"))
+	}
 	if blk := b.block("overload"); blk != nil {
 		c.Overload = decodeOverload(b.child(blk, "overload"), blk)
 	}

@@ -264,6 +264,9 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 	rc, e, hdr := rt.cache, cs.e, &ctx.Request.Header
 	now := ctx.Time()
 	state := rc.c.Lookup(e, cs.key, hdr, now)
+	if s.compress != nil && (state == cache.Hit || state == cache.Stale) {
+		sc.memoKey = memoKeyOf(cs.key, e.StoredAt().UnixNano())
+	}
 	switch state {
 	case cache.Hit:
 		rc.answer(ctx, e, now, resHit)
@@ -339,8 +342,12 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
 	}
 	res := resBypass
-	if p.storable(rc, resp) && rc.c.Store(cs.key, &req.Header, resp, &rc.rule, time.Now(), ep) == nil {
+	stored := time.Now()
+	if p.storable(rc, resp) && rc.c.Store(cs.key, &req.Header, resp, &rc.rule, stored, ep) == nil {
 		res = resMiss
+		if s.compress != nil { // the entry's compressed bytes go to the memo at once
+			sc.memoKey = memoKeyOf(cs.key, stored.UnixNano())
+		}
 	}
 	t.Done()
 	if head {

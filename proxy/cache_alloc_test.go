@@ -51,3 +51,30 @@ func BenchmarkCacheHit(b *testing.B) {
 	px := benchProxy(b, cacheConfig(o.Addr, `ttl = "1m"`))
 	benchServe(b, px, "GET", "/item/42")
 }
+
+// A cache hit served compressed allocates nothing and compresses nothing: the entry's
+// compressed bytes come from the memo.
+func TestCompressedCacheHitZeroAllocs(t *testing.T) {
+	o := cacheBenchOrigin(t)
+	px := benchProxy(t, cacheConfig(o.Addr, `ttl = "1m"`, "compression {}"))
+	for _, enc := range []string{"gzip", "br"} {
+		ctx := handlerCtx("GET", "/item/42?x=1", "Accept-Encoding", enc)
+		before := testutilCount(t, px, "edge_compress_total", enc, "compressed")
+		if n := allocs(t, px, ctx, 200); n != 0 {
+			t.Errorf("%s hit: %v allocs per request, want 0", enc, n)
+		}
+		if got := string(ctx.Response.Header.Peek("Content-Encoding")); got != enc {
+			t.Errorf("%s hit: Content-Encoding %q", enc, got)
+		}
+		if n := testutilCount(t, px, "edge_compress_total", enc, "compressed") - before; n != 1 {
+			t.Errorf("%s: %v compressions for 200+ hits of one entry, want 1", enc, n)
+		}
+	}
+}
+
+// BenchmarkCompressedCacheHit is a cache hit of a 2 KB JSON body served gzip-compressed.
+func BenchmarkCompressedCacheHit(b *testing.B) {
+	o := cacheBenchOrigin(b)
+	px := benchProxy(b, cacheConfig(o.Addr, `ttl = "1m"`, "compression {}"))
+	benchServe(b, px, "GET", "/item/42", "Accept-Encoding", "gzip")
+}

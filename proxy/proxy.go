@@ -50,6 +50,7 @@ type Proxy struct {
 	tunnelState    *tunnelState                  // WebSocket tunnel groups by route (upgrade.go)
 	roomState      *roomState                    // waiting rooms by name (waitroom.go)
 	acme           atomic.Pointer[ACMEResponder] // answers HTTP-01 challenges (acme.go); nil: none
+	compressCounts *compressCounts               // edge_compress_total (compress.go)
 }
 
 // New returns a Proxy with no snapshot; call Apply before serving.
@@ -66,6 +67,7 @@ func New(m *Metrics) *Proxy {
 	p.initDoors()
 	p.initTunnels()
 	p.initRooms()
+	p.initCompression()
 	return p
 }
 
@@ -271,6 +273,9 @@ type scratch struct {
 	// roomAdmit and roomPlace are the cookies a waiting room set for an admitted request,
 	// added to the answer once the route has made it (waitroom.go).
 	roomAdmit, roomPlace []byte
+	// memoKey is the compression memo key of a cached answer served (compress.go); 0:
+	// none.
+	memoKey uint64
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -317,6 +322,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 			sc.e.route = rt.name
 			p.serveRoute(ctx, s, rt, peer, client, sc)
 			p.limitHeaders(ctx, sc)
+			if s.compress != nil {
+				s.compress.apply(ctx, sc.memoKey, sc)
+			}
 		}
 	}
 	if proto == ProtoH2 && h2up.IsGRPC(&ctx.Request.Header) { // gRPC needs HTTP/2
@@ -333,7 +341,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody = nil, false
+	sc.door, sc.bigBody, sc.memoKey = nil, false, 0
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }

@@ -32,6 +32,8 @@ type Snapshot struct {
 	// roomByName are the waiting rooms by name, for their poll endpoint; nil without
 	// waiting_room blocks (waitroom.go).
 	roomByName map[string]*routeRoom
+	// compress is the compression of answers (compress.go); nil without the block.
+	compress *compressor
 
 	starts []func() // run once when the snapshot becomes current (start goroutines)
 	stops  []func() // run when it is retired
@@ -148,6 +150,7 @@ func (p *Proxy) build(cfg *config.Config, prev *Snapshot) (s *Snapshot, err erro
 	if err := p.buildDegrade(s, prev); err != nil {
 		return nil, err
 	}
+	p.buildCompression(s, prev)
 	roomOf := map[string]*routeRoom{}
 	if err := p.buildRooms(s, roomOf); err != nil {
 		return nil, err
