@@ -74,6 +74,27 @@ var scenarios = []*scenario{
 		},
 	},
 	{
+		name: "cache_hit_gzip", desc: "GET of 100 cached 16 KB JSON pages, gzip asked for (edge compresses each entry once; nginx gzips every hit)",
+		path: "/gzcache/item/{item}", items: "1-100", headers: []string{"Accept-Encoding: gzip"},
+		edge:  Expect{Status: 200, Header: "Content-Encoding", Value: "gzip"},
+		nginx: Expect{Status: 200, Header: "Content-Encoding", Value: "gzip"}, share: 0.99,
+		edgeHCL: func(e *env) string {
+			return `compression {
+  types       = ["application/json"]
+  min_size    = "1KB"
+  gzip_level  = 5
+}
+route "gzcache" {
+  match { path = "/gzcache/" }
+  upstream = "origin"
+  cache {
+    ttl = "60s"
+  }
+}
+`
+		},
+	},
+	{
 		name: "limit_reject", desc: "100 users over a 1r/m burst-1 limit per X-User-Id: 429",
 		path: "/limit/item/{item}", headers: []string{"X-User-Id: u{user}"}, users: "1-100", items: "1-1000",
 		edge: Expect{Status: 429}, nginx: Expect{Status: 429}, share: 0.95,
@@ -275,6 +296,19 @@ func body() []byte {
 	return append(b, `"}`...)
 }
 
+// pageBody is a 16 KB JSON product list, the body of the compression scenario: a page
+// size where compressing is worth it (a 2 KB body costs nginx little to gzip).
+func pageBody() []byte {
+	b := []byte(`{"items":[`)
+	for i := 0; len(b) < 16<<10-64; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"id":%d,"name":"flash sale item %d","price":%d,"stock":%d,"tags":["sale","limited"]}`, i, i, 9900+i%7*100, 100-i%50)
+	}
+	return append(b, "]}"...)
+}
+
 func (e *env) startNginx() error {
 	ports := []*int{&e.originPrt, &e.cellPorts[0], &e.cellPorts[1], &e.cellPorts[2], &e.nginxPort}
 	for _, p := range ports {
@@ -293,6 +327,9 @@ func (e *env) startNginx() error {
 	if err := os.WriteFile(filepath.Join(e.dir, "body.json"), body(), 0o644); err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(e.dir, "page.json"), pageBody(), 0o644); err != nil {
+		return err
+	}
 	origin := fmt.Sprintf(`worker_processes 1; pid %[1]s/origin.pid; error_log %[1]s/origin.err;
 events { worker_connections 8192; }
 http { access_log off; client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp;
@@ -301,6 +338,8 @@ http { access_log off; client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tm
     keepalive_requests 1000000;
     location / { default_type application/json; root %[1]s; try_files /body.json =404;
       add_header Cache-Control "max-age=60"; add_header X-Origin-Port $server_port; }
+    location /gzcache/ { default_type application/json; root %[1]s; try_files /page.json =404;
+      add_header Cache-Control "max-age=60"; }
   }
 }
 `, e.dir, e.originPrt, e.cellPorts[0], e.cellPorts[1], e.cellPorts[2])
@@ -346,6 +385,9 @@ http { access_log off; client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tm
     proxy_http_version 1.1; proxy_set_header Connection "";
     location /pass/ { proxy_pass http://origin; }
     location /cache/ { proxy_cache c; proxy_cache_valid 200 60s; proxy_cache_lock on;
+      add_header X-Cache $upstream_cache_status; proxy_pass http://origin; }
+    location /gzcache/ { proxy_cache c; proxy_cache_valid 200 60s; proxy_cache_lock on;
+      gzip on; gzip_types application/json; gzip_min_length 1024; gzip_proxied any; gzip_comp_level 5;
       add_header X-Cache $upstream_cache_status; proxy_pass http://origin; }
     location /limit/ { limit_req zone=user burst=1 nodelay; limit_req_status 429; proxy_pass http://origin; }
     location /ban/ { if ($banned) { return 403; } proxy_pass http://origin; }
