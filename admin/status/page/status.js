@@ -18,6 +18,11 @@
     if (a >= 1e4) return (v / 1e3).toFixed(a >= 1e5 ? 0 : 1) + "k";
     return String(Math.round(v));
   }
+  // count is an exact total, grouped in thousands: it moves with every request.
+  function count(v) {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    return String(Math.round(v)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
   function rate(v) {
     if (v === null || v === undefined || !isFinite(v)) return "–";
     if (v === 0) return "0";
@@ -150,7 +155,7 @@
       return el("tr", { "data-route": r.name },
         name,
         td(f(r.requests, p && p.requests), "n rps"),
-        td(num(r.requests), "n total"),
+        td(count(r.requests), "n total"),
         td(f(r.classes["2xx"], p && p.classes["2xx"]), "n"),
         td(f(r.classes["3xx"], p && p.classes["3xx"]), "n"),
         td(f(r.classes["4xx"], p && p.classes["4xx"]), "n"),
