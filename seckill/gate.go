@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -381,6 +382,23 @@ func (g *Gate) forget(st *itemState) {
 		delete(g.items, st.item)
 	}
 	g.mu.Unlock()
+}
+
+// Items returns up to max item names this node keeps state for (a sale started through
+// it, or token requests it passed to the store), sorted; the store may hold others. It
+// allocates the slice; for status pages, not the request path.
+func (g *Gate) Items(max int) []string {
+	g.mu.RLock()
+	names := make([]string, 0, min(len(g.items), max))
+	for name := range g.items {
+		names = append(names, name)
+	}
+	g.mu.RUnlock()
+	slices.Sort(names)
+	if len(names) > max {
+		names = names[:max]
+	}
+	return names
 }
 
 // ClearSoldOut drops this node's sold-out flag for item, for a restock or release announced

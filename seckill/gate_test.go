@@ -273,3 +273,27 @@ func TestGateCoalescesQueuedRequests(t *testing.T) {
 	f(10, 30, []int{10, 10, 10, 1})      // full batches leave at once, without waiting
 	f(DefaultBatchMax, 0, []int{1})      // alone: no wait at all
 }
+
+// Items lists the items this node keeps state for, sorted and capped; an item the
+// store says has no sale is dropped.
+func TestGateItems(t *testing.T) {
+	ctx := context.Background()
+	g := newGate(t, NewMemory(MemoryOptions{}), GateOptions{TTL: time.Minute})
+	if got := g.Items(10); len(got) != 0 {
+		t.Fatalf("Items of a new gate = %v", got)
+	}
+	for _, item := range []string{"b", "c", "a"} {
+		if err := g.SetStock(ctx, item, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.Issue(ctx, "none", "alice", time.Now()); !errors.Is(err, ErrNoSale) {
+		t.Fatalf("Issue of an item without a sale: %v", err)
+	}
+	if got := g.Items(10); len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "c" {
+		t.Errorf("Items(10) = %v, want [a b c]", got)
+	}
+	if got := g.Items(2); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("Items(2) = %v, want [a b]", got)
+	}
+}

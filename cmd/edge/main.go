@@ -157,6 +157,7 @@ func run(path string, log *slog.Logger) error {
 	api := admin.New(reg, func() string { return px.Current().Config.Admin.Token })
 	api.Handle("POST /reload", rl.serveReload)
 	px.RegisterAdmin(api)
+	registerStatus(api, reg, px, node)
 	api.Handle("GET /listeners", func(w http.ResponseWriter, _ *http.Request) {
 		admin.JSON(w, http.StatusOK, map[string]any{"listeners": set.List()})
 	})
