@@ -36,8 +36,8 @@ devcert: ## (re)create the self-signed localhost certificate edge.hcl's https li
 check: build devcert ## validate ./edge.hcl the way startup and reload do
 	EDGE_ADMIN_TOKEN=$(EDGE_ADMIN_TOKEN) EDGE_SECKILL_SECRET=$(EDGE_SECKILL_SECRET) ./bin/edge -check -config edge.hcl
 
-test: ## vet, every test, then every test again under the race detector (installs redis-server and chromium when missing and root)
-	@scripts/ensure-deps chromium
+test: ## vet, every test, then every test again under the race detector (installs redis-server, chromium and prometheus when missing and root)
+	@scripts/ensure-deps chromium prometheus
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -race -count=1 -timeout 15m ./...

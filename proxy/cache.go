@@ -71,8 +71,9 @@ type routeCache struct {
 type cacheState struct {
 	cur       atomic.Pointer[cacheInstance] // the cache of the current snapshot
 	requests  *prometheus.CounterVec
-	refreshes chan struct{} // semaphore of background refreshes
-	tooLarge  atomic.Uint64 // answers not stored for exceeding their route's max_entry
+	purges    *prometheus.CounterVec // edge_cache_purges_total{kind,source}, children made at init
+	refreshes chan struct{}          // semaphore of background refreshes
+	tooLarge  atomic.Uint64          // answers not stored for exceeding their route's max_entry
 
 	// Build-time state, touched only by build and the start hooks, which Apply runs
 	// under its lock (Check uses a throwaway Proxy).
@@ -95,10 +96,20 @@ func (p *Proxy) initCache() {
 			Name: "edge_cache_requests_total",
 			Help: "Requests on cached routes by route and result (hit, miss, stale, bypass, revalidated).",
 		}, []string{"route", "result"}),
+		purges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_cache_purges_total",
+			Help: "Cache purges applied on this node, by kind (url, route, tag) and source (admin: POST /cache/purge here; cluster: made on another node).",
+		}, []string{"kind", "source"}),
 		refreshes: make(chan struct{}, maxRefreshes),
 		labelled:  map[string]bool{},
 	}
-	p.metrics.Reg.MustRegister(st.requests, &cacheCollector{st: st})
+	// Every child exists from the start, so a dashboard shows 0 rather than no data.
+	for _, kind := range []string{"url", "route", "tag"} {
+		for _, source := range []string{"admin", "cluster"} {
+			st.purges.WithLabelValues(kind, source)
+		}
+	}
+	p.metrics.Reg.MustRegister(st.requests, st.purges, &cacheCollector{st: st})
 	p.cacheState = st
 }
 

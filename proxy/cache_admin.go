@@ -47,6 +47,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 		if inst != nil {
 			inst.c.PurgeURL(u)
 		}
+		p.cacheState.purges.WithLabelValues("url", "admin").Inc()
 		p.clusterPurged("url", u) // cluster.go: purge on the other edge nodes too
 	case in.Route != nil:
 		s := p.Current()
@@ -55,6 +56,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		inst.c.PurgeRoute(*in.Route)
+		p.cacheState.purges.WithLabelValues("route", "admin").Inc()
 		p.clusterPurged("route", *in.Route)
 	case in.Tag != nil:
 		t := *in.Tag
@@ -65,6 +67,7 @@ func (p *Proxy) handlePurge(w http.ResponseWriter, r *http.Request) {
 		if inst != nil {
 			inst.c.PurgeTag(t)
 		}
+		p.cacheState.purges.WithLabelValues("tag", "admin").Inc()
 		p.clusterPurged("tag", t)
 	}
 	admin.JSON(w, http.StatusOK, map[string]any{"purged": in})

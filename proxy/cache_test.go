@@ -388,6 +388,15 @@ func TestCachePurge(t *testing.T) {
 	e.expect(t, "GET", "/item/43", 200, "MISS")
 	e.expect(t, "GET", "/list/a", 200, "HIT")
 
+	for kind, want := range map[string]float64{"url": 1, "tag": 2, "route": 1} {
+		if got := mustMetric(t, e.reg, "edge_cache_purges_total", "kind", kind, "source", "admin"); got != want {
+			t.Errorf("edge_cache_purges_total{kind=%q,source=\"admin\"} = %v, want %v", kind, got, want)
+		}
+	}
+	if got := mustMetric(t, e.reg, "edge_cache_purges_total", "kind", "url", "source", "cluster"); got != 0 {
+		t.Errorf("edge_cache_purges_total{kind=\"url\",source=\"cluster\"} = %v, want 0 (no cluster)", got)
+	}
+
 	f := func(body, token string, wantCode int, wantBody string) {
 		t.Helper()
 		if code, got := srv.callAs(t, token, "POST", "/cache/purge", body); code != wantCode || !strings.Contains(got, wantBody) {

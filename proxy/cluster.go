@@ -402,7 +402,10 @@ func (p *Proxy) applyPurge(e cluster.Entry) {
 		inst.c.PurgeRoute(value)
 	case "tag":
 		inst.c.PurgeTag(value)
+	default:
+		return
 	}
+	p.cacheState.purges.WithLabelValues(what, "cluster").Inc()
 }
 
 // Seckill sold-out and restock.

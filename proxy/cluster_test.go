@@ -284,6 +284,14 @@ route "pages" {
 	if got := xcache(b, "/p/2"); got != "MISS" {
 		t.Errorf("route purge left /p/2 on B: %q", got)
 	}
+	for _, kind := range []string{"url", "tag", "route"} {
+		if got := mustMetric(t, b.reg, "edge_cache_purges_total", "kind", kind, "source", "cluster"); got != 1 {
+			t.Errorf("B's edge_cache_purges_total{kind=%q,source=\"cluster\"} = %v, want 1", kind, got)
+		}
+		if got := mustMetric(t, a.reg, "edge_cache_purges_total", "kind", kind, "source", "admin"); got != 1 {
+			t.Errorf("A's edge_cache_purges_total{kind=%q,source=\"admin\"} = %v, want 1", kind, got)
+		}
+	}
 }
 
 func TestClusterSoldOutWithoutStoreCall(t *testing.T) {
