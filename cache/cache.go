@@ -36,6 +36,9 @@ type Config struct {
 	// fetch (Acquire) may hold its key before it is presumed lost and taken over; set it
 	// above the longest upstream timeout. 0 means 30s.
 	RefreshTimeout time.Duration
+	// LoadFrom, when set, is a directory SaveTo wrote (an upgrade's handover): the cache
+	// starts with its entries when it can be read, empty otherwise.
+	LoadFrom string
 }
 
 // Cache is the response store. All methods are safe for concurrent use. Contents live
@@ -65,6 +68,20 @@ type Cache struct {
 
 const slotBits = 16
 
+// newStore is fastcache of size bytes, loaded from dir when it holds a saved one.
+func newStore(dir string, size int) *fastcache.Cache {
+	if dir == "" {
+		return fastcache.New(size)
+	}
+	return fastcache.LoadFromFileOrNew(dir, size)
+}
+
+// SaveTo writes the entries to dir (a directory), for a process that starts with
+// Config.LoadFrom. Entries stored meanwhile may be missing from it.
+func (c *Cache) SaveTo(dir string) error {
+	return c.fc.SaveToFileConcurrent(dir, 2)
+}
+
 // New builds a Cache. It fails only on negative sizes.
 func New(cfg Config) (*Cache, error) {
 	if cfg.Size < 0 {
@@ -86,7 +103,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg.RefreshTimeout = DefaultRefreshTimeout
 	}
 	c := &Cache{
-		fc:       fastcache.New(max(cfg.Size-hotSlots*hotMaxRecord(cfg.Size), MinSize)),
+		fc:       newStore(cfg.LoadFrom, max(cfg.Size-hotSlots*hotMaxRecord(cfg.Size), MinSize)),
 		maxEntry: cfg.MaxEntry,
 		refreshT: int64(cfg.RefreshTimeout),
 	}

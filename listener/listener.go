@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/h2"
+	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/proxyproto"
 	"github.com/edge-gw/edge/rawsock"
 	"github.com/edge-gw/edge/tlsstore"
@@ -123,7 +124,7 @@ type Listener struct {
 
 // bind opens sp's address; nothing is served until start.
 func bind(sp *Spec, m *Metrics, tickets *tlsstore.Tickets) (*Listener, error) {
-	ln, err := net.Listen("tcp", sp.Address)
+	ln, err := handover.Listen("listener "+key(sp), sp.Address)
 	if err != nil {
 		return nil, err
 	}

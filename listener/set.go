@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/tlsstore"
 )
 
@@ -131,6 +133,25 @@ func (p *Prepared) Commit(drain time.Duration) {
 		}()
 	}
 	p.fresh = nil
+}
+
+// Sockets returns a file of every listening socket, keyed as Prepare finds them again
+// in a process started by a handover (package handover). The caller closes the files.
+func (s *Set) Sockets() ([]handover.Socket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []handover.Socket
+	for k, l := range s.live {
+		f, err := l.ln.(*net.TCPListener).File()
+		if err != nil {
+			for _, o := range out {
+				o.File.Close()
+			}
+			return nil, fmt.Errorf("listener %q: %w", l.spec.Load().Name, err)
+		}
+		out = append(out, handover.Socket{Key: "listener " + k, File: f})
+	}
+	return out, nil
 }
 
 // Addr returns the bound address of the listener named name, or "".

@@ -74,6 +74,7 @@ type cacheState struct {
 	purges    *prometheus.CounterVec // edge_cache_purges_total{kind,source}, children made at init
 	refreshes chan struct{}          // semaphore of background refreshes
 	tooLarge  atomic.Uint64          // answers not stored for exceeding their route's max_entry
+	loadFrom  string                 // a saved cache the first instance starts with (LoadCacheFrom)
 
 	// Build-time state, touched only by build and the start hooks, which Apply runs
 	// under its lock (Check uses a throwaway Proxy).
@@ -175,11 +176,25 @@ func (st *cacheState) instanceFor(cfg *config.Config) (*cacheInstance, error) {
 		return nil, fmt.Errorf("%s: cache_size changed from %d to %d bytes (the cache keeps its memory until restart): %w",
 			cfg.File, cur.size, cfg.CacheSize, ErrRestartNeeded)
 	}
-	c, err := cache.New(cache.Config{Size: int(cfg.CacheSize), MaxEntry: maxEntryCap})
+	c, err := cache.New(cache.Config{Size: int(cfg.CacheSize), MaxEntry: maxEntryCap, LoadFrom: st.loadFrom})
+	st.loadFrom = "" // only the first cache starts warm
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.File, err)
 	}
 	return &cacheInstance{c: c, size: cfg.CacheSize}, nil
+}
+
+// LoadCacheFrom makes the first cache this Proxy builds start with the entries saved in
+// dir by SaveCache (an upgrade's handover). Call it before the first Apply.
+func (p *Proxy) LoadCacheFrom(dir string) { p.cacheState.loadFrom = dir }
+
+// SaveCache writes the current cache's entries to dir, for the process an upgrade starts.
+func (p *Proxy) SaveCache(dir string) error {
+	cur := p.cacheState.cur.Load()
+	if cur == nil {
+		return nil
+	}
+	return cur.c.SaveTo(dir)
 }
 
 // activate runs when s became current: its cache is the one admin purges and metrics

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/tunnel"
 )
 
@@ -91,17 +93,13 @@ func (s *Set) Prepare(specs []*Spec) (*Prepared, error) {
 func (s *Set) bind(sp *Spec) (*running, error) {
 	n := &counts{}
 	if sp.Protocol == "udp" {
-		a, err := net.ResolveUDPAddr("udp", sp.Address)
-		if err != nil {
-			return nil, err
-		}
-		pc, err := net.ListenUDP("udp", a)
+		pc, err := handover.ListenUDP("stream "+key(sp), sp.Address)
 		if err != nil {
 			return nil, err
 		}
 		return &running{udp: newUDPStream(pc, n, s.log), n: n}, nil
 	}
-	ln, err := net.Listen("tcp", sp.Address)
+	ln, err := handover.Listen("stream "+key(sp), sp.Address)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +167,31 @@ func (e *running) stop() {
 	} else {
 		e.udp.stopAll()
 	}
+}
+
+// Sockets returns a file of every stream's socket, keyed as Prepare finds them again in
+// a process started by a handover (package handover). The caller closes the files.
+func (s *Set) Sockets() ([]handover.Socket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []handover.Socket
+	for k, e := range s.live {
+		var f *os.File
+		var err error
+		if e.tcp != nil {
+			f, err = e.tcp.ln.File()
+		} else {
+			f, err = e.udp.pc.File()
+		}
+		if err != nil {
+			for _, o := range out {
+				o.File.Close()
+			}
+			return nil, fmt.Errorf("stream %q: %w", e.spec().Name, err)
+		}
+		out = append(out, handover.Socket{Key: "stream " + k, File: f})
+	}
+	return out, nil
 }
 
 // Addr returns the bound address of the stream named name, or "".

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -80,8 +81,13 @@ func TestSampleSelf(t *testing.T) {
 	var served atomic.Uint64
 	traffic := func() (uint64, uint64) { return served.Load(), 0 }
 	a := sample(traffic, runtime.NumCPU())
-	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
-		served.Add(1)
+	// Spin until this process has had 300ms of CPU (on a busy machine that takes longer
+	// than 300ms of wall time), for at most 5s.
+	cpu0 := processCPU(t)
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && processCPU(t)-cpu0 < 0.3; {
+		for range 10000 {
+			served.Add(1)
+		}
 	}
 	l := sample(traffic, runtime.NumCPU()).since(a)
 	if l.Self < 0.2 || l.Self > l.Wall*float64(runtime.NumCPU())+0.05 {
@@ -228,4 +234,13 @@ func TestRunDelay(t *testing.T) {
 	if d := runDelay("/nonexistent"); d != -1 {
 		t.Errorf("unreadable: %v, want -1", d)
 	}
+}
+
+// processCPU returns this process's user and system CPU seconds.
+func processCPU(t *testing.T) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

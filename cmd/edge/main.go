@@ -11,10 +11,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/config"
+	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
 	"github.com/edge-gw/edge/stream"
@@ -110,6 +111,11 @@ func run(path string, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("cannot create state_dir: %w", err)
 	}
+	cacheDir := filepath.Join(cfg.StateDir, "cache.handover")
+	if handover.Inherited() { // an upgrade: the old process saved its cache here
+		px.LoadCacheFrom(cacheDir)
+		defer os.RemoveAll(cacheDir)
+	}
 	rl := newReloader(path, px, reg, log)
 	if err := rl.start(cfg); err != nil {
 		return err
@@ -143,7 +149,7 @@ func run(path string, log *slog.Logger) error {
 		leave()
 		return err
 	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	adminLn, err := handover.Listen("admin", cfg.Admin.Listen)
 	if err != nil {
 		set.Shutdown(context.Background())
 		streams.Shutdown(context.Background())
@@ -185,8 +191,9 @@ func run(path string, log *slog.Logger) error {
 	log.Info("edge listening", "addr", set.Addr(config.DefaultListener), "admin", adminLn.Addr().String(),
 		"version", fullVersion(), "config", path, "workers_auto", rl.workers.Enabled(), "workers", runtime.GOMAXPROCS(0))
 
+	handover.Ready() // an upgrade's old process may stop accepting now
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	for {
 		select {
 		case err := <-errc:
@@ -195,6 +202,12 @@ func run(path string, log *slog.Logger) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				go rl.request() // the loop logs the outcome
+				continue
+			}
+			if sig == syscall.SIGUSR2 { // a new binary takes over, or this one goes on
+				if upgrade(px, set, streams, adminLn, cacheDir, log) {
+					return shutdown(px, set, streams, adminSrv, log, sig, leave)
+				}
 				continue
 			}
 			if sig == syscall.SIGUSR1 { // logrotate's postrotate: reopen the access log file

@@ -73,14 +73,26 @@ func Start(t testing.TB, cfgPath string, env ...string) *Edge {
 	e.Cmd = exec.Command(Binary(t), "-config", cfgPath)
 	e.Cmd.Dir = filepath.Dir(cfgPath)
 	e.Cmd.Env = append(os.Environ(), env...)
-	stderr, err := e.Cmd.StderrPipe()
+	// A pipe of our own rather than StderrPipe: Wait closes that one when edge exits,
+	// while a process an upgrade started writes to the same stderr after it.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Cmd.Stdout = &lockedWriter{mu: &e.mu, w: &e.stdout}
+	e.Cmd.Stderr = w
+	// stdout too: Wait would otherwise wait for every writer of a pipe it made, the new
+	// process of an upgrade included.
+	stdout, wo, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Cmd.Stdout = wo
 	if err := e.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	w.Close()
+	wo.Close()
+	go io.Copy(&lockedWriter{mu: &e.mu, w: &e.stdout}, stdout)
 	found := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -90,7 +102,10 @@ func Start(t testing.TB, cfgPath string, env ...string) *Edge {
 			e.log.WriteString(line + "\n")
 			e.mu.Unlock()
 			if m := listening.FindStringSubmatch(line); m != nil {
-				found <- [2]string{m[1], m[2]}
+				select {
+				case found <- [2]string{m[1], m[2]}:
+				default: // a later process (an upgrade) listening on the same addresses
+				}
 			}
 		}
 	}()
@@ -101,6 +116,8 @@ func Start(t testing.TB, cfgPath string, env ...string) *Edge {
 	t.Cleanup(func() {
 		e.Cmd.Process.Kill()
 		<-e.exited
+		stderr.Close()
+		stdout.Close()
 	})
 	select {
 	case addrs := <-found:
