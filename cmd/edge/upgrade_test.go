@@ -18,7 +18,8 @@ import (
 
 var upgradedPID = regexp.MustCompile(`upgrade: the new binary serves; draining.* pid=(\d+)`)
 
-// An upgrade under load: SIGUSR2 starts the binary again on the same sockets; the old
+// An upgrade under load (30 s, the upgrade at 10 s): SIGUSR2 starts the binary again on
+// the same sockets; the old
 // process drains and exits, no request fails, and the new one starts with the old one's
 // cache (a cached item is a HIT without a new origin request). A new binary that cannot
 // start (a bad config) leaves the old one serving.
@@ -99,7 +100,13 @@ route "plain" {
 			}
 		}()
 	}
-	time.Sleep(time.Second)
+	// 30 s of load with the upgrade at 10 s (6 s and 2 s under the race detector).
+	before, after := 10*time.Second, 20*time.Second
+	if raceEnabled || testing.Short() {
+		before, after = 2*time.Second, 4*time.Second
+	}
+	time.Sleep(before)
+	upgradeAt := time.Now()
 	e.Signal(t, syscall.SIGUSR2)
 	if code := e.Wait(t, 30*time.Second); code != 0 {
 		t.Errorf("the old process exited %d", code)
@@ -110,7 +117,7 @@ route "plain" {
 	}
 	pid, _ := strconv.Atoi(m[1])
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-	time.Sleep(time.Second) // the new process alone serves
+	time.Sleep(time.Until(upgradeAt.Add(after))) // the new process alone serves
 	close(stop)
 	wg.Wait()
 	t.Logf("%d requests through the upgrade, %d failed (last: %v)", ok.Load(), failed.Load(), lastErr.Load())
