@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edge-gw/edge/internal/edgetest"
-	"github.com/valyala/fasthttp"
 )
 
 // logrotate under load: the log file is moved away and edge gets SIGUSR1 in the middle
@@ -41,38 +38,15 @@ route "hello" {
 }
 `, logPath))
 	e := edgetest.Start(t, cfg)
-	var sent, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &fasthttp.HostClient{Addr: e.Addr}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, _, err := c.Get(nil, fmt.Sprintf("http://%s/w%d/r%d", e.Addr, w, i))
-				if err != nil || code != 200 {
-					failed.Add(1)
-					continue
-				}
-				sent.Add(1)
-			}
-		}()
-	}
+	stop := load(e.Addr, 8)
 	time.Sleep(time.Second)
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
 	e.Signal(t, syscall.SIGUSR1)
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
-	n := sent.Load()
+	res := stop()
+	n := res.ok
 	count := func() (old, cur int64) {
 		a, _ := os.ReadFile(logPath + ".1")
 		b, _ := os.ReadFile(logPath)
@@ -81,9 +55,9 @@ route "hello" {
 	waitUntil(t, "every request in the logs", func() bool { o, c := count(); return o+c >= n })
 	time.Sleep(1500 * time.Millisecond) // the writer flushes every second: nothing more must come
 	old, cur := count()
-	t.Logf("%d requests (%d failed): %d lines in the rotated file, %d in the new one", n, failed.Load(), old, cur)
-	if old+cur != n || old == 0 || cur == 0 || failed.Load() != 0 {
-		t.Errorf("%d requests, %d failed, %d + %d lines: want every request once, in both files", n, failed.Load(), old, cur)
+	t.Logf("%d requests (%d failed): %d lines in the rotated file, %d in the new one", n, res.failed, old, cur)
+	if old+cur != n || old == 0 || cur == 0 || res.failed != 0 {
+		t.Errorf("%d requests, %d failed (%s), %d + %d lines: want every request once, in both files", n, res.failed, res.last, old, cur)
 	}
 	for _, f := range []string{logPath + ".1", logPath} {
 		b, _ := os.ReadFile(f)

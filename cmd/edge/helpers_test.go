@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,5 +94,49 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// loadResult is what load counted.
+type loadResult struct {
+	ok, failed int64  // answered 200; failed (an error or another status)
+	last       string // the last failure
+}
+
+// load runs n clients sending GET /w<client>/<i> to addr, each on its own keep-alive
+// connections, until the returned stop is called; stop waits for them and says what
+// they saw.
+func load(addr string, n int) (stop func() loadResult) {
+	var ok, failed atomic.Int64
+	var last atomic.Value
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &fasthttp.HostClient{Addr: addr}
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				code, _, err := c.Get(nil, fmt.Sprintf("http://%s/w%d/%d", addr, w, i))
+				if err != nil || code != 200 {
+					failed.Add(1)
+					last.Store(fmt.Sprintf("%d %v", code, err))
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	return func() loadResult {
+		close(done)
+		wg.Wait()
+		r := loadResult{ok: ok.Load(), failed: failed.Load()}
+		r.last, _ = last.Load().(string)
+		return r
 	}
 }

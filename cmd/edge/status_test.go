@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/edge-gw/edge/internal/edgetest"
 	"github.com/edge-gw/edge/internal/origintest"
@@ -158,10 +155,6 @@ func statusLoad(addr string, stop <-chan struct{}, sent *atomic.Int64) {
 // by itself while load runs; neither the page nor its JSON shows the admin token.
 // With EDGE_STATUS_SCREENSHOT=path it saves a screenshot there (docs/status.png).
 func TestBinaryStatusPageInBrowser(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium is not installed: make test installs it (scripts/ensure-deps chromium)")
-	}
 	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Cache-Control", "max-age=1")
 		fmt.Fprintf(ctx, "origin %s", ctx.Path())
@@ -206,33 +199,7 @@ func TestBinaryStatusPageInBrowser(t *testing.T) {
 		t.Errorf("status.json lacks parts of the config: %s", raw)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-	var mu sync.Mutex
-	var problems []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Text+" "+fmt.Sprint(ev.ExceptionDetails.Exception))
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
-				problems = append(problems, fmt.Sprintf("console.%s: %v", ev.Type, ev.Args))
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, problems := headless(t)
 
 	const total = `#routes tr[data-route="item"] td.total`
 	if err := chromedp.Do(ctx,
@@ -318,9 +285,7 @@ func TestBinaryStatusPageInBrowser(t *testing.T) {
 		t.Logf("screenshot saved to %s", path)
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Errorf("the page logged errors: %v", problems)
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors: %v", p)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -75,31 +74,7 @@ route "plain" {
 	edgetest.WriteConfig(t, cfg, good)
 
 	// The real one, under load.
-	var ok, failed atomic.Int64
-	var lastErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lc := &fasthttp.HostClient{Addr: e.Addr}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, _, err := lc.Get(nil, fmt.Sprintf("http://%s/w%d/%d", e.Addr, w, i))
-				if err != nil || code != 200 {
-					failed.Add(1)
-					lastErr.Store(fmt.Sprintf("%d %v", code, err))
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
+	stop := load(e.Addr, 4)
 	// 30 s of load with the upgrade at 10 s (6 s and 2 s under the race detector).
 	before, after := 10*time.Second, 20*time.Second
 	if raceEnabled || testing.Short() {
@@ -118,11 +93,10 @@ route "plain" {
 	pid, _ := strconv.Atoi(m[1])
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	time.Sleep(time.Until(upgradeAt.Add(after))) // the new process alone serves
-	close(stop)
-	wg.Wait()
-	t.Logf("%d requests through the upgrade, %d failed (last: %v)", ok.Load(), failed.Load(), lastErr.Load())
-	if failed.Load() != 0 || ok.Load() == 0 {
-		t.Errorf("%d of %d requests failed during the upgrade", failed.Load(), ok.Load()+failed.Load())
+	res := stop()
+	t.Logf("%d requests through the upgrade, %d failed (last: %s)", res.ok, res.failed, res.last)
+	if res.failed != 0 || res.ok == 0 {
+		t.Errorf("%d of %d requests failed during the upgrade", res.failed, res.ok+res.failed)
 	}
 	hits := originHits.Load()
 	c = &fasthttp.HostClient{Addr: e.Addr, MaxIdemponentCallAttempts: 1} // the old one's connections are gone

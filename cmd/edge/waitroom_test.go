@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/edge-gw/edge/internal/edgetest"
 	"github.com/edge-gw/edge/internal/origintest"
@@ -23,10 +19,6 @@ import (
 // is paused sees its place in line, with no console error; when the room lets it in,
 // the page moves by itself to the sale page.
 func TestBinaryWaitingPageInBrowser(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium is not installed: make test installs it (scripts/ensure-deps chromium)")
-	}
 	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/html; charset=utf-8")
 		fmt.Fprint(ctx, "<!doctype html><title>SALE</title><h1 id=sale>The sale page</h1>")
@@ -56,33 +48,7 @@ waiting_room "sale" {
 		t.Fatalf("pause: %d %s", code, body)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-	var mu sync.Mutex
-	var problems []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				problems = append(problems, fmt.Sprintf("console.error: %v", ev.Args))
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, problems := headless(t)
 
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+e.Addr+"/sale/item/1"), chromedp.WaitVisible("#position")); err != nil {
 		t.Fatalf("waiting page: %v", err)
@@ -106,10 +72,8 @@ waiting_room "sale" {
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || title != "SALE" {
 		t.Errorf("title %q, %v; want the sale page's", title, err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Errorf("the page logged errors: %v", problems)
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors: %v", p)
 	}
 }
 
