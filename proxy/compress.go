@@ -6,6 +6,7 @@ import (
 
 	"github.com/VictoriaMetrics/fastcache"
 	"github.com/cespare/xxhash/v2"
+	"github.com/edge-gw/edge/compress"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -26,7 +27,7 @@ import (
 
 // compressor is one config's compression settings and the memo they share.
 type compressor struct {
-	types       [][]byte
+	types       compress.Types
 	minSize     int
 	gzipLevel   int
 	brotliLevel int
@@ -43,24 +44,12 @@ type compressCounts struct {
 	saved prometheus.Counter    // bytes saved
 }
 
-type encoding uint8
-
-const (
-	encIdentity encoding = iota
-	encGzip
-	encBrotli
-)
-
 var (
-	strGzip          = []byte("gzip")
-	strBr            = []byte("br")
-	strAcceptEncTok  = []byte("Accept-Encoding")
-	hdrVary          = []byte("Vary")
 	hdrContentEnc    = []byte("Content-Encoding")
-	hdrETag          = []byte("ETag")
 	hdrRange         = []byte("Range")
 	strNoTransform   = []byte("no-transform")
 	hdrCacheControlB = []byte("Cache-Control")
+	strAcceptEncTok  = []byte("Accept-Encoding")
 )
 
 // compressMemoSize is the memo of compressed cached answers: fastcache's smallest.
@@ -90,10 +79,8 @@ func (p *Proxy) buildCompression(s *Snapshot, prev *Snapshot) {
 	if c == nil {
 		return
 	}
-	cp := &compressor{minSize: int(c.MinSize), gzipLevel: c.GzipLevel, brotliLevel: c.BrotliLevel, counts: p.compressCounts}
-	for _, t := range c.Types {
-		cp.types = append(cp.types, []byte(t))
-	}
+	cp := &compressor{types: compress.NewTypes(c.Types), minSize: int(c.MinSize), gzipLevel: c.GzipLevel,
+		brotliLevel: c.BrotliLevel, counts: p.compressCounts}
 	n := c.MaxConcurrent
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -107,83 +94,14 @@ func (p *Proxy) buildCompression(s *Snapshot, prev *Snapshot) {
 	s.compress = cp
 }
 
-// negotiate picks the encoding an Accept-Encoding value prefers among br and gzip
-// (RFC 9110 §12.5.3: the highest non-zero quality; br on a tie); identity when it takes
-// neither. It does not allocate.
-func negotiate(ae []byte) encoding {
-	best, bestQ := encIdentity, 0.0
-	for len(ae) > 0 {
-		var item []byte
-		if i := bytes.IndexByte(ae, ','); i >= 0 {
-			item, ae = ae[:i], ae[i+1:]
-		} else {
-			item, ae = ae, nil
-		}
-		name, params, _ := bytes.Cut(item, []byte(";"))
-		name = bytes.TrimSpace(name)
-		q := 1.0
-		for len(params) > 0 {
-			var prm []byte
-			prm, params, _ = bytes.Cut(params, []byte(";"))
-			k, v, ok := bytes.Cut(bytes.TrimSpace(prm), []byte("="))
-			if ok && len(k) == 1 && (k[0] == 'q' || k[0] == 'Q') {
-				q = parseQ(bytes.TrimSpace(v))
-			}
-		}
-		var enc encoding
-		switch {
-		case bytes.EqualFold(name, strBr):
-			enc = encBrotli
-		case bytes.EqualFold(name, strGzip), bytes.EqualFold(name, []byte("x-gzip")):
-			enc = encGzip
-		default:
-			continue
-		}
-		if q > bestQ || q == bestQ && q > 0 && enc == encBrotli {
-			best, bestQ = enc, q
-		}
+// setEncoded makes out, the body encoded with enc, the answer's body when it is smaller.
+func (cp *compressor) setEncoded(resp *fasthttp.Response, out []byte, enc compress.Encoding, was int) {
+	if len(out) >= was { // nothing gained: keep the original
+		compress.AddVary(&resp.Header)
+		return
 	}
-	return best
-}
-
-// parseQ reads a quality value ("0", "0.5", "1.000"); malformed is 0.
-func parseQ(v []byte) float64 {
-	if len(v) == 0 || len(v) > 5 {
-		return 0
-	}
-	q, frac, seen := 0.0, 0.1, false
-	for i, c := range v {
-		switch {
-		case i == 0 && (c == '0' || c == '1'):
-			q = float64(c - '0')
-		case i == 1 && c == '.':
-			seen = true
-		case i > 1 && seen && c >= '0' && c <= '9':
-			q += float64(c-'0') * frac
-			frac /= 10
-		default:
-			return 0
-		}
-	}
-	return min(q, 1)
-}
-
-// compressible reports whether a content type is one of the types.
-func (cp *compressor) compressible(ct []byte) bool {
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	ct = bytes.TrimSpace(ct)
-	for _, t := range cp.types {
-		if len(t) > 0 && t[len(t)-1] == '/' {
-			if len(ct) > len(t) && bytes.EqualFold(ct[:len(t)], t) {
-				return true
-			}
-		} else if bytes.EqualFold(ct, t) {
-			return true
-		}
-	}
-	return false
+	cp.counts.saved.Add(float64(was - len(out)))
+	compress.SetEncoded(resp, out, enc) // copies: out is scratch
 }
 
 // apply compresses ctx's answer when it may (see above). memoKey is the memo key of a
@@ -195,14 +113,14 @@ func (cp *compressor) apply(ctx *fasthttp.RequestCtx, memoKey uint64, sc *scratc
 	}
 	body := resp.Body()
 	if len(body) < cp.minSize || len(resp.Header.PeekBytes(hdrContentEnc)) > 0 ||
-		len(req.Header.PeekBytes(hdrRange)) > 0 || !cp.compressible(resp.Header.ContentType()) ||
+		len(req.Header.PeekBytes(hdrRange)) > 0 || !cp.types.Match(resp.Header.ContentType()) ||
 		bytes.Contains(resp.Header.PeekBytes(hdrCacheControlB), strNoTransform) {
 		return
 	}
-	enc := negotiate(req.Header.PeekBytes(strAcceptEncTok))
-	if enc == encIdentity {
+	enc := compress.Negotiate(req.Header.PeekBytes(strAcceptEncTok))
+	if enc == compress.Identity {
 		// The answer still depends on Accept-Encoding for caches downstream.
-		addVary(&resp.Header)
+		compress.AddVary(&resp.Header)
 		return
 	}
 	var key [9]byte
@@ -222,12 +140,11 @@ func (cp *compressor) apply(ctx *fasthttp.RequestCtx, memoKey uint64, sc *scratc
 		cp.counts.busy.Inc()
 		return
 	}
-	var out []byte
-	if enc == encBrotli {
-		out = fasthttp.AppendBrotliBytesLevel(sc.buf[:0], body, cp.brotliLevel)
-	} else {
-		out = fasthttp.AppendGzipBytesLevel(sc.buf[:0], body, cp.gzipLevel)
+	level := cp.gzipLevel
+	if enc == compress.Brotli {
+		level = cp.brotliLevel
 	}
+	out := compress.Append(sc.buf[:0], body, enc, level)
 	<-cp.slots
 	sc.buf = out[:0]
 	if cap(sc.buf) > 256<<10 { // a large body: do not keep its buffer in the pool
@@ -238,54 +155,6 @@ func (cp *compressor) apply(ctx *fasthttp.RequestCtx, memoKey uint64, sc *scratc
 		cp.memo.Set(key[:9], out)
 	}
 	cp.setEncoded(resp, out, enc, len(body))
-}
-
-// setEncoded makes out, the body encoded with enc, the answer's body.
-func (cp *compressor) setEncoded(resp *fasthttp.Response, out []byte, enc encoding, was int) {
-	if len(out) >= was { // nothing gained: keep the original
-		addVary(&resp.Header)
-		return
-	}
-	cp.counts.saved.Add(float64(was - len(out)))
-	resp.SetBody(out) // copies into the answer's own buffer: out is scratch
-	if enc == encBrotli {
-		resp.Header.SetBytesKV(hdrContentEnc, strBr)
-	} else {
-		resp.Header.SetBytesKV(hdrContentEnc, strGzip)
-	}
-	addVary(&resp.Header)
-	if et := resp.Header.PeekBytes(hdrETag); len(et) > 0 && et[0] == '"' {
-		var weak [130]byte
-		if len(et) <= 128 {
-			resp.Header.SetBytesKV(hdrETag, append(append(weak[:0], 'W', '/'), et...))
-		}
-	}
-}
-
-// addVary adds Accept-Encoding to the answer's Vary, unless it is there (or "*").
-func addVary(h *fasthttp.ResponseHeader) {
-	v := h.PeekBytes(hdrVary)
-	if len(v) == 0 {
-		h.SetBytesKV(hdrVary, strAcceptEncTok)
-		return
-	}
-	if containsFold(v, strAcceptEncTok) || bytes.Equal(bytes.TrimSpace(v), []byte("*")) {
-		return
-	}
-	var buf [256]byte
-	if len(v) < 200 {
-		h.SetBytesKV(hdrVary, append(append(append(buf[:0], v...), ", "...), strAcceptEncTok...))
-	}
-}
-
-// containsFold reports whether s contains sub, ASCII case ignored, without allocating.
-func containsFold(s, sub []byte) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if bytes.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // memoKeyOf is the memo key of a cached entry: its cache key and time of storing.

@@ -18,29 +18,6 @@ func testutilCount(t testing.TB, px *Proxy, name, enc, result string) float64 {
 	return gathered(t, px.metrics.Reg.(prometheus.Gatherer), name, "encoding", enc, "result", result)
 }
 
-func TestNegotiate(t *testing.T) {
-	for ae, want := range map[string]encoding{
-		"":                          encIdentity,
-		"gzip":                      encGzip,
-		"br":                        encBrotli,
-		"gzip, deflate, br":         encBrotli,
-		"gzip;q=1.0, br;q=0.5":      encGzip,
-		"br;q=0, gzip;q=0":          encIdentity,
-		"identity":                  encIdentity,
-		"GZIP":                      encGzip,
-		"br;q=0.9, gzip;q=0.9":      encBrotli,
-		"gzip;q=0.001, *;q=0":       encGzip,
-		"br;q=bogus, gzip":          encGzip,
-		"x-gzip;q=0.7":              encGzip,
-		"deflate;q=1, zstd":         encIdentity,
-		"br ; q=0.3 , gzip ; q=0.2": encBrotli,
-	} {
-		if got := negotiate([]byte(ae)); got != want {
-			t.Errorf("negotiate(%q) = %d, want %d", ae, got, want)
-		}
-	}
-}
-
 // Answers are compressed by what the client accepts, decode to the origin's bytes, and
 // carry Vary and a weak ETag; what must not be compressed is not.
 func TestCompression(t *testing.T) {

@@ -14,7 +14,7 @@ var allowed = map[string][]string{
 	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2", "stream", "shard", "acme", "handover", "admin/status"},
 	"listener":        {"h2", "rawsock", "tlsstore", "watchdog", "proxyproto", "handover"},
 	"stream":          {"proxyproto", "shard", "tunnel", "handover"},
-	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto"},
+	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto", "compress"},
 	"bench":           {},
 	"internal/layout": {},
 }
