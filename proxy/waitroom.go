@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	_ "embed"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"github.com/edge-gw/edge/admin"
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/waitroom"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 	"github.com/valyala/fasthttp"
 )
@@ -28,9 +26,6 @@ import (
 // polls /.edge/waiting-room/{name}, which edge answers itself, and reloads when
 // admitted. Rooms outlive snapshots: a reload that keeps a room's store keeps its
 // places, counters and admitted users.
-
-//go:embed waitroom_page.html
-var defaultWaitingPage []byte
 
 // roomPollPrefix is the path of the rooms' own poll endpoint; the room's name follows.
 var roomPollPrefix = []byte("/.edge/waiting-room/")
@@ -60,10 +55,21 @@ type routeRoom struct {
 	cookieAge            []byte // Max-Age of the cookies: the session, in seconds
 }
 
+// rooms returns the live rooms by name.
+func (st *roomState) rooms() map[string]*waitroom.Room {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[string]*waitroom.Room, len(st.live))
+	for name, lr := range st.live {
+		out[name] = lr.room
+	}
+	return out
+}
+
 func (p *Proxy) initRooms() {
 	st := &roomState{live: map[string]*liveRoom{}}
 	p.roomState = st
-	p.metrics.Reg.MustRegister(roomCollector{st})
+	p.metrics.Reg.MustRegister(waitroom.Collector(st.rooms))
 }
 
 // roomOptions turns a waiting_room block into the room's options.
@@ -112,17 +118,12 @@ func (p *Proxy) buildRooms(s *Snapshot, byRoute map[string]*routeRoom) error {
 		}
 		next[w.Name] = lr
 		admit, place := waitroom.CookieNames(w.Name)
-		rr := &routeRoom{lr: lr, admitName: []byte(admit), placeName: []byte(place), page: w.Page,
+		rr := &routeRoom{lr: lr, admitName: []byte(admit), placeName: []byte(place),
 			cookieAge: strconv.AppendInt(nil, int64(w.Session/time.Second), 10)}
 		if len(w.Key.Parts) > 0 {
 			rr.key = compileKey(w.Key)
 		}
-		if rr.page == nil {
-			rr.page = defaultWaitingPage
-		}
-		// The page polls the room's endpoint: {{poll_url}} in it (ours or the operator's)
-		// becomes that path.
-		rr.page = bytes.ReplaceAll(rr.page, []byte("{{poll_url}}"), append(append([]byte(nil), roomPollPrefix...), w.Name...))
+		rr.page = waitroom.Page(w.Page, string(roomPollPrefix)+w.Name)
 		for _, r := range w.Routes {
 			byRoute[r] = rr
 		}
@@ -405,37 +406,3 @@ func (p *Proxy) TuneRoom(name string, rate float64, paused *bool) error {
 }
 
 var errNoSuchRoom = fmt.Errorf("no such waiting room")
-
-// roomCollector exports the rooms' numbers as metrics.
-type roomCollector struct{ st *roomState }
-
-var (
-	descRoomWaiting  = prometheus.NewDesc("edge_waiting_room_waiting", "Users waiting in a room.", []string{"room"}, nil)
-	descRoomActive   = prometheus.NewDesc("edge_waiting_room_active", "Admitted users active within the session.", []string{"room"}, nil)
-	descRoomAdmitted = prometheus.NewDesc("edge_waiting_room_admitted_total", "Users admitted since the room started.", []string{"room"}, nil)
-	descRoomRate     = prometheus.NewDesc("edge_waiting_room_admit_rate", "The admission rate in force, users per second (adaptive may hold it below the configured one).", []string{"room"}, nil)
-	descRoomETA      = prometheus.NewDesc("edge_waiting_room_eta_seconds", "The wait of a user joining now.", []string{"room"}, nil)
-)
-
-func (c roomCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRoomWaiting, descRoomActive, descRoomAdmitted, descRoomRate, descRoomETA} {
-		ch <- d
-	}
-}
-
-func (c roomCollector) Collect(ch chan<- prometheus.Metric) {
-	c.st.mu.Lock()
-	rooms := make([]*liveRoom, 0, len(c.st.live))
-	for _, lr := range c.st.live {
-		rooms = append(rooms, lr)
-	}
-	c.st.mu.Unlock()
-	for _, lr := range rooms {
-		s := lr.room.Stats()
-		ch <- prometheus.MustNewConstMetric(descRoomWaiting, prometheus.GaugeValue, float64(s.Waiting), lr.name)
-		ch <- prometheus.MustNewConstMetric(descRoomActive, prometheus.GaugeValue, float64(s.Active), lr.name)
-		ch <- prometheus.MustNewConstMetric(descRoomAdmitted, prometheus.CounterValue, float64(s.Admitted), lr.name)
-		ch <- prometheus.MustNewConstMetric(descRoomRate, prometheus.GaugeValue, s.AdmitRate, lr.name)
-		ch <- prometheus.MustNewConstMetric(descRoomETA, prometheus.GaugeValue, s.ETA, lr.name)
-	}
-}
