@@ -188,12 +188,14 @@ func run(path string, log *slog.Logger) error {
 	defer close(stopWorkers)
 	go rl.workers.Run(stopWorkers)
 	go tickets.Run(stopWorkers)
+	// Signals are caught before edge says it listens: one sent right after that line
+	// must not meet the default action (SIGUSR1 and SIGUSR2 would end the process).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	log.Info("edge listening", "addr", set.Addr(config.DefaultListener), "admin", adminLn.Addr().String(),
 		"version", fullVersion(), "config", path, "workers_auto", rl.workers.Enabled(), "workers", runtime.GOMAXPROCS(0))
 
 	handover.Ready() // an upgrade's old process may stop accepting now
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	for {
 		select {
 		case err := <-errc:
