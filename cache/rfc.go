@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -117,4 +118,12 @@ func heuristicStatus(status int) bool {
 		return true
 	}
 	return false
+}
+
+// InvalidateURI invalidates, in O(1) and without allocating, the entries stored for
+// exactly this request URI (path and query; an absolute URI is reduced to them) on every
+// host and method: what RFC 9111 §4.4 asks after an unsafe request. Unlike PurgeURL, a
+// URI without a query does not reach the same path with a query.
+func (c *Cache) InvalidateURI(uri []byte) {
+	c.bump(slotOf(xxhash.Sum64(originForm(uri)), saltURI))
 }
