@@ -207,10 +207,10 @@ func TestCacheTargetedControl(t *testing.T) {
 	}
 	o := startScriptOrigin(t, scripts)
 	type row struct {
-		path            string
-		first, second   string // X-Cache of two GETs
-		gets  int      // origin GETs after them
-		shown []string // the CDN-/Edge-Cache-Control fields the client sees
+		path          string
+		first, second string   // X-Cache of two GETs
+		gets          int      // origin GETs after them
+		shown         []string // the CDN-/Edge-Cache-Control fields the client sees
 	}
 	for _, tc := range []struct {
 		name  string
@@ -222,7 +222,7 @@ func TestCacheTargetedControl(t *testing.T) {
 			{"/cdn-no-store", "BYPASS", "BYPASS", 2, nil},
 			{"/cdn-private", "BYPASS", "BYPASS", 2, nil},
 			{"/cdn-beats-private", "MISS", "HIT", 1, nil},
-			{"/cdn-no-cache", "MISS", "MISS", 2, nil}, // stored, revalidated before use (the origin answers 200)
+			{"/cdn-no-cache", "MISS", "MISS", 2, nil},                                // stored, revalidated before use (the origin answers 200)
 			{"/edge-max-age", "BYPASS", "BYPASS", 2, []string{"Edge-Cache-Control"}}, // not on the list: a plain header
 		}},
 		{"Edge-Cache-Control first, forwarded", `
