@@ -19,6 +19,11 @@ import (
 // and path: a status and header name, value pairs (a name may repeat: one line each).
 type scriptAnswer func(method string, n int) (status int, hdrs []string)
 
+// always answers status with hdrs to every request.
+func always(status int, hdrs ...string) scriptAnswer {
+	return func(string, int) (int, []string) { return status, hdrs }
+}
+
 // scriptOrigin is a real origin answering each path by its script (paths without one
 // get 200 "max-age=60"); the body is "METHOD PATH #n".
 type scriptOrigin struct {
@@ -183,27 +188,13 @@ func TestCacheInvalidationCluster(t *testing.T) {
 // consumed (not shown to clients) unless forward_targeted.
 func TestCacheTargetedControl(t *testing.T) {
 	scripts := map[string]scriptAnswer{
-		"/cdn-max-age": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "no-store", "CDN-Cache-Control", "max-age=600"}
-		},
-		"/cdn-no-store": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "max-age=600", "CDN-Cache-Control", "no-store"}
-		},
-		"/cdn-private": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "max-age=600", "CDN-Cache-Control", "private"}
-		},
-		"/cdn-beats-private": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "private", "CDN-Cache-Control", "max-age=600"}
-		},
-		"/edge-first": func(string, int) (int, []string) {
-			return 200, []string{"CDN-Cache-Control", "max-age=600", "Edge-Cache-Control", "no-store"}
-		},
-		"/edge-max-age": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "max-age=0", "Edge-Cache-Control", "max-age=600"}
-		},
-		"/cdn-no-cache": func(string, int) (int, []string) {
-			return 200, []string{"Cache-Control", "max-age=600", "CDN-Cache-Control", "no-cache", "ETag", `"v1"`}
-		},
+		"/cdn-max-age":       always(200, "Cache-Control", "no-store", "CDN-Cache-Control", "max-age=600"),
+		"/cdn-no-store":      always(200, "Cache-Control", "max-age=600", "CDN-Cache-Control", "no-store"),
+		"/cdn-private":       always(200, "Cache-Control", "max-age=600", "CDN-Cache-Control", "private"),
+		"/cdn-beats-private": always(200, "Cache-Control", "private", "CDN-Cache-Control", "max-age=600"),
+		"/edge-first":        always(200, "CDN-Cache-Control", "max-age=600", "Edge-Cache-Control", "no-store"),
+		"/edge-max-age":      always(200, "Cache-Control", "max-age=0", "Edge-Cache-Control", "max-age=600"),
+		"/cdn-no-cache":      always(200, "Cache-Control", "max-age=600", "CDN-Cache-Control", "no-cache", "ETag", `"v1"`),
 	}
 	o := startScriptOrigin(t, scripts)
 	type row struct {
@@ -318,9 +309,9 @@ func TestCacheStrictFreshness(t *testing.T) {
 		}
 	}
 	// Vary on two lines: both headers count.
-	o2 := startScriptOrigin(t, map[string]scriptAnswer{"/vary": func(string, int) (int, []string) {
-		return 200, []string{"Cache-Control", "max-age=600", "Vary", "Accept-Language", "Vary", "X-Device"}
-	}})
+	o2 := startScriptOrigin(t, map[string]scriptAnswer{
+		"/vary": always(200, "Cache-Control", "max-age=600", "Vary", "Accept-Language", "Vary", "X-Device"),
+	})
 	e2 := startEdge(t, scriptConfig(o2.Addr, `ttl = "1m"`))
 	e2.expect(t, "GET", "/vary", 200, "MISS", "Accept-Language", "de", "X-Device", "phone")
 	e2.expect(t, "GET", "/vary", 200, "HIT", "Accept-Language", "de", "X-Device", "phone")
