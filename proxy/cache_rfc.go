@@ -67,7 +67,7 @@ func sameHostURI(ref, host, target []byte) ([]byte, bool) {
 	}
 	rest, ok := bytes.CutPrefix(ref, []byte("//"))
 	if !ok {
-		if i := bytes.Index(ref, []byte("://")); i > 0 && bytes.IndexAny(ref[:i], "/?") < 0 {
+		if i := bytes.Index(ref, []byte("://")); i > 0 && !bytes.ContainsAny(ref[:i], "/?") {
 			scheme := ref[:i]
 			if !bytes.EqualFold(scheme, []byte("http")) && !bytes.EqualFold(scheme, []byte("https")) {
 				return nil, false
