@@ -443,3 +443,32 @@ func TestCacheStatuses(t *testing.T) {
 	e2 := startEdge(t, scriptConfig(o.Addr, `ttl = "1m"`))
 	e2.expect(t, "GET", "/s500", 500, "BYPASS")
 }
+
+func TestSameHostURI(t *testing.T) {
+	for _, tc := range []struct{ ref, want string }{
+		{"/a/b?c=1", "/a/b?c=1"},
+		{"/a#frag", "/a"},
+		{"http://shop.example/x", "/x"},
+		{"HTTPS://Shop.Example?q=1", "/?q=1"},
+		{"https://shop.example", "/"},
+		{"//shop.example/y", "/y"},
+		{"//other.example/y", ""},
+		{"http://other.example/x", ""},
+		{"http://shop.example:8080/x", ""}, // another port, another origin
+		{"ftp://shop.example/x", ""},
+		{"mailto:a@shop.example", ""},
+		{"c", "/a/c"},
+		{"../c?d", "/c?d"},
+		{"?p=2", "/a/b?p=2"},
+		{"#only-fragment", ""},
+		{"", ""},
+	} {
+		got, ok := sameHostURI([]byte(tc.ref), []byte("shop.example"), []byte("/a/b?c=1"))
+		if !ok {
+			got = nil
+		}
+		if string(got) != tc.want || ok != (tc.want != "") {
+			t.Errorf("sameHostURI(%q) = %q, %v; want %q", tc.ref, got, ok, tc.want)
+		}
+	}
+}
