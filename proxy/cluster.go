@@ -16,6 +16,7 @@ package proxy
 //	kind     key                          value                       ttl
 //	ban      ip:<addr or cidr> | user:<id>  source byte ('a'|'p') + reason  the ban's; 0: none
 //	purge    url:<uri> | route:<name> | tag:<tag>   empty             clusterPurgeTTL
+//	         uri:<uri> (an invalidation after a write, cache_rfc.go)
 //	soldout  <item>                       empty                       clusterSoldOutTTL; Delete = restocked
 //	degrade  <route>                      JSON {"reason","until"}     until the switch ends; Delete = off
 //
