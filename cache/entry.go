@@ -38,10 +38,10 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// Record format, version 1. All integers are big-endian.
+// Record format, version 2 (version 1 had no errorUntil). All integers are big-endian.
 //
 //	entry:  ver kind=1 flags status:u16 storedAt:i64 freshUntil:i64 staleUntil:i64
-//	        initialAge:u32 epoch:u64 route:u64 path:u64 uri:u64 nTags:u8 tags:[n]u64
+//	        errorUntil:i64 initialAge:u32 epoch:u64 route:u64 path:u64 uri:u64 nTags:u8 tags:[n]u64
 //	        key:u16+bytes nVary:u8 {name:u8+bytes value:u16+bytes}
 //	        etag:u16+bytes lastModified:u16+bytes nHeaders:u16 {k:u16+bytes v:u16+bytes}
 //	        body: flags&flagBig ? nonce:u64 len:u32 : len:u32+bytes
@@ -49,11 +49,11 @@ func (s State) String() string {
 //
 // A record whose version is unknown or whose lengths do not add up is a Miss.
 const (
-	recVersion   = 1
+	recVersion   = 2
 	kindEntry    = 1
 	kindVary     = 2
 	flagBig      = 1
-	fixedHdrSize = 2 + 1 + 2 + 8*3 + 4 + 8*4 + 1
+	fixedHdrSize = 2 + 1 + 2 + 8*4 + 4 + 8*4 + 1
 )
 
 // Entry is one decoded cache entry together with the buffers it was decoded into. Every
@@ -67,6 +67,7 @@ type Entry struct {
 	status                           int
 	flags                            byte
 	storedAt, freshUntil, staleUntil int64
+	errorUntil                       int64
 	initialAge                       uint32
 	epoch, route, path, uri          uint64
 	tags                             []byte
@@ -127,6 +128,13 @@ func (e *Entry) FreshUntil() time.Time { return time.Unix(0, e.freshUntil) }
 
 // StaleUntil is the end of the stale window (equal to FreshUntil when there is none).
 func (e *Entry) StaleUntil() time.Time { return time.Unix(0, e.staleUntil) }
+
+// ServesOnError reports whether, at now, the entry may answer in place of an origin
+// error (500, 502, 503, 504 or no answer): it is stored and inside its stale-if-error
+// window (Freshness.ErrorStale), which ends no earlier than its stale window.
+func (e *Entry) ServesOnError(now time.Time) bool {
+	return e.status != 0 && now.UnixNano() < e.errorUntil
+}
 
 // Age is the entry's age at now: the Age it had when received plus its time in the cache.
 func (e *Entry) Age(now time.Time) time.Duration {
@@ -288,12 +296,13 @@ func (e *Entry) decode() bool {
 	e.storedAt = int64(binary.BigEndian.Uint64(b[5:]))
 	e.freshUntil = int64(binary.BigEndian.Uint64(b[13:]))
 	e.staleUntil = int64(binary.BigEndian.Uint64(b[21:]))
-	e.initialAge = binary.BigEndian.Uint32(b[29:])
-	e.epoch = binary.BigEndian.Uint64(b[33:])
-	e.route = binary.BigEndian.Uint64(b[41:])
-	e.path = binary.BigEndian.Uint64(b[49:])
-	e.uri = binary.BigEndian.Uint64(b[57:])
-	nTags := int(b[65])
+	e.errorUntil = int64(binary.BigEndian.Uint64(b[29:]))
+	e.initialAge = binary.BigEndian.Uint32(b[37:])
+	e.epoch = binary.BigEndian.Uint64(b[41:])
+	e.route = binary.BigEndian.Uint64(b[49:])
+	e.path = binary.BigEndian.Uint64(b[57:])
+	e.uri = binary.BigEndian.Uint64(b[65:])
+	nTags := int(b[73])
 	b = b[fixedHdrSize:]
 	if len(b) < nTags*8 {
 		return false

@@ -148,6 +148,8 @@ func (p *Proxy) buildCache(s *Snapshot, prev *Snapshot, rt *route) error {
 			Statuses:           cc.Statuses,
 			AllowAuthorization: cc.AllowCookie,
 			AllowCookie:        cc.AllowCookie,
+			Targeted:           cc.Targeted,
+			KeepTargeted:       cc.ForwardTargeted,
 		},
 		maxEntry:    int(cc.MaxEntry),
 		lockTimeout: cc.LockTimeout,
@@ -256,6 +258,7 @@ func (p *Proxy) serveCached(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 	req := &ctx.Request
 	if rc.rule.CheckRequest(&req.Header) != nil {
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
+		p.invalidateAfter(ctx, rc) // an unsafe method's answer invalidates (cache_rfc.go)
 		rc.finish(ctx, resBypass)
 		return
 	}
@@ -367,6 +370,17 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		resp.Reset()
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
 	}
+	if originError(resp) && e.ServesOnError(time.Now()) {
+		// stale-if-error (or the route's stale): the stored answer replaces the error.
+		t.Done()
+		if head {
+			req.Header.SetMethodBytes(strHEAD)
+		}
+		cache.StripConditional(&req.Header) // the revalidation's, not the client's
+		resp.Reset()
+		rc.answer(ctx, e, time.Now(), resStale)
+		return
+	}
 	res := resBypass
 	stored := time.Now()
 	if p.storable(rc, resp) && rc.c.Store(cs.key, &req.Header, resp, &rc.rule, stored, ep) == nil {
@@ -423,6 +437,7 @@ func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.
 // finish marks an answer that came from the origin (or from edge's failure mapping).
 func (rc *routeCache) finish(ctx *fasthttp.RequestCtx, res cacheResult) {
 	cache.StripSurrogate(&ctx.Response.Header)
+	rc.rule.StripTargeted(&ctx.Response.Header)
 	ctx.Response.Header.SetCanonical(hdrXCache, xCacheValues[res])
 	rc.results[res].Inc()
 }
