@@ -41,6 +41,7 @@ func holdBody(ctx *fasthttp.RequestCtx, sc *scratch, limit int64) bool {
 			break
 		}
 		if err != nil {
+			sc.bodyErr = err
 			req.SetBodyStream(failingBody{err}, -1)
 			sc.body = b[:0]
 			return false

@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// originSaw is what a framing test's origin received in its last request.
+type originSaw struct {
+	uri, host, body, expect, te, trailer string
+	cl                                   int
+}
+
+// framingOrigin is a real fasthttp origin that counts requests and keeps what the last
+// one looked like on the wire: request target, Host, body and framing headers.
+type framingOrigin struct {
+	addr string
+	hits atomic.Int64
+	mu   sync.Mutex
+	last originSaw
+}
+
+func startFramingOrigin(t *testing.T) *framingOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &framingOrigin{addr: ln.Addr().String()}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		h := &ctx.Request.Header
+		o.mu.Lock()
+		o.last = originSaw{
+			uri: string(h.RequestURI()), host: string(h.Host()), body: string(ctx.PostBody()),
+			expect: string(h.Peek("Expect")), te: string(h.Peek("Transfer-Encoding")), cl: h.ContentLength(),
+			trailer: string(h.Peek("X-T")) + string(h.Peek("Trailer")),
+		}
+		o.mu.Unlock()
+		o.hits.Add(1)
+		ctx.SetBodyString("origin")
+	}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return o
+}
+
+func (o *framingOrigin) saw() originSaw {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.last
+}
+
+// exchangeRaw writes raw to a new connection to addr and reads the answers up to the
+// first final one: the interim ones' statuses, the final response and its body. When
+// that response closes the connection, it also reads to the end and returns what came
+// after the response (nothing, from a server that closes as it says).
+func exchangeRaw(t *testing.T, addr, raw string) (interim []int, resp *http.Response, body, after string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for {
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if resp.StatusCode >= 200 {
+			break
+		}
+		interim = append(interim, resp.StatusCode)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the answer's body: %v", err)
+	}
+	if resp.Close {
+		rest, err := io.ReadAll(br)
+		if err != nil {
+			t.Fatalf("reading to the end of the connection: %v", err)
+		}
+		after = string(rest)
+	}
+	return interim, resp, string(b), after
+}
+
+// TestRequestFraming is docs/security.md's table: each request head a proxy in front of
+// edge and edge could read two ways gets the answer RFC 9112 asks of a server, reaches the
+// origin only when it is unambiguous, and then reaches it in one plain form.
+func TestRequestFraming(t *testing.T) {
+	o := startFramingOrigin(t)
+	e := startEdge(t, fmt.Sprintf(`
+upstream "app" {
+  servers = [%q]
+  timeout = "5s"
+}
+route "deny" {
+  match { path = "/deny" }
+  respond {
+    status = 403
+    body = "{\"error\":\"denied\"}"
+  }
+}
+route "app" {
+  match { host = "shop.example" }
+  upstream = "app"
+}
+`, o.addr))
+
+	const host = "Host: shop.example\r\n"
+	get := func(headers string) string { return "GET /p HTTP/1.1\r\n" + host + headers + "\r\n" }
+	post := func(headers, body string) string { return "POST /p HTTP/1.1\r\n" + host + headers + "\r\n" + body }
+	// want is a forwarded request as the origin must see it; nil: the request must not
+	// reach the origin.
+	type want struct{ uri, host, body string }
+	plain := &want{"/p", "shop.example", ""}
+	hello := &want{"/p", "shop.example", "hello"}
+	chunked := "Transfer-Encoding: chunked\r\n"
+
+	for _, c := range []struct {
+		name   string
+		raw    string
+		status int
+		fwd    *want
+		// interim is the number of 1xx answers before the final one.
+		interim int
+	}{
+		{"plain GET", get(""), 200, plain, 0},
+		{"plain POST", post("Content-Length: 5\r\n", "hello"), 200, hello, 0},
+		{"chunked POST", post(chunked, "5\r\nhello\r\n0\r\n\r\n"), 200, hello, 0},
+		{"chunked in any case", post("Transfer-Encoding: Chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 200, hello, 0},
+		{"chunk extension dropped", post(chunked, "5;name=value\r\nhello\r\n0\r\n\r\n"), 200, hello, 0},
+
+		// Line folding and line endings (RFC 9112 §2.2, §5.2).
+		{"obs-fold with space", get("X-A: a\r\n b\r\n"), 400, nil, 0},
+		{"obs-fold with tab", get("X-A: a\r\n\tb\r\n"), 400, nil, 0},
+		{"obs-fold of Content-Length", post("Content-Length:\r\n 5\r\n", "hello"), 400, nil, 0},
+		{"first header line folded", "GET /p HTTP/1.1\r\n " + host + "\r\n", 400, nil, 0},
+		{"bare LF ends a header line", get("X-A: 1\nX-B: 2\r\n"), 400, nil, 0},
+		{"bare LF before Transfer-Encoding", post("X-A: 1\n"+chunked, "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"bare CR in a value", get("X-A: a\rb\r\n"), 400, nil, 0},
+
+		// Field names and values (RFC 9110 §5.1, §5.5; RFC 9112 §5.1).
+		{"space before colon", get("X-A : 1\r\n"), 400, nil, 0},
+		{"space before colon of Content-Length", post("Content-Length : 5\r\n", "hello"), 400, nil, 0},
+		{"tab before colon", get("X-A\t: 1\r\n"), 400, nil, 0},
+		{"space inside a name", get("X A: 1\r\n"), 400, nil, 0},
+		{"NUL in a value", get("X-A: a\x00b\r\n"), 400, nil, 0},
+		{"NUL in a name", get("X-\x00A: 1\r\n"), 400, nil, 0},
+		{"control character in a value", get("X-A: a\x01b\r\n"), 400, nil, 0},
+		{"DEL in a value", get("X-A: a\x7fb\r\n"), 400, nil, 0},
+		{"empty name", get(": 1\r\n"), 400, nil, 0},
+		{"line without colon", get("X-A\r\n"), 400, nil, 0},
+
+		// Content-Length and Transfer-Encoding (RFC 9112 §6.1, §6.3).
+		{"two equal Content-Lengths", post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), 400, nil, 0},
+		{"two different Content-Lengths", post("Content-Length: 5\r\nContent-Length: 3\r\n", "hello"), 400, nil, 0},
+		{"Content-Length list", post("Content-Length: 5, 5\r\n", "hello"), 400, nil, 0},
+		{"Content-Length with sign", post("Content-Length: +5\r\n", "hello"), 400, nil, 0},
+		{"Content-Length not a number", post("Content-Length: 5x\r\n", "hello"), 400, nil, 0},
+		{"Transfer-Encoding and Content-Length", post(chunked+"Content-Length: 3\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"smuggling with CL.TE", post("Content-Length: 4\r\n"+chunked, "0\r\n\r\nGET /smuggled HTTP/1.1\r\n"+host+"\r\n"), 400, nil, 0},
+		{"Content-Length and Transfer-Encoding", post("Content-Length: 3\r\n"+chunked, "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"chunked not last", post("Transfer-Encoding: chunked, gzip\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"coding before chunked", post("Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"chunked twice in one line", post("Transfer-Encoding: chunked, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"two Transfer-Encoding lines", post(chunked+chunked, "5\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"Transfer-Encoding identity", post("Transfer-Encoding: identity\r\n", "hello"), 400, nil, 0},
+		{"Transfer-Encoding empty", post("Transfer-Encoding:\r\n", "hello"), 400, nil, 0},
+		{"Transfer-Encoding in HTTP/1.0", "POST /p HTTP/1.0\r\n" + host + chunked + "\r\n5\r\nhello\r\n0\r\n\r\n", 400, nil, 0},
+		{"chunk size line ends in bare LF", post(chunked, "5\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"chunk size not hex", post(chunked, "5g\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"chunk data longer than its size", post(chunked, "3\r\nhello\r\n0\r\n\r\n"), 400, nil, 0},
+		{"trailer fields dropped", post(chunked, "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"), 200, hello, 0},
+		{"folded trailer field dropped", post(chunked, "5\r\nhello\r\n0\r\nX-T: 1\r\n 2\r\n\r\n"), 200, hello, 0},
+		{"long chunk extension dropped", post(chunked, "5;x="+strings.Repeat("a", 64<<10)+"\r\nhello\r\n0\r\n\r\n"), 200, hello, 0},
+
+		// Expect (RFC 9110 §10.1.1).
+		{"Expect: 100-continue", post("Expect: 100-continue\r\nContent-Length: 5\r\n", "hello"), 200, hello, 1},
+		{"Expect: 100-continue refused", "POST /deny HTTP/1.1\r\n" + host + "Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello", 403, nil, 1},
+		{"Expect: 100-continue without a route", "POST /p HTTP/1.1\r\nHost: other.example\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello", 404, nil, 1},
+		{"Expect other than 100-continue", post("Expect: something\r\nContent-Length: 5\r\n", "hello"), 417, nil, 0},
+
+		// Request line and Host (RFC 9112 §3, §3.2).
+		{"absolute-form: its authority is the host", "GET http://shop.example/p?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n", 200, &want{"/p?q=1", "shop.example", ""}, 0},
+		{"absolute-form: Host is ignored", "GET http://other.example/p HTTP/1.1\r\n" + host + "\r\n", 404, nil, 0},
+		{"no Host in HTTP/1.1", "GET /p HTTP/1.1\r\n\r\n", 400, nil, 0},
+		{"empty Host in HTTP/1.1", "GET /p HTTP/1.1\r\nHost:\r\n\r\n", 400, nil, 0},
+		{"two Host lines", get(host), 400, nil, 0},
+		{"Host with a path", "GET /p HTTP/1.1\r\nHost: shop.example/x\r\n\r\n", 400, nil, 0},
+		{"Host with userinfo", "GET /p HTTP/1.1\r\nHost: u@shop.example\r\n\r\n", 400, nil, 0},
+		{"space inside the target", "GET /p q HTTP/1.1\r\n" + host + "\r\n", 400, nil, 0},
+		{"control character in the target", "GET /p\x01 HTTP/1.1\r\n" + host + "\r\n", 400, nil, 0},
+		{"unknown version", "GET /p HTTP/2.5x\r\n" + host + "\r\n", 400, nil, 0},
+		{"CONNECT", "CONNECT shop.example:443 HTTP/1.1\r\n" + host + "\r\n", 405, nil, 0},
+		{"asterisk-form", "OPTIONS * HTTP/1.1\r\n" + host + "\r\n", 200, &want{"*", "shop.example", ""}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := o.hits.Load()
+			interim, resp, body, after := exchangeRaw(t, e.addr, c.raw)
+			if resp.StatusCode != c.status {
+				t.Errorf("status %d %q, want %d", resp.StatusCode, body, c.status)
+			}
+			if len(interim) != c.interim {
+				t.Errorf("interim answers %v, want %d", interim, c.interim)
+			}
+			hits := o.hits.Load() - before
+			if c.fwd == nil {
+				if hits != 0 {
+					t.Errorf("the origin got %d requests, want none", hits)
+				}
+				if c.status == 400 && (!resp.Close || !strings.HasPrefix(body, `{"error":`)) {
+					t.Errorf("answer %q with Connection close %v; want a JSON error and the connection closed", body, resp.Close)
+				}
+				if after != "" {
+					t.Errorf("after the answer, the connection carried %q", after)
+				}
+				return
+			}
+			if hits != 1 {
+				t.Fatalf("the origin got %d requests, want 1", hits)
+			}
+			s := o.saw()
+			if s.uri != c.fwd.uri || s.host != c.fwd.host || s.body != c.fwd.body {
+				t.Errorf("origin saw %s with Host %q and body %q; want %s, %q, %q", s.uri, s.host, s.body, c.fwd.uri, c.fwd.host, c.fwd.body)
+			}
+			if s.te != "" || s.cl != len(c.fwd.body) && (c.fwd.body != "" || s.cl > 0) {
+				t.Errorf("origin saw Transfer-Encoding %q, Content-Length %d; want none and %d", s.te, s.cl, len(c.fwd.body))
+			}
+			if s.expect != "" || s.trailer != "" {
+				t.Errorf("origin saw Expect %q, X-T and Trailer %q; want neither: edge answers the expectation, drops trailers", s.expect, s.trailer)
+			}
+		})
+	}
+}
