@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // originSaw is what a framing test's origin received in its last request.
@@ -100,10 +103,10 @@ func exchangeRaw(t *testing.T, addr, raw string) (interim []int, resp *http.Resp
 	return interim, resp, string(b), after
 }
 
-// TestRequestFraming is docs/security.md's table: each request head a proxy in front of
-// edge and edge could read two ways gets the answer RFC 9112 asks of a server, reaches the
-// origin only when it is unambiguous, and then reaches it in one plain form.
-func TestRequestFraming(t *testing.T) {
+// startFramingEdge starts a framing origin and an edge in front of it: route "deny"
+// answers 403 on /deny, route "app" forwards every request for host shop.example.
+func startFramingEdge(t *testing.T) (*framingOrigin, *testEdge) {
+	t.Helper()
 	o := startFramingOrigin(t)
 	e := startEdge(t, fmt.Sprintf(`
 upstream "app" {
@@ -122,6 +125,14 @@ route "app" {
   upstream = "app"
 }
 `, o.addr))
+	return o, e
+}
+
+// TestRequestFraming is docs/security.md's table: each request head a proxy in front of
+// edge and edge could read two ways gets the answer RFC 9112 asks of a server, reaches the
+// origin only when it is unambiguous, and then reaches it in one plain form.
+func TestRequestFraming(t *testing.T) {
+	o, e := startFramingEdge(t)
 
 	const host = "Host: shop.example\r\n"
 	get := func(headers string) string { return "GET /p HTTP/1.1\r\n" + host + headers + "\r\n" }
@@ -202,8 +213,10 @@ route "app" {
 		{"absolute-form: Host is ignored", "GET http://other.example/p HTTP/1.1\r\n" + host + "\r\n", 404, nil, 0},
 		{"no Host in HTTP/1.1", "GET /p HTTP/1.1\r\n\r\n", 400, nil, 0},
 		{"empty Host in HTTP/1.1", "GET /p HTTP/1.1\r\nHost:\r\n\r\n", 400, nil, 0},
+		{"absolute-form with userinfo", "GET http://u@shop.example/p HTTP/1.1\r\n" + host + "\r\n", 400, nil, 0},
 		{"two Host lines", get(host), 400, nil, 0},
 		{"Host with a path", "GET /p HTTP/1.1\r\nHost: shop.example/x\r\n\r\n", 400, nil, 0},
+		{"Host with a space", "GET /p HTTP/1.1\r\nHost: shop.example x\r\n\r\n", 400, nil, 0},
 		{"Host with userinfo", "GET /p HTTP/1.1\r\nHost: u@shop.example\r\n\r\n", 400, nil, 0},
 		{"space inside the target", "GET /p q HTTP/1.1\r\n" + host + "\r\n", 400, nil, 0},
 		{"control character in the target", "GET /p\x01 HTTP/1.1\r\n" + host + "\r\n", 400, nil, 0},
@@ -225,7 +238,7 @@ route "app" {
 				if hits != 0 {
 					t.Errorf("the origin got %d requests, want none", hits)
 				}
-				if c.status == 400 && (!resp.Close || !strings.HasPrefix(body, `{"error":`)) {
+				if c.status != 403 && c.status != 404 && (!resp.Close || !strings.HasPrefix(body, `{"error":`)) {
 					t.Errorf("answer %q with Connection close %v; want a JSON error and the connection closed", body, resp.Close)
 				}
 				if after != "" {
@@ -247,5 +260,111 @@ route "app" {
 				t.Errorf("origin saw Expect %q, X-T and Trailer %q; want neither: edge answers the expectation, drops trailers", s.expect, s.trailer)
 			}
 		})
+	}
+}
+
+// TestRequestFramingH2: the HTTP/2 forms of the same faults are malformed (RFC 9113
+// §8.2.1, §8.2.2, §8.3): the stream is reset with PROTOCOL_ERROR and nothing reaches the
+// origin; a well-formed request reaches it in HTTP/1.1 with :authority as Host.
+func TestRequestFramingH2(t *testing.T) {
+	o, e := startFramingEdge(t)
+	addr := serveH2C(t, e.px.ListenerHandler("default", ProtoH2))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	id := uint32(1)
+	// send sends one request of fields (name, value pairs) and returns the stream's
+	// :status, or 0 and the error code of the RST_STREAM that ended it.
+	send := func(fields ...string) (int, http2.ErrCode) {
+		t.Helper()
+		block.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { id += 2 }()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("stream %d: %v", id, err)
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.GoAwayFrame:
+				t.Fatalf("stream %d: GOAWAY %v", id, f.ErrCode)
+			case *http2.RSTStreamFrame:
+				if f.StreamID == id {
+					return 0, f.ErrCode
+				}
+			case *http2.MetaHeadersFrame:
+				if f.StreamID == id {
+					var status int
+					fmt.Sscan(f.PseudoValue("status"), &status)
+					return status, 0
+				}
+			}
+		}
+	}
+	req := func(kv ...string) []string {
+		return append([]string{":method", "GET", ":scheme", "http", ":path", "/p", ":authority", "shop.example"}, kv...)
+	}
+	for _, c := range []struct {
+		name   string
+		fields []string
+	}{
+		{"CR in a value", req("x-a", "a\rb")},
+		{"LF in a value", req("x-a", "a\nb")},
+		{"NUL in a value", req("x-a", "a\x00b")},
+		{"leading space in a value", req("x-a", " a")},
+		{"trailing tab in a value", req("x-a", "a\t")},
+		{"space in a name", req("x a", "1")},
+		{"uppercase name", req("X-A", "1")},
+		{"CR in :authority", []string{":method", "GET", ":scheme", "http", ":path", "/p", ":authority", "shop.example\r\nx: 1"}},
+		{"LF in :path", []string{":method", "GET", ":scheme", "http", ":path", "/p\nx", ":authority", "shop.example"}},
+		{"space in :path", []string{":method", "GET", ":scheme", "http", ":path", "/p HTTP/1.1", ":authority", "shop.example"}},
+		{"DEL in :path", []string{":method", "GET", ":scheme", "http", ":path", "/p\x7f", ":authority", "shop.example"}},
+		{"userinfo in :authority", []string{":method", "GET", ":scheme", "http", ":path", "/p", ":authority", "u@shop.example"}},
+		{"space in :authority", []string{":method", "GET", ":scheme", "http", ":path", "/p", ":authority", "shop.example x"}},
+		{"transfer-encoding", req("transfer-encoding", "chunked")},
+		{"connection", req("connection", "close")},
+		{"te other than trailers", req("te", "gzip")},
+		{"content-length with no body", req("content-length", "5")},
+	} {
+		before := o.hits.Load()
+		status, code := send(c.fields...)
+		if status != 0 || code != http2.ErrCodeProtocol {
+			t.Errorf("%s: status %d, reset %v; want a PROTOCOL_ERROR reset", c.name, status, code)
+		}
+		if n := o.hits.Load() - before; n != 0 {
+			t.Errorf("%s: the origin got %d requests, want none", c.name, n)
+		}
+	}
+	before := o.hits.Load()
+	if status, code := send(req("host", "other.example")...); status != 200 || code != 0 {
+		t.Fatalf("well-formed request: status %d, reset %v", status, code)
+	}
+	if n := o.hits.Load() - before; n != 1 {
+		t.Fatalf("well-formed request: the origin got %d requests, want 1", n)
+	}
+	if s := o.saw(); s.uri != "/p" || s.host != "shop.example" {
+		t.Errorf("origin saw %s with Host %q; want /p with the :authority, shop.example", s.uri, s.host)
 	}
 }
