@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -366,5 +367,56 @@ func TestRequestFramingH2(t *testing.T) {
 	}
 	if s := o.saw(); s.uri != "/p" || s.host != "shop.example" {
 		t.Errorf("origin saw %s with Host %q; want /p with the :authority, shop.example", s.uri, s.host)
+	}
+}
+
+// lineLog is a fasthttp.Logger that keeps what it is given.
+type lineLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineLog) Printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+}
+
+func (l *lineLog) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// TestMalformedRequestNotLogged: the line fasthttp logs for a request it cannot read
+// names the error but not the request's bytes, which carry cookies and credentials.
+func TestMalformedRequestNotLogged(t *testing.T) {
+	cfg := mustParse(t, `
+route "hello" {
+  respond { status = 200 }
+}
+`)
+	px := New(NewMetrics(prometheus.NewRegistry()))
+	if _, err := px.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := px.NewServer(cfg)
+	logs := &lineLog{}
+	srv.Logger = logs
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(); px.Close() })
+
+	_, resp, _, _ := exchangeRaw(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: shop.example\r\n"+
+		"Cookie: session=s3cr3t-cookie\r\nAuthorization: Bearer s3cr3t-token\r\nX-A : 1\r\n\r\n")
+	if resp.StatusCode != 400 {
+		t.Fatalf("status %d, want 400", resp.StatusCode)
+	}
+	eventually(t, "the error logged", func() bool { return strings.Contains(logs.text(), "invalid header key") })
+	if text := logs.text(); strings.Contains(text, "s3cr3t") {
+		t.Errorf("the log has the request's secrets: %s", text)
 	}
 }

@@ -215,6 +215,9 @@ func (p *Proxy) NewServer(cfg *config.Config) *Server {
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: false,
 			CloseOnShutdown:               true,
+			// fasthttp logs each request it cannot read; without this, with the request's
+			// bytes (its cookies and Authorization) in the line (docs/security.md).
+			SecureErrorLogMessage: true,
 		},
 	}
 }
