@@ -420,3 +420,66 @@ route "hello" {
 		t.Errorf("the log has the request's secrets: %s", text)
 	}
 }
+
+// TestChunkFramingBounded: the bytes a chunked body's framing takes (sizes, extensions)
+// are bounded by twice max_body_size plus max_header_size and 64 KiB: an endless chunk
+// extension is answered 413 and its connection closed; tiny chunks and a long extension
+// within the bound go through.
+func TestChunkFramingBounded(t *testing.T) {
+	o := startFramingOrigin(t)
+	e := startEdge(t, fmt.Sprintf(`
+max_body_size   = "1KB"
+max_header_size = "4KB"
+upstream "app" {
+  servers = [%q]
+}
+route "app" {
+  upstream = "app"
+}
+`, o.addr))
+	head := "POST /p HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+	// 1000 one-byte chunks: 6 bytes of framing per byte of data.
+	var tiny strings.Builder
+	for range 1000 {
+		tiny.WriteString("1\r\nx\r\n")
+	}
+	tiny.WriteString("0\r\n\r\n")
+	if _, resp, body, _ := exchangeRaw(t, e.addr, head+tiny.String()); resp.StatusCode != 200 || o.saw().body != strings.Repeat("x", 1000) {
+		t.Fatalf("1000 one-byte chunks: %d %q, origin got %d bytes", resp.StatusCode, body, len(o.saw().body))
+	}
+	// A 32 KiB extension is within the bound (2 KiB + 4 KiB + 64 KiB).
+	ext := "5;x=" + strings.Repeat("a", 32<<10) + "\r\nhello\r\n0\r\n\r\n"
+	if _, resp, body, _ := exchangeRaw(t, e.addr, head+ext); resp.StatusCode != 200 || o.saw().body != "hello" {
+		t.Fatalf("32 KiB extension: %d %q, origin got %q", resp.StatusCode, body, o.saw().body)
+	}
+
+	// An endless extension: the client keeps writing until edge closes.
+	before := o.hits.Load()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() {
+		io.WriteString(c, head+"5;x=")
+		chunk := []byte(strings.Repeat("a", 16<<10))
+		for range 1024 { // 16 MiB at most, then the test's deadline
+			if _, err := c.Write(chunk); err != nil {
+				return // edge answered and closed
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || string(body) != `{"error":"body_too_large"}` || !resp.Close {
+		t.Errorf("endless extension: %d %q close %v; want 413 body_too_large and the connection closed", resp.StatusCode, body, resp.Close)
+	}
+	if n := o.hits.Load() - before; n != 0 {
+		t.Errorf("the origin got %d requests, want none", n)
+	}
+}

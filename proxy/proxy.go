@@ -238,7 +238,7 @@ func readFailure(err error) *answer {
 	switch {
 	case err == nil:
 		return errBadRequest
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, fasthttp.ErrBodyTooLarge), err == errChunkOverhead:
 		return errBodyTooLarge
 	case errors.As(err, &small):
 		return errHeaderTooBig
@@ -314,6 +314,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	if refuse == nil && ctx.Request.IsBodyStream() {
 		switch {
 		case proto == ProtoHTTP1:
+			limitChunked(ctx, s.Config.MaxBodySize, s.Config.MaxHeaderSize)
 			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
 			dropTrailers(&ctx.Request.Header)
 		case !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
