@@ -145,7 +145,7 @@ var errChunkOverhead = errors.New("chunked body framing over its byte limit")
 // connection while it is read, for a body of at most limit bytes (-1: unbounded):
 // 2×limit + headerSize + chunkSlack. Chunk sizes, extensions and trailers are read inside
 // fasthttp's chunk parser, where no body limit sees them, so without this a client could
-// send an endless chunk extension; 2×limit lets through chunks down to about 8 data
+// send an endless chunk extension; 2×limit lets through chunks down to about 5 data
 // bytes each (RFC 9112 §7.1.1: a server ought to limit extensions). A body with a
 // Content-Length, or a connection that is not watched (HTTP/2), is left alone.
 func limitChunked(ctx *fasthttp.RequestCtx, limit, headerSize int64) {
