@@ -40,7 +40,7 @@ var (
 //
 // It reads the head once and allocates nothing.
 func framingFault(h *fasthttp.RequestHeader) *answer {
-	raw := h.RawHeaders() // the header block as received, unfolded, with its final CRLF
+	raw := h.RawHeaders() // the header block as received, folds and all, with its final CRLF
 	var te, cl bool
 	var expect []byte
 	for len(raw) > 0 {
