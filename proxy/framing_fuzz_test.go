@@ -12,8 +12,8 @@ import (
 
 // FuzzRequestFraming reads each input as a request head twice: as edge does (fasthttp's
 // parser, then framingFault) and as Go's net/http does, a second strict parser written
-// apart from fasthttp. Whatever edge accepts must be read the same way by both: the
-// same method, target, Host and body framing, and the same header fields.
+// apart from fasthttp. Whatever edge accepts net/http must accept too, and read with the
+// same method, target, Host and body framing.
 func FuzzRequestFraming(f *testing.F) {
 	for _, seed := range []string{
 		"GET /p HTTP/1.1\r\nHost: shop.example\r\n\r\n",
