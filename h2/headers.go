@@ -1,6 +1,8 @@
 package h2
 
 import (
+	"strings"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -252,7 +254,11 @@ func (c *conn) onField(f hpack.HeaderField) {
 		st.cl = n
 	case "host":
 		if h.pseudo&psAuthority != 0 {
-			return // :authority wins (RFC 9113 §8.3.1)
+			// RFC 9113 §8.3.1: a host naming another entity than :authority makes the
+			// request malformed (a proxy in front may have gone by either); the same one
+			// is redundant, and :authority is kept.
+			h.bad = !strings.EqualFold(value, b2s(st.ctx.Request.Header.Host()))
+			return
 		}
 	}
 	st.ctx.Request.Header.Add(name, value)

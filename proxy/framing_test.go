@@ -348,6 +348,7 @@ func TestRequestFramingH2(t *testing.T) {
 		{"connection", req("connection", "close")},
 		{"te other than trailers", req("te", "gzip")},
 		{"content-length with no body", req("content-length", "5")},
+		{"host other than :authority", req("host", "other.example")},
 	} {
 		before := o.hits.Load()
 		status, code := send(c.fields...)
@@ -359,7 +360,7 @@ func TestRequestFramingH2(t *testing.T) {
 		}
 	}
 	before := o.hits.Load()
-	if status, code := send(req("host", "other.example")...); status != 200 || code != 0 {
+	if status, code := send(req("host", "Shop.Example")...); status != 200 || code != 0 {
 		t.Fatalf("well-formed request: status %d, reset %v", status, code)
 	}
 	if n := o.hits.Load() - before; n != 1 {
