@@ -215,27 +215,37 @@ func (p *Proxy) NewServer(cfg *config.Config) *Server {
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: false,
 			CloseOnShutdown:               true,
+			// fasthttp logs each request it cannot read; without this, with the request's
+			// bytes (its cookies and Authorization) in the line (docs/security.md).
+			SecureErrorLogMessage: true,
 		},
 	}
 }
 
 // ErrorHandler answers requests fasthttp could not read, in JSON.
 func (p *Proxy) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	var small *fasthttp.ErrSmallBuffer
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		errBodyTooLarge.write(ctx)
-	case errors.As(err, &small):
-		errHeaderTooBig.write(ctx)
-	case isTimeout(err):
-		errRequestTimout.write(ctx)
-	default:
-		errBadRequest.write(ctx)
-	}
+	readFailure(err).write(ctx)
 	ctx.SetConnectionClose()
 	if s := p.snap.Load(); s != nil {
 		s.noRoute.count(uint32(ctx.ConnID()), ctx.Response.StatusCode())
 	}
+}
+
+// readFailure is the answer to a request that could not be read because of err: too
+// large, too slow, or (nil or anything else) malformed.
+func readFailure(err error) *answer {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case err == nil:
+		return errBadRequest
+	case errors.Is(err, fasthttp.ErrBodyTooLarge), err == errChunkOverhead:
+		return errBodyTooLarge
+	case errors.As(err, &small):
+		return errHeaderTooBig
+	case isTimeout(err):
+		return errRequestTimout
+	}
+	return errBadRequest
 }
 
 func isTimeout(err error) bool {
@@ -268,6 +278,9 @@ type scratch struct {
 	// bigBody is set when the request body is over max_body_size and still a stream
 	// (upload.go).
 	bigBody bool
+	// bodyErr is why holdBody could not read the body (a broken chunk, a timeout); the
+	// request is then answered by readFailure.
+	bodyErr error
 	body    []byte // where holdBody reads a body before the request takes a copy
 	pp      []byte // a PROXY header for an upstream with proxy_protocol (proxyproto.go)
 	// roomAdmit and roomPlace are the cookies a waiting room set for an admitted request,
@@ -292,9 +305,19 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
 	sc.door = d
-	if ctx.Request.IsBodyStream() {
+	// A head two parsers could read differently is refused before its body is read
+	// (framing.go).
+	var refuse *answer
+	if proto == ProtoHTTP1 {
+		refuse = framingFault(&ctx.Request.Header)
+	}
+	if refuse == nil && ctx.Request.IsBodyStream() {
 		switch {
-		case proto == ProtoHTTP1 || !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
+		case proto == ProtoHTTP1:
+			limitChunked(ctx, s.Config.MaxBodySize, s.Config.MaxHeaderSize)
+			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
+			dropTrailers(&ctx.Request.Header)
+		case !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
 			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
 		case !ctx.IsConnect(): // a gRPC call's stream (a tunnel has its own idle limit)
 			grpcIdle(ctx, s.Config.IdleTimeout)
@@ -308,7 +331,13 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	if l := p.log.Load(); l != nil {
 		sc.e.timeUp = l.upstreamTime
 	}
-	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
+	if refuse != nil || sc.bodyErr != nil {
+		if refuse == nil {
+			refuse = readFailure(sc.bodyErr)
+		}
+		refuse.write(ctx)
+		ctx.SetConnectionClose() // where the next request would start is unknowable
+	} else if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
 		if d.acme && bytes.HasPrefix(ctx.Path(), acmeChallengePrefix) && p.answerACME(ctx) {
 			// answered: an ACME HTTP-01 validation (acme.go)
 		} else if d.redirect {
@@ -341,7 +370,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody, sc.memoKey = nil, false, 0
+	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr = nil, false, 0, nil
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
