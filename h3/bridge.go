@@ -19,10 +19,11 @@ type connKey struct{}
 // exchange is the pooled state of one request: the ctx handed to the handler and the
 // buffers that fill it. Nothing of it is kept once the request is answered.
 type exchange struct {
-	ctx  fasthttp.RequestCtx
-	addr addrConn
-	buf  []byte
-	name []byte
+	ctx           fasthttp.RequestCtx
+	addr          addrConn
+	local, remote net.TCPAddr
+	buf           []byte
+	name          []byte
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -74,7 +75,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := exchangePool.Get().(*exchange)
 	defer release(x)
-	x.addr = addrConn{local: qc.LocalAddr(), remote: qc.RemoteAddr()}
+	// fasthttp (RemoteIP) and the funnel read client addresses as *net.TCPAddr only.
+	x.local, x.remote = tcpAddr(qc.LocalAddr()), tcpAddr(qc.RemoteAddr())
+	x.addr = addrConn{local: &x.local, remote: &x.remote}
 	ctx := &x.ctx
 	ctx.Init2(&x.addr, s.logger, false)
 	req := &ctx.Request
@@ -123,6 +126,14 @@ func (s *Server) holdEarly(qc *quic.Conn, r *http.Request, timeout time.Duration
 	}
 	s.stats.earlyDropped.Add(1)
 	return false
+}
+
+// tcpAddr is a UDP address as the *net.TCPAddr fasthttp expects: same IP and port.
+func tcpAddr(a net.Addr) net.TCPAddr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return net.TCPAddr{IP: u.IP, Port: u.Port, Zone: u.Zone}
+	}
+	return net.TCPAddr{}
 }
 
 func handshakeDone(qc *quic.Conn) bool {
@@ -245,7 +256,7 @@ func itoa(n int64) string {
 func release(x *exchange) {
 	x.ctx.Request.Reset()
 	x.ctx.Response.Reset()
-	x.addr = addrConn{}
+	x.addr, x.local, x.remote = addrConn{}, net.TCPAddr{}, net.TCPAddr{}
 	if cap(x.buf) > bigBuffer {
 		x.buf = nil
 	}

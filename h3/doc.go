@@ -8,7 +8,8 @@
 // quic-go's http3.Server parses and checks each request stream (RFC 9114 §4.2: malformed
 // or connection-specific fields reset the stream; cookie fields joined with "; "). Each
 // request then becomes a pooled *fasthttp.RequestCtx set up with Init2 (fresh ConnID and
-// Time, RemoteAddr and LocalAddr of the QUIC connection): method, request target and
+// Time; RemoteAddr and LocalAddr are the QUIC connection's, as *net.TCPAddr values with
+// the UDP addresses' IP and port, since fasthttp's RemoteIP and the funnel read that type): method, request target and
 // Host from the pseudo-headers, the other fields as headers (X-Edge-Protocol, the h2
 // extended CONNECT marker, dropped), the body read whole up to Config.MaxBodySize (413
 // {"error":"body_too_large"} beyond). A CONNECT is answered 405
