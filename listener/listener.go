@@ -120,7 +120,7 @@ type Listener struct {
 	wd   *watchdog.Listener
 	q    *queue
 	h2   *h2.Server
-	base *tls.Config // long-lived: session ticket keys; GetConfigForClient returns spec.TLS
+	base *tls.Config              // long-lived: session ticket keys; GetConfigForClient returns spec.TLS
 	quic atomic.Pointer[quicSide] // the HTTP/3 side while one serves; nil: none
 
 	handshaking atomic.Int64 // connections in the handshake or the h2c look
