@@ -46,6 +46,11 @@ type Server struct {
 	open  int
 	perIP map[netip.Addr]int
 
+	work     chan *job     // requests for idle workers (bridge.go)
+	idle     atomic.Int64  // workers waiting on work
+	quit     chan struct{} // closed by Shutdown: idle workers end
+	quitOnce sync.Once
+
 	stats stats
 }
 
@@ -56,7 +61,7 @@ type Server struct {
 // serves every request; logger is what ctx.Logger() writes to (nil: fasthttp's
 // default). Nothing is served until Serve.
 func New(pc net.PacketConn, base *tls.Config, cfg Config, handler fasthttp.RequestHandler, logger fasthttp.Logger) (*Server, error) {
-	s := &Server{handler: handler, logger: logger, perIP: map[netip.Addr]int{}}
+	s := &Server{handler: handler, logger: logger, perIP: map[netip.Addr]int{}, work: make(chan *job), quit: make(chan struct{})}
 	c := cfg.withDefaults()
 	s.cfg.Store(&c)
 	s.retry = rate.NewLimiter(retryLimit(c.RetryThreshold), max(c.RetryThreshold, 0))
@@ -128,6 +133,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	s.ln.Close()
 	s.tr.Close()
+	s.quitOnce.Do(func() { close(s.quit) })
 	return err
 }
 

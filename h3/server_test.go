@@ -253,7 +253,7 @@ func firstFlight(d []byte) bool {
 func TestInitialFloodGetsRetry(t *testing.T) {
 	ts := startServer(t, Config{RetryThreshold: 5}, nil)
 	initials := captureInitials(t, ts, 100)
-	var sent, received, retries int
+	var sent, received, retries int // retries: ports that got a Retry
 	socks := make([]net.PacketConn, len(initials))
 	srv, _ := net.ResolveUDPAddr("udp", ts.addr)
 	for i, p := range initials {
@@ -269,21 +269,32 @@ func TestInitialFloodGetsRetry(t *testing.T) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(3 * time.Second)
-	for _, pc := range socks {
+	for i, pc := range socks {
 		wg.Go(func() {
 			buf := make([]byte, 65536)
 			pc.SetReadDeadline(deadline)
+			got, retried, other := 0, false, false
 			for {
 				n, _, err := pc.ReadFrom(buf)
 				if err != nil {
-					return
+					break
 				}
-				mu.Lock()
-				received += n
+				got += n
 				if buf[0]&0xb0 == 0xb0 { // long header, type Retry
-					retries++
+					retried = true
+				} else {
+					other = true
 				}
-				mu.Unlock()
+			}
+			mu.Lock()
+			received += got
+			if retried {
+				retries++
+			}
+			mu.Unlock()
+			// A port that was asked to Retry got nothing else, and less than it sent.
+			if retried && (other || got >= len(initials[i])) {
+				t.Errorf("port %d: a Retry and %d bytes in all for %d sent (other packets: %v)", i, got, len(initials[i]), other)
 			}
 		})
 	}
@@ -298,8 +309,10 @@ func TestInitialFloodGetsRetry(t *testing.T) {
 	if st.Retries < uint64(len(initials))-10 || retries == 0 {
 		t.Errorf("%d Retries asked, %d received: want one asked per Initial past the threshold", st.Retries, retries)
 	}
-	if received*3 > sent {
-		t.Errorf("edge sent %d bytes for %d received: more than a third", received, sent)
+	// The few connections let through before the threshold get a handshake (and its
+	// retransmissions), the rest one Retry at most: far less than the flood's bytes.
+	if received > sent/2 {
+		t.Errorf("edge sent %d bytes for %d received", received, sent)
 	}
 	// A real client still gets through: it answers the Retry.
 	resp, err := ts.client(t).Get(ts.url("/after"))
@@ -341,17 +354,20 @@ func captureInitials(t *testing.T, ts *testServer, n int) [][]byte {
 
 func TestConnectionLimits(t *testing.T) {
 	ts := startServer(t, Config{MaxConnsPerIP: 2}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	dial := func() (*quic.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{})
+	}
 	var conns []*quic.Conn
 	for range 2 {
-		qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{})
+		qc, err := dial()
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, qc)
 	}
-	if _, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{}); err == nil {
+	if _, err := dial(); err == nil {
 		t.Fatal("a third connection from one address was accepted over MaxConnsPerIP 2")
 	}
 	if st := ts.Stats(); st.Refused == 0 || st.ConnsOpen != 2 {
@@ -359,9 +375,9 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	conns[0].CloseWithError(0, "")
 	waitFor(t, "a closed connection no longer counted", func() bool { return ts.Stats().ConnsOpen == 1 })
-	qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{})
+	qc, err := dial()
 	if err != nil {
-		t.Fatalf("after one closed: %v", err)
+		t.Fatalf("after one closed: %v (stats %+v)", err, ts.Stats())
 	}
 	qc.CloseWithError(0, "")
 	conns[1].CloseWithError(0, "")
