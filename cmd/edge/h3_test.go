@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,5 +164,36 @@ func TestBinaryHTTP3(t *testing.T) {
 	}
 	if code := e.Wait(t, 10*time.Second); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, e.Log())
+	}
+}
+
+// SIGUSR2 hands the UDP socket to the new process with the TCP one: after the old
+// process exited, HTTP/3 is answered at the same address.
+func TestBinaryHTTP3Upgrade(t *testing.T) {
+	e := startTLSEdge(t, h3Listener)
+	udp := e.listeners(t)["quic"]["http3"].(map[string]any)["udp_address"].(string)
+	if r, err := e.h3Client(t).Get("https://" + udp + "/x"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("before the upgrade: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
+	e.Signal(t, syscall.SIGUSR2)
+	if code := e.Wait(t, 30*time.Second); code != 0 {
+		t.Errorf("the old process exited %d\n%s", code, e.Log())
+	}
+	m := upgradedPID.FindStringSubmatch(e.Log())
+	if m == nil {
+		t.Fatalf("no upgrade in the log:\n%s", e.Log())
+	}
+	pid, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	r, err := e.h3Client(t).Get("https://" + udp + "/x")
+	if err != nil {
+		t.Fatalf("HTTP/3 after the upgrade: %v\n%s", err, e.Log())
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || string(b) != "proto=HTTP/1.1 xfp=https" {
+		t.Errorf("HTTP/3 after the upgrade: %d %q", r.StatusCode, b)
 	}
 }
