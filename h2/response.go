@@ -75,11 +75,12 @@ func (c *conn) serveStream(st *stream) {
 	}
 }
 
-// Response header names h2 does not forward, in the header section or as trailers:
-// connection-specific ones (RFC 9113 §8.2.2), content-length (recomputed) and trailer
-// (HTTP/2 needs no announcement of trailers; fasthttp's Trailer header only serves
-// HTTP/1.1's chunked encoding).
-func skipResponseHeader(name []byte) bool {
+// SkipResponseHeader reports the response header names (lowercase) h2 does not
+// forward, in the header section or as trailers: connection-specific ones (RFC 9113
+// §8.2.2, the same list in RFC 9114 §4.2 for HTTP/3, so package h3 uses it too),
+// content-length (recomputed) and trailer (HTTP/2 and HTTP/3 need no announcement of
+// trailers; fasthttp's Trailer header only serves HTTP/1.1's chunked encoding).
+func SkipResponseHeader(name []byte) bool {
 	switch string(name) {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
 		"content-length", "trailer", "te":
@@ -112,7 +113,7 @@ func (c *conn) respond(st *stream) {
 				st.lower[i] = ch + 'a' - 'A'
 			}
 		}
-		if skipResponseHeader(st.lower) {
+		if SkipResponseHeader(st.lower) {
 			continue
 		}
 		if string(st.lower) == "date" {
@@ -211,7 +212,7 @@ func (c *conn) appendTrailers(st *stream, dst []byte) []byte {
 				st.lower[i] = ch + 'a' - 'A'
 			}
 		}
-		if skipResponseHeader(st.lower) || !validName(b2s(st.lower)) || !validValue(b2s(value)) {
+		if SkipResponseHeader(st.lower) || !validName(b2s(st.lower)) || !validValue(b2s(value)) {
 			continue // pseudo-headers included: ':' is not a token byte
 		}
 		if migrated(st.sent, st.lower, before) {
