@@ -227,8 +227,9 @@ func cachedRoute(s *Snapshot, name string) *route {
 // cacheScratch is the per-request working memory of serveCached, pooled so that a hit
 // allocates nothing: the key and the entry buffers grow once and are reused.
 type cacheScratch struct {
-	key []byte
-	e   *cache.Entry
+	key   []byte
+	e     *cache.Entry
+	conds clientConds // the client's conditional and range headers (cache_range.go)
 }
 
 var cacheScratchPool = sync.Pool{New: func() any {
@@ -295,7 +296,7 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 	}
 	switch state {
 	case cache.Hit:
-		rc.answer(ctx, e, now, resHit)
+		rc.answer(ctx, e, now, resHit, cs.conds.load(hdr))
 		return
 	case cache.Stale:
 		// Answered at once, never waiting for the origin: while an entry is inside its
@@ -304,7 +305,7 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 		if rc.c.TryStartRefresh(kh, now) {
 			p.startRefresh(ctx, s, rt, cs, kh, peer, client, sc.door)
 		}
-		rc.answer(ctx, e, now, resStale)
+		rc.answer(ctx, e, now, resStale, cs.conds.load(hdr))
 		return
 	}
 	// Miss or Revalidate: concurrent requests for the key make one origin request.
@@ -314,10 +315,10 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 		now = time.Now()
 		switch state = rc.c.Lookup(e, cs.key, hdr, now); state {
 		case cache.Hit:
-			rc.answer(ctx, e, now, resHit)
+			rc.answer(ctx, e, now, resHit, cs.conds.load(hdr))
 			return
 		case cache.Stale:
-			rc.answer(ctx, e, now, resStale)
+			rc.answer(ctx, e, now, resStale, cs.conds.load(hdr))
 			return
 		}
 		// The leader's answer was not cacheable, or it took longer than lock_timeout: go
@@ -339,6 +340,9 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		req.Header.SetMethodBytes(strGET)
 	}
 	ep := rc.c.Epoch()
+	// The origin gets neither the client's conditionals nor its Range (the cache needs
+	// the whole answer): they shape the answer afterwards.
+	cs.conds.keep(&req.Header)
 	if state == cache.Revalidate {
 		e.PrepareRevalidation(&req.Header)
 	} else {
@@ -353,11 +357,8 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 			if head {
 				req.Header.SetMethodBytes(strHEAD)
 			}
-			// The conditionals are now the cache's own (PrepareRevalidation replaced the
-			// client's): drop them so answer sends the full entry.
-			cache.StripConditional(&req.Header)
 			resp.Reset()
-			rc.answer(ctx, e, now, resRevalidated)
+			rc.answer(ctx, e, now, resRevalidated, &cs.conds)
 			return
 		}
 		// The 304 cannot renew the entry (it vanished, or the origin names another
@@ -379,6 +380,7 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 	if head {
 		req.Header.SetMethodBytes(strHEAD)
 	}
+	shape(resp, &cs.conds, !head, false)
 	rc.finish(ctx, res)
 }
 
@@ -407,15 +409,12 @@ func edgeFailure(resp *fasthttp.Response) bool {
 	return false
 }
 
-// answer writes entry e as the response (resp must be fresh) with X-Cache and Age. A
-// client's conditional request that the entry satisfies gets 304. No allocation.
-func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.Time, res cacheResult) {
+// answer writes entry e as the response (resp must be fresh) with X-Cache and Age,
+// shaped by the client's conds: 304, 206 or 416 (cache_range.go). No allocation.
+func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.Time, res cacheResult, conds *clientConds) {
 	resp := &ctx.Response
 	e.WriteTo(resp, now)
-	if e.Status() == fasthttp.StatusOK && e.NotModified(&ctx.Request.Header) {
-		resp.SetStatusCode(fasthttp.StatusNotModified)
-		resp.ResetBody()
-	}
+	shape(resp, conds, ctx.IsGet(), true)
 	resp.Header.SetCanonical(hdrXCache, xCacheValues[res])
 	rc.results[res].Inc()
 }
