@@ -276,6 +276,9 @@ type scratch struct {
 	// memoKey is the compression memo key of a cached answer served (compress.go); 0:
 	// none.
 	memoKey uint64
+	// interim is the request whose client gets the origin's 1xx answers (interim.go):
+	// the one serve runs; nil for a background refresh.
+	interim *fasthttp.RequestCtx
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -291,7 +294,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	p.metrics.inflight.Add(1)
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
-	sc.door = d
+	sc.door, sc.interim = d, ctx
 	if ctx.Request.IsBodyStream() {
 		switch {
 		case proto == ProtoHTTP1 || !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
@@ -341,7 +344,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody, sc.memoKey = nil, false, 0
+	sc.door, sc.bigBody, sc.memoKey, sc.interim = nil, false, 0, nil
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
@@ -474,7 +477,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			if srv.proxyProto != "" {
 				pp = proxyHeader(ctx, srv.proxyProto, client, peer, sc)
 			}
-			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp))
+			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp, sc.interim))
 		}
 		if sc.e.timeUp {
 			sc.e.upTime += time.Since(t0)

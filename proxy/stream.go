@@ -27,9 +27,9 @@ const streamAbove = 1 << 20
 
 var strEventStream = []byte("text/event-stream")
 
-// readHead reads the status line and headers of the final answer, skipping up to 5
-// interim (1xx other than 101) answers, as fasthttp's ReadLimitBody does.
-func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+// readHead reads the status line and headers of the final answer after up to 5 interim
+// (1xx other than 101) answers, which it relays to interim's client (interim.go).
+func readHead(resp *fasthttp.Response, br *bufio.Reader, interim *fasthttp.RequestCtx) error {
 	resp.ResetBody()
 	for n := 0; ; n++ {
 		if err := resp.Header.Read(br); err != nil {
@@ -41,6 +41,7 @@ func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
 		if n >= 5 {
 			return errors.New("too many interim responses")
 		}
+		relayInterim(interim, &resp.Header)
 	}
 }
 
