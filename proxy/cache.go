@@ -368,6 +368,15 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		resp.Reset()
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
 	}
+	if resp.IsBodyStream() && len(cs.conds.rng) > 0 && !head {
+		// Too large to store (it streams): rather than the whole body, the client's
+		// range comes from the origin after all. Reset closes the stream, and with it
+		// the upstream connection it was read from.
+		resp.Reset()
+		cache.StripConditional(&req.Header) // a revalidation's own conditionals too
+		cs.conds.restoreRange(&req.Header)
+		p.forwardRoute(ctx, s, rt, peer, client, sc)
+	}
 	res := resBypass
 	stored := time.Now()
 	if p.storable(rc, resp) && rc.c.Store(cs.key, &req.Header, resp, &rc.rule, stored, ep) == nil {

@@ -11,10 +11,11 @@ import (
 // one satisfiable byte range (and an If-Range naming this representation, if any) gives
 // 206 with Content-Range and that slice of the body; a range past the end gives 416 with
 // Content-Range: bytes */size. Multi-range requests get the whole 200. Ranges are of the
-// stored bytes, the identity representation: compression never touches a 206 or a
-// request with Range. The origin never sees these headers on a cached route (the cache
-// needs whole answers: cache.StripConditional), so the client's values are read before
-// the request is rewritten and kept in the request's cacheScratch.
+// stored bytes, the representation the origin sent: compression never touches a 206.
+// The origin does not see these headers on a cached route (the cache needs whole
+// answers: cache.StripConditional), so the client's values are read before the request
+// is rewritten and kept in the request's cacheScratch; only when the whole answer turns
+// out too large to store (it streams) is the request sent again with its Range.
 
 // clientConds are the client's conditional and range header values of one request:
 // views into the request header (load) or copies the scratch owns (keep).
@@ -57,6 +58,15 @@ func (c *clientConds) keep(h *fasthttp.RequestHeader) {
 			c.own[i] = append(c.own[i][:0], *v...)
 			*v = c.own[i]
 		}
+	}
+}
+
+// restoreRange puts the kept Range and If-Range back on h, for a request that must
+// reach the origin as the client sent it.
+func (c *clientConds) restoreRange(h *fasthttp.RequestHeader) {
+	h.SetBytesKV(hdrRangeB, c.rng)
+	if len(c.ifRange) > 0 {
+		h.SetBytesKV(hdrIfRange, c.ifRange)
 	}
 }
 

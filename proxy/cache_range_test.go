@@ -48,7 +48,15 @@ func startRangeOrigin(t *testing.T) *rangeOrigin {
 			return
 		}
 		h.SetContentType("application/octet-stream")
-		ctx.SetBody(pseudoRandom(1000))
+		body := pseudoRandom(1000)
+		if r := ctx.Request.Header.Peek("Range"); len(r) > 0 { // one range, as origins do
+			if a, b, err := fasthttp.ParseByteRange(r, len(body)); err == nil {
+				h.SetContentRange(a, b, len(body))
+				ctx.SetStatusCode(206)
+				body = body[a : b+1]
+			}
+		}
+		ctx.SetBody(body)
 	})
 	return o
 }
@@ -132,6 +140,27 @@ func TestCacheRange(t *testing.T) {
 	}
 	if all, _, withRange := o.seen("/item/rmiss"); all != 1 || withRange != 0 {
 		t.Errorf("range miss: origin saw %d requests, %d with Range; want 1 and 0", all, withRange)
+	}
+}
+
+// TestCacheRangeTooLarge: a Range request whose whole answer is too large to store
+// (over max_entry, so it streams) gets its range from the origin, not the whole body.
+func TestCacheRangeTooLarge(t *testing.T) {
+	o := startRangeOrigin(t)
+	e := startEdge(t, cacheConfig(o.Addr, "ttl = \"1m\"\nmax_entry = \"500B\""))
+	body := pseudoRandom(1000)
+	r := e.expect(t, "GET", "/item/big", 206, "BYPASS", "Range", "bytes=10-19", "If-Range", `"r1"`)
+	if cr := string(r.Header.Peek("Content-Range")); cr != "bytes 10-19/1000" || !bytes.Equal(r.Body(), body[10:20]) {
+		t.Errorf("Content-Range %q, body %d bytes; want bytes 10-19", cr, len(r.Body()))
+	}
+	// Once without Range (the whole answer, which streamed and was dropped), then
+	// with the client's Range and If-Range.
+	if all, cond, withRange := o.seen("/item/big"); all != 2 || cond != 0 || withRange != 1 {
+		t.Errorf("origin: %d requests, %d conditional, %d with Range; want 2, 0, 1", all, cond, withRange)
+	}
+	r = e.expect(t, "GET", "/item/big", 200, "BYPASS")
+	if !bytes.Equal(r.Body(), body) {
+		t.Errorf("GET: %d bytes, want the whole body", len(r.Body()))
 	}
 }
 
