@@ -26,17 +26,18 @@ type streamConn struct {
 var errInterim = errors.New("h2: interim response not sent: the stream is answered, reset or closing")
 
 // WriteInterim sends h, a 1xx other than 101, as a HEADERS frame of the stream ahead of
-// its answer: its fields lowercased, minus the connection-specific ones and
-// content-length. Call it only from the handler, before it returns; each call sends one
-// frame block. It fails once the stream is reset or its connection is gone, and for a
-// status that is not informational (a final answer is the handler's ctx.Response).
+// its answer: its fields lowercased, minus the connection-specific ones, content-length
+// and content-type (a 1xx has no content). Call it only from the handler, before it
+// returns; each call sends one frame block. It fails once the stream is reset or its
+// connection is gone, and for a status that is not informational (a final answer is the
+// handler's ctx.Response).
 func (v *streamConn) WriteInterim(h *fasthttp.ResponseHeader) error {
 	st, code := v.st, h.StatusCode()
 	if code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols ||
 		v.c == nil || st.reset.Load() || st.answered.Load() {
 		return errInterim
 	}
-	b, _ := st.appendFields(appendStatus(st.hdr[:0], code), h, false)
+	b, _ := st.appendFields(appendStatus(st.hdr[:0], code), h, fieldsInterim)
 	st.hdr = b
 	if !v.c.writeHeaders(st.id, b, false) {
 		return errInterim

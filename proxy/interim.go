@@ -53,8 +53,8 @@ func appendInterim(dst []byte, h *fasthttp.ResponseHeader) []byte {
 	dst = append(dst, fasthttp.StatusMessage(code)...)
 	dst = append(dst, "\r\n"...)
 	for k, v := range h.All() {
-		if string(k) == fasthttp.HeaderContentLength {
-			continue // never on a 1xx (RFC 9110 §8.6)
+		if string(k) == fasthttp.HeaderContentLength || string(k) == fasthttp.HeaderContentType {
+			continue // a 1xx has no content (and fasthttp's header has a default type)
 		}
 		dst = append(append(append(append(dst, k...), ": "...), v...), "\r\n"...)
 	}

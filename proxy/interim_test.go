@@ -142,8 +142,10 @@ func TestInterimHTTP1(t *testing.T) {
 					t.Errorf("%s: 103 Link headers %q", tc.name, links)
 				}
 			}
-			if r.Header.Get("Content-Length") != "" {
-				t.Errorf("%s: %d with Content-Length %q", tc.name, code, r.Header.Get("Content-Length"))
+			for _, name := range []string{"Content-Length", "Content-Type"} {
+				if v := r.Header.Get(name); v != "" {
+					t.Errorf("%s: %d with %s %q", tc.name, code, name, v)
+				}
 			}
 		}
 		if len(tc.interim) > 0 {
