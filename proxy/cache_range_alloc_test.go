@@ -28,3 +28,10 @@ func TestCacheRangeZeroAllocs(t *testing.T) {
 	f("unsatisfiable range (416)", fasthttp.StatusRequestedRangeNotSatisfiable, "Range", "bytes=5000-")
 	f("If-None-Match list hit (304)", fasthttp.StatusNotModified, "If-None-Match", `"v0", "v1"`)
 }
+
+// BenchmarkCacheHitRange is a cache hit of a 2 KB body answered 206 with 100 bytes.
+func BenchmarkCacheHitRange(b *testing.B) {
+	o := cacheBenchOrigin(b)
+	px := benchProxy(b, cacheConfig(o.Addr, `ttl = "1m"`))
+	benchServe(b, px, "GET", "/item/42", "Range", "bytes=100-199")
+}
