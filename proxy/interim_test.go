@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,8 @@ import (
 // interimOrigin is a raw-TCP origin (keep-alive) that answers every request with
 // interim answers before the final one, as the query asks:
 //
-//	codes=100.102.103  the interim statuses to send first (103 carries two Link headers)
+//	processing=N       N 102 Processing first, as a long operation's keep-alive
+//	codes=100.102.103  then these interim statuses (103 carries two Link headers)
 //	wait=1             then wait for a token on release (at most 10 s) before the final
 //
 // The final answer is 200 "final PATH #n", cacheable for a minute on /item/, and
@@ -48,6 +50,9 @@ func startInterimOrigin(t *testing.T) *interimOrigin {
 			o.mu.Unlock()
 			q := req.URL.Query()
 			var b strings.Builder
+			for range atoiOr0(q.Get("processing")) {
+				b.WriteString("HTTP/1.1 102 Processing\r\n\r\n")
+			}
 			for _, code := range strings.Split(q.Get("codes"), ".") {
 				switch code {
 				case "100":
@@ -78,6 +83,11 @@ func startInterimOrigin(t *testing.T) *interimOrigin {
 		}
 	})
 	return o
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func (o *interimOrigin) fetches(path string) int {
@@ -119,6 +129,10 @@ func TestInterimHTTP1(t *testing.T) {
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
 		return r
 	}
+	twenty102 := make([]int, 20)
+	for i := range twenty102 {
+		twenty102[i] = 102
+	}
 	cases := []struct {
 		name, uri string
 		interim   []int  // statuses expected before the final answer
@@ -129,6 +143,7 @@ func TestInterimHTTP1(t *testing.T) {
 		{"a hit has no 103", "/item/eh?codes=103&wait=1", nil, "HIT", "final /item/eh #1"},
 		{"100, 102 and 103 in order", "/plain/three?codes=100.102.103&wait=1", []int{100, 102, 103}, "", "final /plain/three #1"},
 		{"no interim answer", "/plain/none", nil, "", "final /plain/none #1"},
+		{"twenty 102 Processing", "/plain/long?processing=20&wait=1", twenty102, "", "final /plain/long #1"},
 	}
 	for _, tc := range cases {
 		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: shop\r\n\r\n", tc.uri)
