@@ -236,45 +236,24 @@ func (e *Entry) PrepareRevalidation(req *fasthttp.RequestHeader) {
 	}
 }
 
-// StripConditional removes the client's conditional headers from a request the cache is
-// about to send to the origin on a miss, so that the origin answers with a full, storable
-// response instead of a 304 meant for the client's own copy.
+// StripConditional removes the client's conditional and range headers from a request the
+// cache is about to send to the origin on a miss, so that the origin answers with a full,
+// storable response instead of a 304 or a 206 meant for the client's own copy (the
+// caller answers those from the full response: Unchanged, ParseRange).
 func StripConditional(req *fasthttp.RequestHeader) {
 	req.Del(fasthttp.HeaderIfNoneMatch)
 	req.Del(fasthttp.HeaderIfModifiedSince)
 	req.Del(fasthttp.HeaderIfMatch)
 	req.Del(fasthttp.HeaderIfUnmodifiedSince)
 	req.Del(fasthttp.HeaderIfRange)
+	req.Del(fasthttp.HeaderRange)
 }
 
 // NotModified reports whether the client's conditional GET/HEAD is satisfied by this
-// entry, so the caller may answer 304 instead of the body: If-None-Match is compared
-// weakly against the stored ETag ("*" matches); without If-None-Match, If-Modified-Since
-// is compared with the stored Last-Modified. It does not allocate.
+// entry, so the caller may answer 304 instead of the body (Unchanged with the request's
+// If-None-Match and If-Modified-Since). It does not allocate.
 func (e *Entry) NotModified(req *fasthttp.RequestHeader) bool {
-	if inm := req.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
-		if len(e.etag) == 0 {
-			return false
-		}
-		for len(inm) > 0 {
-			var tok []byte
-			tok, inm = nextToken(inm)
-			if (len(tok) == 1 && tok[0] == '*') || weakEqual(tok, e.etag) {
-				return true
-			}
-		}
-		return false
-	}
-	ims := req.Peek(fasthttp.HeaderIfModifiedSince)
-	if len(ims) == 0 || len(e.lastModified) == 0 {
-		return false
-	}
-	t, err := fasthttp.ParseHTTPDate(ims)
-	if err != nil {
-		return false
-	}
-	lm, err := fasthttp.ParseHTTPDate(e.lastModified)
-	return err == nil && !lm.After(t)
+	return Unchanged(req.Peek(fasthttp.HeaderIfNoneMatch), req.Peek(fasthttp.HeaderIfModifiedSince), e.etag, e.lastModified)
 }
 
 // weakEqual compares two entity tags ignoring the W/ prefix (RFC 9110 §8.8.3.2).

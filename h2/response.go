@@ -89,6 +89,38 @@ func SkipResponseHeader(name []byte) bool {
 	return false
 }
 
+// What appendFields encodes a header for.
+const (
+	fieldsFinal    = iota // a final answer
+	fieldsStreamed        // a final answer with a streamed body: names sent are kept in st.sent
+	fieldsInterim         // a 1xx: no content-type either (fasthttp's header has a default one)
+)
+
+// appendFields appends the encoded fields of h, lowercased, minus the ones h2 never
+// forwards, and reports whether Date was among them. For fieldsStreamed each name sent
+// is also kept in st.sent (a streamed answer's trailers must not repeat them).
+func (st *stream) appendFields(b []byte, h *fasthttp.ResponseHeader, mode int) (_ []byte, date bool) {
+	for k, v := range h.All() {
+		st.lower = append(st.lower[:0], k...)
+		for i, ch := range st.lower {
+			if 'A' <= ch && ch <= 'Z' {
+				st.lower[i] = ch + 'a' - 'A'
+			}
+		}
+		if SkipResponseHeader(st.lower) || mode == fieldsInterim && string(st.lower) == "content-type" {
+			continue
+		}
+		if string(st.lower) == "date" {
+			date = true
+		}
+		if mode == fieldsStreamed {
+			st.sent = append(append(st.sent, st.lower...), 0)
+		}
+		b = appendField(b, st.lower, v)
+	}
+	return b, date
+}
+
 // respond translates ctx.Response into HEADERS and DATA frames.
 func (c *conn) respond(st *stream) {
 	if st.reset.Load() {
@@ -103,27 +135,12 @@ func (c *conn) respond(st *stream) {
 		body = resp.Body()
 	}
 
-	b := appendStatus(st.hdr[:0], status)
-	date := false
 	st.sent = st.sent[:0]
-	for k, v := range resp.Header.All() {
-		st.lower = append(st.lower[:0], k...)
-		for i, ch := range st.lower {
-			if 'A' <= ch && ch <= 'Z' {
-				st.lower[i] = ch + 'a' - 'A'
-			}
-		}
-		if SkipResponseHeader(st.lower) {
-			continue
-		}
-		if string(st.lower) == "date" {
-			date = true
-		}
-		if streamed {
-			st.sent = append(append(st.sent, st.lower...), 0)
-		}
-		b = appendField(b, st.lower, v)
+	mode := fieldsFinal
+	if streamed {
+		mode = fieldsStreamed
 	}
+	b, date := st.appendFields(appendStatus(st.hdr[:0], status), &resp.Header, mode)
 	switch {
 	case status == 204 || status == 304 || status < 200:
 	case streamed || (noBody && resp.IsBodyStream()):

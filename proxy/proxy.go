@@ -289,6 +289,9 @@ type scratch struct {
 	// memoKey is the compression memo key of a cached answer served (compress.go); 0:
 	// none.
 	memoKey uint64
+	// interim is the request whose client gets the origin's 1xx answers (interim.go):
+	// the one serve runs; nil for a background refresh.
+	interim *fasthttp.RequestCtx
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -304,7 +307,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	p.metrics.inflight.Add(1)
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
-	sc.door = d
+	sc.door, sc.interim = d, ctx
 	// A head two parsers could read differently is refused before its body is read
 	// (framing.go).
 	var refuse *answer
@@ -370,7 +373,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr = nil, false, 0, nil
+	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr, sc.interim = nil, false, 0, nil, nil
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
@@ -503,7 +506,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			if srv.proxyProto != "" {
 				pp = proxyHeader(ctx, srv.proxyProto, client, peer, sc)
 			}
-			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp))
+			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp, sc.interim))
 		}
 		if sc.e.timeUp {
 			sc.e.upTime += time.Since(t0)
