@@ -41,12 +41,12 @@ type Proxy struct {
 	latency   [2]atomic.Int64 // time.Duration added before each chunk, per Direction
 	rate      [2]atomic.Int64 // bytes per second per connection, per Direction; 0 = no cap
 	resetDown atomic.Int64    // reset a connection once it carried this many bytes Down; 0 = off
-	blackhole atomic.Bool
 	refuse    atomic.Bool
 
 	accepted, resets atomic.Int64
 
 	mu     sync.Mutex
+	stall  chan struct{} // non-nil while blackholed; closed when the blackhole ends
 	links  map[*link]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -89,10 +89,22 @@ func (p *Proxy) SetBandwidth(d Direction, bytesPerSecond int) {
 // client sees the response cut off mid-way. 0 turns it off.
 func (p *Proxy) ResetAfter(n int) { p.resetDown.Store(int64(n)) }
 
-// Blackhole, while on, drops every byte in both directions without closing anything: new
-// connections are accepted and then hear nothing, like a peer behind a dropped route. Bytes
-// dropped are lost for good, so a client must give up those connections after the fault.
-func (p *Proxy) Blackhole(on bool) { p.blackhole.Store(on) }
+// Blackhole, while on, stalls every connection in both directions without closing anything:
+// new connections are accepted and then hear nothing, like a peer behind a route that drops
+// packets. As with TCP, whose retransmissions deliver the stream late but whole, the bytes
+// are held, not lost: when the fault ends, whatever was sent arrives in order, to the peers
+// that are still listening.
+func (p *Proxy) Blackhole(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case on && p.stall == nil:
+		p.stall = make(chan struct{})
+	case !on && p.stall != nil:
+		close(p.stall)
+		p.stall = nil
+	}
+}
 
 // Refuse, while on, resets every new connection at once (the client's dial or first read
 // fails with "connection reset"), as a host with no listener does. Open connections live.
@@ -111,7 +123,7 @@ func (p *Proxy) Heal() {
 		p.rate[d].Store(0)
 	}
 	p.resetDown.Store(0)
-	p.blackhole.Store(false)
+	p.Blackhole(false)
 	p.refuse.Store(false)
 }
 
@@ -239,8 +251,15 @@ func (p *Proxy) pipe(l *link, d Direction, src, dst *net.TCPConn) {
 
 // forward writes b to dst under the current faults; false means the link is gone.
 func (p *Proxy) forward(l *link, d Direction, dst *net.TCPConn, b []byte) bool {
-	if p.blackhole.Load() {
-		return true
+	p.mu.Lock()
+	stall := p.stall
+	p.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-l.done:
+			return false
+		}
 	}
 	if lat := time.Duration(p.latency[d].Load()); lat > 0 && !l.sleep(lat) {
 		return false

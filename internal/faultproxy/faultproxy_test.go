@@ -132,20 +132,32 @@ func TestBlackholeAndHeal(t *testing.T) {
 	c := dial(t, p)
 	p.Blackhole(true)
 	_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
-	_, _ = c.Write([]byte("lost"))
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
 	var b [4]byte
 	if n, err := c.Read(b[:]); !isTimeout(err) {
 		t.Errorf("blackholed read: %d bytes, %v; want a timeout", n, err)
 	}
 	fresh := dial(t, p) // accepted, and silent too
 	_ = fresh.SetDeadline(time.Now().Add(300 * time.Millisecond))
-	_, _ = fresh.Write([]byte("lost"))
+	_, _ = fresh.Write([]byte("late"))
 	if n, err := fresh.Read(b[:]); !isTimeout(err) {
 		t.Errorf("new connection while blackholed: %d bytes, %v; want a timeout", n, err)
 	}
 	p.Heal()
+	// What was sent into the blackhole arrives once it ends, in order.
+	for _, x := range []struct {
+		c    net.Conn
+		want string
+	}{{c, "held"}, {fresh, "late"}} {
+		_ = x.c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(x.c, b[:]); err != nil || string(b[:]) != x.want {
+			t.Errorf("after heal: %q %v, want %q", b, err, x.want)
+		}
+	}
 	if got, err := roundTrip(dial(t, p), "back"); err != nil || got != "back" {
-		t.Errorf("after heal: %q %v", got, err)
+		t.Errorf("new connection after heal: %q %v", got, err)
 	}
 }
 
