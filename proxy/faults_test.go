@@ -1,0 +1,350 @@
+package proxy
+
+// Faults injected into the real parts (issue 25): a fault proxy (internal/faultproxy) between
+// edge and Redis or an origin, faults switched on while load runs, and what users would see
+// counted: answers, requests that hung past their timeout, units sold against the stock,
+// Idempotency-Keys forwarded twice; then the process's goroutines and heap back near their
+// baseline and the metrics showing what happened. Numbers are logged (go test -v -run Fault).
+
+import (
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edge-gw/edge/internal/faultproxy"
+	"github.com/edge-gw/edge/internal/origintest"
+	"github.com/edge-gw/edge/internal/redistest"
+	"github.com/valyala/fasthttp"
+)
+
+// hangMargin is how much longer than its configured timeout a request may take before it
+// counts as hung: generous, for a loaded 2-core machine.
+const hangMargin = time.Second
+
+// faultLoad sends requests and records every answer and how long it took. Safe for
+// concurrent use.
+type faultLoad struct {
+	c *fasthttp.Client
+
+	mu      sync.Mutex
+	codes   map[string]int // "kind status" → count; status 0 is no answer at all
+	hung    int
+	slowest time.Duration
+}
+
+func newFaultLoad() *faultLoad {
+	return &faultLoad{
+		c:     &fasthttp.Client{MaxConnsPerHost: 1024, MaxConnWaitTimeout: 30 * time.Second, ReadTimeout: 30 * time.Second},
+		codes: map[string]int{},
+	}
+}
+
+// do sends req and returns the status (0 when no answer came within 30 s). A request whose
+// answer took longer than limit counts as hung.
+func (l *faultLoad) do(kind string, limit time.Duration, req *fasthttp.Request, resp *fasthttp.Response) int {
+	start := time.Now()
+	err := l.c.DoTimeout(req, resp, 30*time.Second)
+	took := time.Since(start)
+	code := resp.StatusCode()
+	if err != nil {
+		code = 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.codes[fmt.Sprintf("%s %d", kind, code)]++
+	l.slowest = max(l.slowest, took)
+	if took > limit {
+		l.hung++
+	}
+	return code
+}
+
+func (l *faultLoad) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keys := make([]string, 0, len(l.codes))
+	for k := range l.codes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s×%d ", k, l.codes[k])
+	}
+	fmt.Fprintf(&b, "hung %d slowest %v", l.hung, l.slowest.Round(time.Millisecond))
+	return b.String()
+}
+
+// baseline is the process's goroutines and heap at a quiet moment.
+type baseline struct {
+	goroutines int
+	heap       uint64
+}
+
+func measure() baseline {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return baseline{runtime.NumGoroutine(), m.HeapAlloc}
+}
+
+// settle waits until goroutines and heap are back near b (idle connections of the load's
+// client closed first) and returns what it measured. Near: 10 more goroutines (timers and
+// pools that come and go) and 16 MiB more heap.
+func settle(t *testing.T, l *faultLoad, b baseline) baseline {
+	t.Helper()
+	var now baseline
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l.c.CloseIdleConnections()
+		now = measure()
+		if now.goroutines <= b.goroutines+10 && now.heap <= b.heap+16<<20 {
+			return now
+		}
+		if time.Now().After(deadline) {
+			var dump strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+			t.Errorf("after the fault: %d goroutines and %d KiB heap, baseline %d and %d KiB; goroutines:\n%.6000s",
+				now.goroutines, now.heap>>10, b.goroutines, b.heap>>10, dump.String())
+			return now
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// redisFault is one way Redis can fail behind the fault proxy: on starts it, off ends it.
+type redisFault struct {
+	name string
+	on   func(p *faultproxy.Proxy, srv *redistest.Server) (off func())
+	// emptied: Redis comes back without the sale (a restart without persistence).
+	emptied bool
+}
+
+var redisFaults = []redisFault{
+	{name: "latency", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
+		p.SetLatency(faultproxy.Down, 400*time.Millisecond) // above the 300ms store timeout
+		return p.Heal
+	}},
+	{name: "blackhole", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
+		p.Blackhole(true)
+		return p.Heal
+	}},
+	{name: "reset", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		p.Refuse(true)
+		go func() {
+			defer close(done)
+			for {
+				p.ResetAll()
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
+		return func() { close(stop); <-done; p.Heal() }
+	}},
+	{name: "restart", emptied: true, on: func(_ *faultproxy.Proxy, srv *redistest.Server) func() {
+		srv.Kill()
+		return srv.Restart
+	}},
+}
+
+// TestFaultSeckillRedis: a token rush and the orders after it, with Redis slow, blackholed,
+// reset or restarted for two seconds in the middle. Never more orders reach the origin than
+// the stock, no token reaches it twice, no request hangs past its timeout, Redis's count of
+// units (left + held) stays the stock, and every token a buyer received is usable: the
+// buyer's order goes through, except when the store consumed it but its answer was lost
+// (counted as stranded, see below).
+func TestFaultSeckillRedis(t *testing.T) {
+	for _, f := range redisFaults {
+		t.Run(f.name, func(t *testing.T) { seckillUnderFault(t, f) })
+	}
+}
+
+func seckillUnderFault(t *testing.T, f redisFault) {
+	const (
+		stock        = 300
+		buyers       = 900
+		arrival      = 4 * time.Millisecond // one new buyer every 4ms: 900 over 3.6s
+		faultAt      = 800 * time.Millisecond
+		faultFor     = 2 * time.Second
+		storeTimeout = 300 * time.Millisecond
+		upTimeout    = 2 * time.Second
+	)
+	srv := redistest.Start(t)
+	fp := faultproxy.Start(t, srv.Addr)
+	var (
+		mu       sync.Mutex
+		byToken  = map[string]int{}
+		forwards atomic.Int64
+	)
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		forwards.Add(1)
+		mu.Lock()
+		byToken[string(ctx.Request.Header.Peek("X-Seckill-Token"))]++
+		mu.Unlock()
+		ctx.SetBodyString("ordered")
+	})
+	// Upstream connections idle for a second close, so goroutines can return to the baseline.
+	src := strings.Replace(seckillConfig(redisStore(fp.Addr), o.Addr, fmt.Sprintf("timeout = %q", storeTimeout)),
+		`timeout = "2s"`, `timeout = "2s"
+  keepalive_timeout = "1s"`, 1)
+	e := startSeckill(t, src)
+	e.setStock(t, "hot", stock)
+	load := newFaultLoad()
+	// Warm up: the load's connections, the origin's, the script cache.
+	if code, _ := issue(t, e.addr, "warm", "w"); code != 404 {
+		t.Fatalf("warm-up: %d, want 404 no_sale", code)
+	}
+	base := measure()
+
+	tokenLimit := storeTimeout + hangMargin
+	orderLimit := storeTimeout + upTimeout + hangMargin
+	var granted, ordered, stranded, soldOut, noSale, lostHolder, gaveUp atomic.Int64
+	giveUp := time.Now().Add(faultAt + faultFor + 8*time.Second)
+	buy := func(user string) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		var token string
+		for token == "" {
+			if time.Now().After(giveUp) {
+				gaveUp.Add(1)
+				return
+			}
+			req.Reset()
+			req.Header.SetMethod("POST")
+			req.SetRequestURI("http://" + e.addr + "/seckill/hot/token")
+			req.Header.Set("X-User-Id", user)
+			switch code := load.do("token", tokenLimit, req, resp); code {
+			case 200:
+				var g grantBody
+				if err := json.Unmarshal(resp.Body(), &g); err != nil || g.Token == "" {
+					t.Errorf("token for %s: 200 %s", user, resp.Body())
+					return
+				}
+				token = g.Token
+				granted.Add(1)
+			case 410:
+				soldOut.Add(1)
+				return
+			case 404: // the sale is gone with Redis's data
+				noSale.Add(1)
+				return
+			case 503:
+				time.Sleep(50 * time.Millisecond)
+			default:
+				t.Errorf("token for %s: %d %s", user, code, resp.Body())
+				return
+			}
+		}
+		unavailable := false
+		for {
+			if time.Now().After(giveUp) {
+				gaveUp.Add(1)
+				return
+			}
+			req.Reset()
+			req.Header.SetMethod("POST")
+			req.SetRequestURI("http://" + e.addr + "/order/hot")
+			req.Header.Set("X-User-Id", user)
+			req.Header.Set("X-Seckill-Token", token)
+			switch code := load.do("order", orderLimit, req, resp); {
+			case code == 200:
+				ordered.Add(1)
+				return
+			case code == 503:
+				unavailable = true
+				time.Sleep(50 * time.Millisecond)
+			case code == 409 && unavailable:
+				// The store consumed the token, but its answer was lost: edge answered 503
+				// and did not forward; the unit is neither ordered nor back in stock.
+				stranded.Add(1)
+				return
+			case code == 403 && f.emptied:
+				lostHolder.Add(1) // Redis forgot the holder: documented
+				return
+			default:
+				t.Errorf("order for %s: %d %s (after 503: %v)", user, code, resp.Body(), unavailable)
+				return
+			}
+		}
+	}
+
+	var wg sync.WaitGroup
+	start := time.Now()
+	faultDone := make(chan struct{})
+	go func() {
+		defer close(faultDone)
+		time.Sleep(faultAt)
+		off := f.on(fp, srv)
+		time.Sleep(faultFor)
+		off()
+	}()
+	for i := range buyers {
+		wg.Add(1)
+		go func() { defer wg.Done(); buy(fmt.Sprintf("b%d", i)) }()
+		time.Sleep(arrival)
+	}
+	wg.Wait()
+	<-faultDone
+	rush := time.Since(start)
+
+	mu.Lock()
+	twice := 0
+	for _, n := range byToken {
+		if n > 1 {
+			twice++
+		}
+	}
+	mu.Unlock()
+	oversold := max(0, int(forwards.Load())-stock)
+	left, held := -1, -1
+	if !f.emptied {
+		left, held = e.item(t, "hot")
+	}
+	after := settle(t, load, base)
+	t.Logf("%s: %v rush; stock %d, buyers %d: tokens granted %d, orders accepted %d (origin saw %d), "+
+		"oversold %d, tokens forwarded twice %d, stranded %d, sold out %d, no_sale %d, holder lost %d, gave up %d; "+
+		"redis: left %d held %d; requests: %v; goroutines %d→%d, heap %d→%d KiB",
+		f.name, rush.Round(time.Millisecond), stock, buyers, granted.Load(), ordered.Load(), forwards.Load(),
+		oversold, twice, stranded.Load(), soldOut.Load(), noSale.Load(), lostHolder.Load(), gaveUp.Load(),
+		left, held, load, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
+
+	if oversold != 0 || twice != 0 {
+		t.Errorf("oversold %d, tokens forwarded twice %d; want 0 and 0", oversold, twice)
+	}
+	if load.hung != 0 {
+		t.Errorf("%d requests hung past their timeout + %v", load.hung, hangMargin)
+	}
+	if gaveUp.Load() != 0 {
+		t.Errorf("%d buyers still had no answer but 503 when the rush ended", gaveUp.Load())
+	}
+	if ordered.Load() != forwards.Load() {
+		t.Errorf("buyers saw %d orders accepted, the origin %d", ordered.Load(), forwards.Load())
+	}
+	if got := ordered.Load() + stranded.Load() + lostHolder.Load(); got != granted.Load() {
+		t.Errorf("of %d tokens granted, %d ordered, %d stranded, %d lost with Redis: %d unaccounted",
+			granted.Load(), ordered.Load(), stranded.Load(), lostHolder.Load(), granted.Load()-got)
+	}
+	if !f.emptied {
+		// Redis's own count: a unit is either left or held, whatever was lost on the wire; and
+		// demand exceeded supply, so every unit found a buyer once the fault ended.
+		if left+held != stock || left != 0 || granted.Load() != stock {
+			t.Errorf("redis: %d left + %d held, %d tokens granted; want 0 + %d and %d", left, held, granted.Load(), stock, stock)
+		}
+	}
+	if n := gathered(t, e.reg, "edge_seckill_requests_total", "result", "error"); n == 0 {
+		t.Errorf("edge_seckill_requests_total{result=\"error\"} did not move during the fault")
+	}
+}
