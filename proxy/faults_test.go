@@ -175,6 +175,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	const (
 		stock        = 300
 		buyers       = 900
+		holders      = 100 // of the stock, issued before the fault, ordered during it
 		arrival      = 4 * time.Millisecond // one new buyer every 4ms: 900 over 3.6s
 		faultAt      = 800 * time.Millisecond
 		faultFor     = 2 * time.Second
@@ -212,15 +213,12 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	orderLimit := storeTimeout + upTimeout + hangMargin
 	var granted, ordered, stranded, soldOut, noSale, lostHolder, gaveUp atomic.Int64
 	giveUp := time.Now().Add(faultAt + faultFor + 8*time.Second)
-	buy := func(user string) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		var token string
-		for token == "" {
+	// token asks for user's token until it has one or an answer that ends the purchase ("").
+	token := func(user string, req *fasthttp.Request, resp *fasthttp.Response) string {
+		for {
 			if time.Now().After(giveUp) {
 				gaveUp.Add(1)
-				return
+				return ""
 			}
 			req.Reset()
 			req.Header.SetMethod("POST")
@@ -231,23 +229,26 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 				var g grantBody
 				if err := json.Unmarshal(resp.Body(), &g); err != nil || g.Token == "" {
 					t.Errorf("token for %s: 200 %s", user, resp.Body())
-					return
+					return ""
 				}
-				token = g.Token
 				granted.Add(1)
+				return g.Token
 			case 410:
 				soldOut.Add(1)
-				return
+				return ""
 			case 404: // the sale is gone with Redis's data
 				noSale.Add(1)
-				return
+				return ""
 			case 503:
 				time.Sleep(50 * time.Millisecond)
 			default:
 				t.Errorf("token for %s: %d %s", user, code, resp.Body())
-				return
+				return ""
 			}
 		}
+	}
+	// order places user's order with token, retrying while the store is unavailable.
+	order := func(user, token string, req *fasthttp.Request, resp *fasthttp.Response) {
 		unavailable := false
 		for {
 			if time.Now().After(giveUp) {
@@ -280,6 +281,25 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 			}
 		}
 	}
+	buy := func(user string) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		if tok := token(user, req, resp); tok != "" {
+			order(user, tok, req, resp)
+		}
+	}
+	// Holders got their tokens before the fault and order during it, so that orders meet
+	// the fault too (the rush's buyers mostly get their tokens after it).
+	holderTokens := make([]string, holders)
+	for i := range holders {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		if holderTokens[i] = token(fmt.Sprintf("h%d", i), req, resp); holderTokens[i] == "" {
+			t.Fatalf("holder %d got no token before the fault", i)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
 
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -288,7 +308,18 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		defer close(faultDone)
 		time.Sleep(faultAt)
 		off := f.on(fp, srv)
-		time.Sleep(faultFor)
+		for i, tok := range holderTokens {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+				defer fasthttp.ReleaseRequest(req)
+				defer fasthttp.ReleaseResponse(resp)
+				order(fmt.Sprintf("h%d", i), tok, req, resp)
+			}()
+			time.Sleep(faultFor / holders / 2) // spread over the first half of the fault
+		}
+		time.Sleep(faultFor / 2)
 		off()
 	}()
 	for i := range buyers {
@@ -344,7 +375,9 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 			t.Errorf("redis: %d left + %d held, %d tokens granted; want 0 + %d and %d", left, held, granted.Load(), stock, stock)
 		}
 	}
-	if n := gathered(t, e.reg, "edge_seckill_requests_total", "result", "error"); n == 0 {
-		t.Errorf("edge_seckill_requests_total{result=\"error\"} did not move during the fault")
+	for _, name := range []string{"edge_seckill_requests_total", "edge_seckill_orders_total"} {
+		if n := gathered(t, e.reg, name, "result", "error"); n == 0 {
+			t.Errorf("%s{result=\"error\"} did not move during the fault", name)
+		}
 	}
 }
