@@ -175,7 +175,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	const (
 		stock        = 300
 		buyers       = 900
-		holders      = 100 // of the stock, issued before the fault, ordered during it
+		holders      = 100                  // of the stock, issued before the fault, ordered during it
 		arrival      = 4 * time.Millisecond // one new buyer every 4ms: 900 over 3.6s
 		faultAt      = 800 * time.Millisecond
 		faultFor     = 2 * time.Second
