@@ -381,3 +381,196 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		}
 	}
 }
+
+// originFault is one way an origin can fail behind the fault proxy, and the upstream error
+// reason edge must count for it.
+type originFault struct {
+	name, reason string
+	on           func(p *faultproxy.Proxy)
+}
+
+var originFaults = []originFault{
+	{"latency", "timeout", func(p *faultproxy.Proxy) { p.SetLatency(faultproxy.Down, 800*time.Millisecond) }},
+	{"reset", "broken", func(p *faultproxy.Proxy) { p.ResetAfter(4 << 10); p.ResetAll() }},
+	{"blackhole", "timeout", func(p *faultproxy.Proxy) { p.Blackhole(true) }},
+	{"bandwidth", "timeout", func(p *faultproxy.Proxy) { p.SetBandwidth(faultproxy.Down, 16<<10) }},
+	{"refuse", "broken", func(p *faultproxy.Proxy) { p.Refuse(true); p.CutAll() }},
+}
+
+// TestFaultOrigin: GETs of a 32 KiB page and idempotent POSTs (each order retried with its
+// Idempotency-Key until it gets its answer) while the origin is slow past the upstream
+// timeout, resets mid-response, is blackholed, capped to 16 KiB/s, or refuses connections.
+// Every request ends within the timeout plus a margin, every failure is a 502/503/504 JSON
+// error, an Idempotency-Key reaches the origin a second time only after its first forward
+// failed with 502/504 (documented: such an answer is not recorded, the client may retry),
+// every order ends with its answer, and goroutines and heap settle after the fault.
+func TestFaultOrigin(t *testing.T) {
+	for _, f := range originFaults {
+		t.Run(f.name, func(t *testing.T) { originUnderFault(t, f) })
+	}
+}
+
+func originUnderFault(t *testing.T, f originFault) {
+	const (
+		upTimeout = 500 * time.Millisecond
+		faultAt   = 500 * time.Millisecond
+		faultFor  = 2 * time.Second
+		loadFor   = faultAt + faultFor + time.Second
+		workers   = 16
+	)
+	page := strings.Repeat("x", 32<<10)
+	var (
+		mu    sync.Mutex
+		byKey = map[string]int{}
+	)
+	o := origintest.Start(t, func(ctx *fasthttp.RequestCtx) {
+		if key := ctx.Request.Header.Peek("Idempotency-Key"); len(key) > 0 {
+			mu.Lock()
+			byKey[string(key)]++
+			mu.Unlock()
+			ctx.SetStatusCode(201)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"order":"` + string(key) + `"}`)
+			return
+		}
+		ctx.SetBodyString(page)
+	})
+	fp := faultproxy.Start(t, o.Addr)
+	e := startEdge(t, fmt.Sprintf(`
+trusted_proxies = ["127.0.0.1/32"]
+upstream "app" {
+  servers           = [%q]
+  timeout           = %q
+  keepalive_timeout = "1s"
+}
+route "orders" {
+  match {
+    path    = "/api/orders"
+    methods = ["POST"]
+  }
+  upstream = "app"
+  idempotency {
+    required = true
+  }
+}
+route "app" {
+  match { path = "/" }
+  upstream = "app"
+}
+`, fp.Addr, upTimeout))
+	load := newFaultLoad()
+	limit := upTimeout + hangMargin
+	get := func(req *fasthttp.Request, resp *fasthttp.Response) int {
+		req.Reset()
+		req.SetRequestURI("http://" + e.addr + "/app/page")
+		return load.do("GET", limit, req, resp)
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	if code := get(req, resp); code != 200 || len(resp.Body()) != len(page) {
+		t.Fatalf("warm-up: %d, %d bytes", code, len(resp.Body()))
+	}
+	fasthttp.ReleaseRequest(req)
+	fasthttp.ReleaseResponse(resp)
+	base := measure()
+
+	var (
+		badAnswers, orders, answered, unfinished atomic.Int64
+		failedFirst                              sync.Map // key → true once the client saw 502/504 for it
+		wg                                       sync.WaitGroup
+	)
+	// checkError: a failure is edge's JSON error, never an origin fragment or a Go error.
+	checkError := func(code int, resp *fasthttp.Response) {
+		if code == 0 || code >= 500 && (!strings.HasPrefix(string(resp.Header.ContentType()), "application/json") ||
+			!strings.HasPrefix(string(resp.Body()), `{"error":"`)) {
+			badAnswers.Add(1)
+			t.Errorf("answer %d %q %.80q", code, resp.Header.ContentType(), resp.Body())
+		}
+	}
+	stop := time.Now().Add(loadFor)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for n := 0; time.Now().Before(stop); n++ {
+				if code := get(req, resp); code != 200 {
+					checkError(code, resp)
+				} else if len(resp.Body()) != len(page) {
+					badAnswers.Add(1)
+					t.Errorf("GET 200 with %d bytes", len(resp.Body()))
+				}
+				// One order, retried with its key until it has its answer.
+				key := fmt.Sprintf("w%d-%d", w, n)
+				orders.Add(1)
+				for {
+					if time.Now().After(stop.Add(15 * time.Second)) {
+						unfinished.Add(1)
+						break
+					}
+					req.Reset()
+					req.Header.SetMethod("POST")
+					req.SetRequestURI("http://" + e.addr + "/api/orders")
+					req.Header.Set("X-User-Id", "u")
+					req.Header.Set("Idempotency-Key", key)
+					req.SetBodyString(`{"qty":1}`)
+					code := load.do("POST", limit, req, resp)
+					if code == 201 {
+						if string(resp.Body()) != `{"order":"`+key+`"}` {
+							t.Errorf("order %s answered %q", key, resp.Body())
+						}
+						answered.Add(1)
+						break
+					}
+					if code == 409 { // in_progress: the first is still running
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					checkError(code, resp)
+					if code == 502 || code == 504 {
+						failedFirst.Store(key, true)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(faultAt)
+	f.on(fp)
+	time.Sleep(faultFor)
+	fp.Heal()
+	wg.Wait()
+
+	mu.Lock()
+	twice, unexplained := 0, 0
+	for key, n := range byKey {
+		if n > 1 {
+			twice++
+			if _, ok := failedFirst.Load(key); !ok {
+				unexplained++
+			}
+		}
+	}
+	mu.Unlock()
+	after := settle(t, load, base)
+	errs := gathered(t, e.reg, "edge_upstream_errors_total", "reason", f.reason)
+	notRecorded := gathered(t, e.reg, "edge_idempotency_total", "result", "not_recorded")
+	t.Logf("%s: orders %d, answered %d, unfinished %d; keys forwarded twice %d (after a 502/504 of the first: %d, otherwise %d); "+
+		"bad answers %d; requests: %v; edge_upstream_errors_total{reason=%q} %v, edge_idempotency_total{result=\"not_recorded\"} %v; "+
+		"goroutines %d→%d, heap %d→%d KiB",
+		f.name, orders.Load(), answered.Load(), unfinished.Load(), twice, twice-unexplained, unexplained,
+		badAnswers.Load(), load, f.reason, errs, notRecorded, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
+	if load.hung != 0 {
+		t.Errorf("%d requests hung past the upstream timeout + %v", load.hung, hangMargin)
+	}
+	if unexplained != 0 {
+		t.Errorf("%d Idempotency-Keys forwarded twice although no answer for them failed", unexplained)
+	}
+	if answered.Load() != orders.Load() || unfinished.Load() != 0 {
+		t.Errorf("%d orders, %d answered, %d unfinished", orders.Load(), answered.Load(), unfinished.Load())
+	}
+	if errs == 0 {
+		t.Errorf("edge_upstream_errors_total{reason=%q} did not move", f.reason)
+	}
+}
