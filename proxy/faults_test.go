@@ -30,24 +30,49 @@ const hangMargin = time.Second
 
 // faultLoad sends requests and records every answer and how long it took. Safe for
 // concurrent use.
+//
+// A request hung when it took longer than its limit (its timeout plus hangMargin) plus the
+// longest stall of the whole process while the load ran: on a shared 2-core machine the
+// test process is sometimes not scheduled for a second or more, which delays every request
+// alike and says nothing about edge. A watcher goroutine measures those stalls.
 type faultLoad struct {
 	c *fasthttp.Client
 
 	mu      sync.Mutex
-	codes   map[string]int // "kind status" → count; status 0 is no answer at all
-	hung    int
+	codes   map[string]int             // "kind status" → count; status 0 is no answer at all
+	over    map[string][]time.Duration // kind → how far past its limit each late request was
 	slowest time.Duration
+	stall   time.Duration // longest the watcher found the process not running
 }
 
-func newFaultLoad() *faultLoad {
-	return &faultLoad{
+func newFaultLoad(t *testing.T) *faultLoad {
+	l := &faultLoad{
 		c:     &fasthttp.Client{MaxConnsPerHost: 1024, MaxConnWaitTimeout: 30 * time.Second, ReadTimeout: 30 * time.Second},
 		codes: map[string]int{},
+		over:  map[string][]time.Duration{},
 	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		const tick = 10 * time.Millisecond
+		for last := time.Now(); ; {
+			select {
+			case <-stop:
+				return
+			case now := <-time.After(tick):
+				l.mu.Lock()
+				l.stall = max(l.stall, now.Sub(last)-tick)
+				l.mu.Unlock()
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return l
 }
 
-// do sends req and returns the status (0 when no answer came within 30 s). A request whose
-// answer took longer than limit counts as hung.
+// do sends req and returns the status (0 when no answer came within 30 s), recording
+// whether it came later than limit.
 func (l *faultLoad) do(kind string, limit time.Duration, req *fasthttp.Request, resp *fasthttp.Response) int {
 	start := time.Now()
 	err := l.c.DoTimeout(req, resp, 30*time.Second)
@@ -61,12 +86,28 @@ func (l *faultLoad) do(kind string, limit time.Duration, req *fasthttp.Request, 
 	l.codes[fmt.Sprintf("%s %d", kind, code)]++
 	l.slowest = max(l.slowest, took)
 	if took > limit {
-		l.hung++
+		l.over[kind] = append(l.over[kind], took-limit)
 	}
 	return code
 }
 
+// hung counts the requests that were late by more than the process's longest stall.
+func (l *faultLoad) hung() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, over := range l.over {
+		for _, d := range over {
+			if d > l.stall {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 func (l *faultLoad) String() string {
+	hung := l.hung()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	keys := make([]string, 0, len(l.codes))
@@ -78,7 +119,12 @@ func (l *faultLoad) String() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s×%d ", k, l.codes[k])
 	}
-	fmt.Fprintf(&b, "hung %d slowest %v", l.hung, l.slowest.Round(time.Millisecond))
+	late := 0
+	for _, over := range l.over {
+		late += len(over)
+	}
+	fmt.Fprintf(&b, "hung %d (past timeout+%v: %d; longest process stall %v) slowest %v",
+		hung, hangMargin, late, l.stall.Round(time.Millisecond), l.slowest.Round(time.Millisecond))
 	return b.String()
 }
 
@@ -119,24 +165,40 @@ func settle(t *testing.T, l *faultLoad, b baseline) baseline {
 	}
 }
 
-// redisFault is one way Redis can fail behind the fault proxy: on starts it, off ends it.
+// redisWorld is the Redis a scenario runs against: one redis-server behind a fault proxy,
+// or a Redis Cluster (clients follow its redirects to every node, so no proxy fits in).
+type redisWorld struct {
+	proxy   *faultproxy.Proxy
+	server  *redistest.Server
+	cluster *redistest.Cluster
+	master  *redistest.Server // the cluster's master of the sale's keys
+	replica *redistest.Server // its replica
+}
+
+// redisFault is one way Redis can fail: on starts it, off ends it.
 type redisFault struct {
-	name string
-	on   func(p *faultproxy.Proxy, srv *redistest.Server) (off func())
+	name    string
+	cluster bool
+	on      func(t *testing.T, w *redisWorld) (off func())
 	// emptied: Redis comes back without the sale (a restart without persistence).
 	emptied bool
+	// lossy: a master died and its replica took over; replication is asynchronous, so the
+	// last writes may be lost (documented in docs/seckill.md): units can be sold twice and
+	// holders forgotten. The numbers are reported, not held to the strict invariants.
+	lossy bool
 }
 
 var redisFaults = []redisFault{
-	{name: "latency", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
-		p.SetLatency(faultproxy.Down, 400*time.Millisecond) // above the 300ms store timeout
-		return p.Heal
+	{name: "latency", on: func(_ *testing.T, w *redisWorld) func() {
+		w.proxy.SetLatency(faultproxy.Down, 400*time.Millisecond) // above the 300ms store timeout
+		return w.proxy.Heal
 	}},
-	{name: "blackhole", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
-		p.Blackhole(true)
-		return p.Heal
+	{name: "blackhole", on: func(_ *testing.T, w *redisWorld) func() {
+		w.proxy.Blackhole(true)
+		return w.proxy.Heal
 	}},
-	{name: "reset", on: func(p *faultproxy.Proxy, _ *redistest.Server) func() {
+	{name: "reset", on: func(_ *testing.T, w *redisWorld) func() {
+		p := w.proxy
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		p.Refuse(true)
@@ -153,10 +215,28 @@ var redisFaults = []redisFault{
 		}()
 		return func() { close(stop); <-done; p.Heal() }
 	}},
-	{name: "restart", emptied: true, on: func(_ *faultproxy.Proxy, srv *redistest.Server) func() {
-		srv.Kill()
-		return srv.Restart
+	{name: "restart", emptied: true, on: func(_ *testing.T, w *redisWorld) func() {
+		w.server.Kill()
+		return w.server.Restart
 	}},
+	// A manual failover (CLUSTER FAILOVER on the replica): the replica catches up first, so
+	// nothing is lost and the strict invariants hold.
+	{name: "cluster-failover", cluster: true, on: func(t *testing.T, w *redisWorld) func() {
+		w.replica.Do("CLUSTER", "FAILOVER")
+		return func() { waitMaster(t, w) }
+	}},
+	// The master is killed: the replica is promoted after the cluster node timeout (2s).
+	{name: "cluster-master-killed", cluster: true, lossy: true, on: func(t *testing.T, w *redisWorld) func() {
+		w.master.Kill()
+		return func() { waitMaster(t, w) }
+	}},
+}
+
+// waitMaster waits until the cluster serves the sale's keys from the replica.
+func waitMaster(t *testing.T, w *redisWorld) {
+	waitUntil(t, 30*time.Second, "the replica serving the sale", func() bool {
+		return w.cluster.MasterOf(t, "sk:{hot}:stock") == w.replica
+	})
 }
 
 // TestFaultSeckillRedis: a token rush and the orders after it, with Redis slow, blackholed,
@@ -167,7 +247,19 @@ var redisFaults = []redisFault{
 // (counted as stranded, see below).
 func TestFaultSeckillRedis(t *testing.T) {
 	for _, f := range redisFaults {
-		t.Run(f.name, func(t *testing.T) { seckillUnderFault(t, f) })
+		if !f.cluster {
+			t.Run(f.name, func(t *testing.T) { seckillUnderFault(t, f) })
+		}
+	}
+}
+
+// TestFaultSeckillRedisCluster: the same with the master of the sale's slot failing over
+// to its replica during the rush, by CLUSTER FAILOVER and by being killed.
+func TestFaultSeckillRedisCluster(t *testing.T) {
+	for _, f := range redisFaults {
+		if f.cluster {
+			t.Run(f.name, func(t *testing.T) { seckillUnderFault(t, f) })
+		}
 	}
 }
 
@@ -182,8 +274,22 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		storeTimeout = 300 * time.Millisecond
 		upTimeout    = 2 * time.Second
 	)
-	srv := redistest.Start(t)
-	fp := faultproxy.Start(t, srv.Addr)
+	w := &redisWorld{}
+	var store string
+	if f.cluster {
+		w.cluster = redistest.StartCluster(t)
+		w.master = w.cluster.MasterOf(t, "sk:{hot}:stock")
+		for i, m := range w.cluster.Servers {
+			if m == w.master {
+				w.replica = w.cluster.AddReplica(t, i)
+			}
+		}
+		store = redisStore(w.cluster.Addrs...)
+	} else {
+		w.server = redistest.Start(t)
+		w.proxy = faultproxy.Start(t, w.server.Addr)
+		store = redisStore(w.proxy.Addr)
+	}
 	var (
 		mu       sync.Mutex
 		byToken  = map[string]int{}
@@ -197,12 +303,12 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		ctx.SetBodyString("ordered")
 	})
 	// Upstream connections idle for a second close, so goroutines can return to the baseline.
-	src := strings.Replace(seckillConfig(redisStore(fp.Addr), o.Addr, fmt.Sprintf("timeout = %q", storeTimeout)),
+	src := strings.Replace(seckillConfig(store, o.Addr, fmt.Sprintf("timeout = %q", storeTimeout)),
 		`timeout = "2s"`, `timeout = "2s"
   keepalive_timeout = "1s"`, 1)
 	e := startSeckill(t, src)
 	e.setStock(t, "hot", stock)
-	load := newFaultLoad()
+	load := newFaultLoad(t)
 	// Warm up: the load's connections, the origin's, the script cache.
 	if code, _ := issue(t, e.addr, "warm", "w"); code != 404 {
 		t.Fatalf("warm-up: %d, want 404 no_sale", code)
@@ -272,7 +378,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 				// and did not forward; the unit is neither ordered nor back in stock.
 				stranded.Add(1)
 				return
-			case code == 403 && f.emptied:
+			case code == 403 && (f.emptied || f.lossy):
 				lostHolder.Add(1) // Redis forgot the holder: documented
 				return
 			default:
@@ -307,7 +413,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	go func() {
 		defer close(faultDone)
 		time.Sleep(faultAt)
-		off := f.on(fp, srv)
+		off := f.on(t, w)
 		for i, tok := range holderTokens {
 			wg.Add(1)
 			go func() {
@@ -352,11 +458,11 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		oversold, twice, stranded.Load(), soldOut.Load(), noSale.Load(), lostHolder.Load(), gaveUp.Load(),
 		left, held, load, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
 
-	if oversold != 0 || twice != 0 {
+	if (oversold != 0 || twice != 0) && !f.lossy {
 		t.Errorf("oversold %d, tokens forwarded twice %d; want 0 and 0", oversold, twice)
 	}
-	if load.hung != 0 {
-		t.Errorf("%d requests hung past their timeout + %v", load.hung, hangMargin)
+	if n := load.hung(); n != 0 {
+		t.Errorf("%d requests hung past their timeout + %v: %v", n, hangMargin, load)
 	}
 	if gaveUp.Load() != 0 {
 		t.Errorf("%d buyers still had no answer but 503 when the rush ended", gaveUp.Load())
@@ -371,13 +477,17 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	if !f.emptied {
 		// Redis's own count: a unit is either left or held, whatever was lost on the wire; and
 		// demand exceeded supply, so every unit found a buyer once the fault ended.
-		if left+held != stock || left != 0 || granted.Load() != stock {
+		if left+held != stock || left != 0 || granted.Load() != stock && !f.lossy {
 			t.Errorf("redis: %d left + %d held, %d tokens granted; want 0 + %d and %d", left, held, granted.Load(), stock, stock)
 		}
 	}
-	for _, name := range []string{"edge_seckill_requests_total", "edge_seckill_orders_total"} {
-		if n := gathered(t, e.reg, name, "result", "error"); n == 0 {
-			t.Errorf("%s{result=\"error\"} did not move during the fault", name)
+	// The metrics say what clients saw: every 503 is counted as a store error.
+	for _, m := range []struct{ name, kind string }{{"edge_seckill_requests_total", "token"}, {"edge_seckill_orders_total", "order"}} {
+		load.mu.Lock()
+		saw := load.codes[m.kind+" 503"]
+		load.mu.Unlock()
+		if n := gathered(t, e.reg, m.name, "result", "error"); n != float64(saw) {
+			t.Errorf("%s{result=\"error\"} = %v, clients saw %d answers 503", m.name, n, saw)
 		}
 	}
 }
@@ -458,7 +568,7 @@ route "app" {
   upstream = "app"
 }
 `, fp.Addr, upTimeout))
-	load := newFaultLoad()
+	load := newFaultLoad(t)
 	limit := upTimeout + hangMargin
 	get := func(req *fasthttp.Request, resp *fasthttp.Response) int {
 		req.Reset()
@@ -561,8 +671,8 @@ route "app" {
 		"goroutines %d→%d, heap %d→%d KiB",
 		f.name, orders.Load(), answered.Load(), unfinished.Load(), twice, twice-unexplained, unexplained,
 		badAnswers.Load(), load, f.reason, errs, notRecorded, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
-	if load.hung != 0 {
-		t.Errorf("%d requests hung past the upstream timeout + %v", load.hung, hangMargin)
+	if n := load.hung(); n != 0 {
+		t.Errorf("%d requests hung past the upstream timeout + %v: %v", n, hangMargin, load)
 	}
 	if unexplained != 0 {
 		t.Errorf("%d Idempotency-Keys forwarded twice although no answer for them failed", unexplained)
