@@ -119,11 +119,11 @@ func (l *faultLoad) String() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s×%d ", k, l.codes[k])
 	}
-	late := 0
-	for _, over := range l.over {
-		late += len(over)
+	late := map[string]int{}
+	for kind, over := range l.over {
+		late[kind] = len(over)
 	}
-	fmt.Fprintf(&b, "hung %d (past timeout+%v: %d; longest process stall %v) slowest %v",
+	fmt.Fprintf(&b, "hung %d (past timeout+%v: %v; longest process stall %v) slowest %v",
 		hung, hangMargin, late, l.stall.Round(time.Millisecond), l.slowest.Round(time.Millisecond))
 	return b.String()
 }
@@ -318,11 +318,22 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	tokenLimit := storeTimeout + hangMargin
 	orderLimit := storeTimeout + upTimeout + hangMargin
 	var granted, ordered, stranded, soldOut, noSale, lostHolder, gaveUp atomic.Int64
-	giveUp := time.Now().Add(faultAt + faultFor + 8*time.Second)
+	// Buyers give up 8s after the fault ended (a failover ends when the replica serves).
+	var giveUp, recovered atomic.Int64 // unix nanoseconds; 0 while the fault lasts
+	gaveUpNow := func() bool {
+		g := giveUp.Load()
+		return g != 0 && time.Now().UnixNano() > g
+	}
+	// firstAfter notes the first success after the fault ended.
+	firstAfter := func() {
+		if giveUp.Load() != 0 {
+			recovered.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	}
 	// token asks for user's token until it has one or an answer that ends the purchase ("").
 	token := func(user string, req *fasthttp.Request, resp *fasthttp.Response) string {
 		for {
-			if time.Now().After(giveUp) {
+			if gaveUpNow() {
 				gaveUp.Add(1)
 				return ""
 			}
@@ -338,6 +349,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 					return ""
 				}
 				granted.Add(1)
+				firstAfter()
 				return g.Token
 			case 410:
 				soldOut.Add(1)
@@ -357,7 +369,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	order := func(user, token string, req *fasthttp.Request, resp *fasthttp.Response) {
 		unavailable := false
 		for {
-			if time.Now().After(giveUp) {
+			if gaveUpNow() {
 				gaveUp.Add(1)
 				return
 			}
@@ -369,6 +381,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 			switch code := load.do("order", orderLimit, req, resp); {
 			case code == 200:
 				ordered.Add(1)
+				firstAfter()
 				return
 			case code == 503:
 				unavailable = true
@@ -410,9 +423,11 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	var wg sync.WaitGroup
 	start := time.Now()
 	faultDone := make(chan struct{})
+	var faultStarted, faultEnded time.Time
 	go func() {
 		defer close(faultDone)
 		time.Sleep(faultAt)
+		faultStarted = time.Now()
 		off := f.on(t, w)
 		for i, tok := range holderTokens {
 			wg.Add(1)
@@ -427,6 +442,8 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		}
 		time.Sleep(faultFor / 2)
 		off()
+		faultEnded = time.Now()
+		giveUp.Store(faultEnded.Add(8 * time.Second).UnixNano())
 	}()
 	for i := range buyers {
 		wg.Add(1)
@@ -451,6 +468,12 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		left, held = e.item(t, "hot")
 	}
 	after := settle(t, load, base)
+	recovery := "none"
+	if r := recovered.Load(); r != 0 {
+		recovery = time.Unix(0, r).Sub(faultEnded).Round(time.Millisecond).String()
+	}
+	t.Logf("%s: the fault lasted %v; first success %s after it ended", f.name,
+		faultEnded.Sub(faultStarted).Round(time.Millisecond), recovery)
 	t.Logf("%s: %v rush; stock %d, buyers %d: tokens granted %d, orders accepted %d (origin saw %d), "+
 		"oversold %d, tokens forwarded twice %d, stranded %d, sold out %d, no_sale %d, holder lost %d, gave up %d; "+
 		"redis: left %d held %d; requests: %v; goroutines %d→%d, heap %d→%d KiB",
