@@ -401,23 +401,22 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 		}
 	}
 	buy := func(user string) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		if tok := token(user, req, resp); tok != "" {
-			order(user, tok, req, resp)
-		}
+		withExchange(func(req *fasthttp.Request, resp *fasthttp.Response) {
+			if tok := token(user, req, resp); tok != "" {
+				order(user, tok, req, resp)
+			}
+		})
 	}
 	// Holders got their tokens before the fault and order during it, so that orders meet
 	// the fault too (the rush's buyers mostly get their tokens after it).
 	holderTokens := make([]string, holders)
 	for i := range holders {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		if holderTokens[i] = token(fmt.Sprintf("h%d", i), req, resp); holderTokens[i] == "" {
+		withExchange(func(req *fasthttp.Request, resp *fasthttp.Response) {
+			holderTokens[i] = token(fmt.Sprintf("h%d", i), req, resp)
+		})
+		if holderTokens[i] == "" {
 			t.Fatalf("holder %d got no token before the fault", i)
 		}
-		fasthttp.ReleaseRequest(req)
-		fasthttp.ReleaseResponse(resp)
 	}
 
 	var wg sync.WaitGroup
@@ -433,10 +432,9 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				defer fasthttp.ReleaseRequest(req)
-				defer fasthttp.ReleaseResponse(resp)
-				order(fmt.Sprintf("h%d", i), tok, req, resp)
+				withExchange(func(req *fasthttp.Request, resp *fasthttp.Response) {
+					order(fmt.Sprintf("h%d", i), tok, req, resp)
+				})
 			}()
 			time.Sleep(faultFor / holders / 2) // spread over the first half of the fault
 		}
@@ -598,12 +596,11 @@ route "app" {
 		req.SetRequestURI("http://" + e.addr + "/app/page")
 		return load.do("GET", limit, req, resp)
 	}
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	if code := get(req, resp); code != 200 || len(resp.Body()) != len(page) {
-		t.Fatalf("warm-up: %d, %d bytes", code, len(resp.Body()))
-	}
-	fasthttp.ReleaseRequest(req)
-	fasthttp.ReleaseResponse(resp)
+	withExchange(func(req *fasthttp.Request, resp *fasthttp.Response) {
+		if code := get(req, resp); code != 200 || len(resp.Body()) != len(page) {
+			t.Fatalf("warm-up: %d, %d bytes", code, len(resp.Body()))
+		}
+	})
 	base := measure()
 
 	var (
@@ -620,53 +617,54 @@ route "app" {
 		}
 	}
 	stop := time.Now().Add(loadFor)
+	// work sends, until stop, a GET and then one order retried with its key until answered.
+	work := func(w int, req *fasthttp.Request, resp *fasthttp.Response) {
+		for n := 0; time.Now().Before(stop); n++ {
+			if code := get(req, resp); code != 200 {
+				checkError(code, resp)
+			} else if len(resp.Body()) != len(page) {
+				badAnswers.Add(1)
+				t.Errorf("GET 200 with %d bytes", len(resp.Body()))
+			}
+			// One order, retried with its key until it has its answer.
+			key := fmt.Sprintf("w%d-%d", w, n)
+			orders.Add(1)
+			for {
+				if time.Now().After(stop.Add(15 * time.Second)) {
+					unfinished.Add(1)
+					break
+				}
+				req.Reset()
+				req.Header.SetMethod("POST")
+				req.SetRequestURI("http://" + e.addr + "/api/orders")
+				req.Header.Set("X-User-Id", "u")
+				req.Header.Set("Idempotency-Key", key)
+				req.SetBodyString(`{"qty":1}`)
+				code := load.do("POST", limit, req, resp)
+				if code == 201 {
+					if string(resp.Body()) != `{"order":"`+key+`"}` {
+						t.Errorf("order %s answered %q", key, resp.Body())
+					}
+					answered.Add(1)
+					break
+				}
+				if code == 409 { // in_progress: the first is still running
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				checkError(code, resp)
+				if code == 502 || code == 504 {
+					failedFirst.Store(key, true)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			for n := 0; time.Now().Before(stop); n++ {
-				if code := get(req, resp); code != 200 {
-					checkError(code, resp)
-				} else if len(resp.Body()) != len(page) {
-					badAnswers.Add(1)
-					t.Errorf("GET 200 with %d bytes", len(resp.Body()))
-				}
-				// One order, retried with its key until it has its answer.
-				key := fmt.Sprintf("w%d-%d", w, n)
-				orders.Add(1)
-				for {
-					if time.Now().After(stop.Add(15 * time.Second)) {
-						unfinished.Add(1)
-						break
-					}
-					req.Reset()
-					req.Header.SetMethod("POST")
-					req.SetRequestURI("http://" + e.addr + "/api/orders")
-					req.Header.Set("X-User-Id", "u")
-					req.Header.Set("Idempotency-Key", key)
-					req.SetBodyString(`{"qty":1}`)
-					code := load.do("POST", limit, req, resp)
-					if code == 201 {
-						if string(resp.Body()) != `{"order":"`+key+`"}` {
-							t.Errorf("order %s answered %q", key, resp.Body())
-						}
-						answered.Add(1)
-						break
-					}
-					if code == 409 { // in_progress: the first is still running
-						time.Sleep(50 * time.Millisecond)
-						continue
-					}
-					checkError(code, resp)
-					if code == 502 || code == 504 {
-						failedFirst.Store(key, true)
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
-			}
+			withExchange(func(req *fasthttp.Request, resp *fasthttp.Response) { work(w, req, resp) })
 		}()
 	}
 	time.Sleep(faultAt)
@@ -706,4 +704,12 @@ route "app" {
 	if errs == 0 {
 		t.Errorf("edge_upstream_errors_total{reason=%q} did not move", f.reason)
 	}
+}
+
+// withExchange runs fn with a pooled request and response, released when it returns.
+func withExchange(fn func(req *fasthttp.Request, resp *fasthttp.Response)) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	fn(req, resp)
 }
