@@ -24,6 +24,11 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// retryPause is how long a seckill buyer waits before asking again after a 503: short
+// enough to keep load on through the fault, long enough that 1000 buyers retrying do not
+// starve the 2-core machine (under -race) and make every request late.
+const retryPause = 100 * time.Millisecond
+
 // hangMargin is how much longer than its configured timeout a request may take before it
 // counts as hung: generous, for a loaded 2-core machine.
 const hangMargin = time.Second
@@ -358,7 +363,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 				noSale.Add(1)
 				return ""
 			case 503:
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(retryPause)
 			default:
 				t.Errorf("token for %s: %d %s", user, code, resp.Body())
 				return ""
@@ -385,7 +390,7 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 				return
 			case code == 503:
 				unavailable = true
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(retryPause)
 			case code == 409 && unavailable:
 				// The store consumed the token, but its answer was lost: edge answered 503
 				// and did not forward; the unit is neither ordered nor back in stock.
