@@ -518,19 +518,34 @@ func seckillUnderFault(t *testing.T, f redisFault) {
 	}
 }
 
-// originFault is one way an origin can fail behind the fault proxy, and the upstream error
-// reason edge must count for it.
+// originFault is one way an origin (or, with redis, the Redis of the idempotency store) can
+// fail behind the fault proxy, and the counter edge must move for it.
 type originFault struct {
-	name, reason string
+	name string
+	// redis: the fault proxy is in front of the Redis of store = "redis", not the origin.
+	redis        bool
+	metric       string // a counter that must move, with one label
+	label, value string
 	on           func(p *faultproxy.Proxy)
 }
 
 var originFaults = []originFault{
-	{"latency", "timeout", func(p *faultproxy.Proxy) { p.SetLatency(faultproxy.Down, 800*time.Millisecond) }},
-	{"reset", "broken", func(p *faultproxy.Proxy) { p.ResetAfter(4 << 10); p.ResetAll() }},
-	{"blackhole", "timeout", func(p *faultproxy.Proxy) { p.Blackhole(true) }},
-	{"bandwidth", "timeout", func(p *faultproxy.Proxy) { p.SetBandwidth(faultproxy.Down, 16<<10) }},
-	{"refuse", "broken", func(p *faultproxy.Proxy) { p.Refuse(true); p.CutAll() }},
+	{"latency", false, "edge_upstream_errors_total", "reason", "timeout",
+		func(p *faultproxy.Proxy) { p.SetLatency(faultproxy.Down, 800*time.Millisecond) }},
+	{"reset", false, "edge_upstream_errors_total", "reason", "broken",
+		func(p *faultproxy.Proxy) { p.ResetAfter(4 << 10); p.ResetAll() }},
+	{"blackhole", false, "edge_upstream_errors_total", "reason", "timeout",
+		func(p *faultproxy.Proxy) { p.Blackhole(true) }},
+	{"bandwidth", false, "edge_upstream_errors_total", "reason", "timeout",
+		func(p *faultproxy.Proxy) { p.SetBandwidth(faultproxy.Down, 16<<10) }},
+	{"refuse", false, "edge_upstream_errors_total", "reason", "broken",
+		func(p *faultproxy.Proxy) { p.Refuse(true); p.CutAll() }},
+	{"redis-latency", true, "edge_idempotency_total", "result", "unavailable",
+		func(p *faultproxy.Proxy) { p.SetLatency(faultproxy.Down, 400*time.Millisecond) }},
+	{"redis-blackhole", true, "edge_idempotency_total", "result", "unavailable",
+		func(p *faultproxy.Proxy) { p.Blackhole(true) }},
+	{"redis-reset", true, "edge_idempotency_total", "result", "unavailable",
+		func(p *faultproxy.Proxy) { p.Refuse(true); p.ResetAll() }},
 }
 
 // TestFaultOrigin: GETs of a 32 KiB page and idempotent POSTs (each order retried with its
@@ -542,7 +557,21 @@ var originFaults = []originFault{
 // every order ends with its answer, and goroutines and heap settle after the fault.
 func TestFaultOrigin(t *testing.T) {
 	for _, f := range originFaults {
-		t.Run(f.name, func(t *testing.T) { originUnderFault(t, f) })
+		if !f.redis {
+			t.Run(f.name, func(t *testing.T) { originUnderFault(t, f) })
+		}
+	}
+}
+
+// TestFaultIdempotencyRedis: the same load with store = "redis" (lease 1s) while its Redis
+// is slow past the store timeout, blackholed or resetting connections: orders are answered
+// 503 store_unavailable meanwhile and every one ends with its answer; a key reaches the
+// origin twice only after a 502/504 of the first.
+func TestFaultIdempotencyRedis(t *testing.T) {
+	for _, f := range originFaults {
+		if f.redis {
+			t.Run(f.name, func(t *testing.T) { originUnderFault(t, f) })
+		}
 	}
 }
 
@@ -571,9 +600,32 @@ func originUnderFault(t *testing.T, f originFault) {
 		}
 		ctx.SetBodyString(page)
 	})
-	fp := faultproxy.Start(t, o.Addr)
+	const storeTimeout = 300 * time.Millisecond
+	upstreamAddr, store, postLimit := "", "", upTimeout+hangMargin
+	var fp *faultproxy.Proxy
+	if f.redis {
+		fp = faultproxy.Start(t, redistest.Start(t).Addr)
+		upstreamAddr = o.Addr
+		store = fmt.Sprintf(`
+seckill {
+  store   = "memory"
+  redis { addrs = [%q] }
+  secret  = %q
+  timeout = %q
+}`, fp.Addr, testSeckillSecret, storeTimeout)
+		// Claim, forward, record: two store calls and one exchange.
+		postLimit = upTimeout + 2*storeTimeout + hangMargin
+	} else {
+		fp = faultproxy.Start(t, o.Addr)
+		upstreamAddr = fp.Addr
+	}
+	storeAttrs := ""
+	if f.redis {
+		storeAttrs = "store = \"redis\"\n    lease = \"1s\""
+	}
 	e := startEdge(t, fmt.Sprintf(`
 trusted_proxies = ["127.0.0.1/32"]
+%s
 upstream "app" {
   servers           = [%q]
   timeout           = %q
@@ -587,13 +639,14 @@ route "orders" {
   upstream = "app"
   idempotency {
     required = true
+    %s
   }
 }
 route "app" {
   match { path = "/" }
   upstream = "app"
 }
-`, fp.Addr, upTimeout))
+`, store, upstreamAddr, upTimeout, storeAttrs))
 	load := newFaultLoad(t)
 	limit := upTimeout + hangMargin
 	get := func(req *fasthttp.Request, resp *fasthttp.Response) int {
@@ -645,7 +698,7 @@ route "app" {
 				req.Header.Set("X-User-Id", "u")
 				req.Header.Set("Idempotency-Key", key)
 				req.SetBodyString(`{"qty":1}`)
-				code := load.do("POST", limit, req, resp)
+				code := load.do("POST", postLimit, req, resp)
 				if code == 201 {
 					if string(resp.Body()) != `{"order":"`+key+`"}` {
 						t.Errorf("order %s answered %q", key, resp.Body())
@@ -690,13 +743,13 @@ route "app" {
 	}
 	mu.Unlock()
 	after := settle(t, load, base)
-	errs := gathered(t, e.reg, "edge_upstream_errors_total", "reason", f.reason)
+	errs := gathered(t, e.reg, f.metric, f.label, f.value)
 	notRecorded := gathered(t, e.reg, "edge_idempotency_total", "result", "not_recorded")
 	t.Logf("%s: orders %d, answered %d, unfinished %d; keys forwarded twice %d (after a 502/504 of the first: %d, otherwise %d); "+
-		"bad answers %d; requests: %v; edge_upstream_errors_total{reason=%q} %v, edge_idempotency_total{result=\"not_recorded\"} %v; "+
+		"bad answers %d; requests: %v; %s{%s=%q} %v, edge_idempotency_total{result=\"not_recorded\"} %v; "+
 		"goroutines %d→%d, heap %d→%d KiB",
 		f.name, orders.Load(), answered.Load(), unfinished.Load(), twice, twice-unexplained, unexplained,
-		badAnswers.Load(), load, f.reason, errs, notRecorded, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
+		badAnswers.Load(), load, f.metric, f.label, f.value, errs, notRecorded, base.goroutines, after.goroutines, base.heap>>10, after.heap>>10)
 	if n := load.hung(); n != 0 {
 		t.Errorf("%d requests hung past the upstream timeout + %v: %v", n, hangMargin, load)
 	}
@@ -707,7 +760,7 @@ route "app" {
 		t.Errorf("%d orders, %d answered, %d unfinished", orders.Load(), answered.Load(), unfinished.Load())
 	}
 	if errs == 0 {
-		t.Errorf("edge_upstream_errors_total{reason=%q} did not move", f.reason)
+		t.Errorf("%s{%s=%q} did not move", f.metric, f.label, f.value)
 	}
 }
 
