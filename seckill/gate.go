@@ -18,6 +18,9 @@ const (
 	DefaultReclaimBatch   = 512
 )
 
+// maxUnsure bounds, per item, the users a Gate remembers as unsure (see itemState.unsure).
+const maxUnsure = 4096
+
 // GateOptions configures NewGate.
 type GateOptions struct {
 	// TTL is how long an issued token stays valid (at least 1s). Default DefaultTTL.
@@ -72,6 +75,7 @@ type Gate struct {
 	requests atomic.Uint64
 	calls    atomic.Uint64
 	shed     atomic.Uint64
+	unsure   atomic.Int64 // unsure users over all items (itemState.unsure)
 }
 
 // itemState is this node's view of one item: its sold-out flag and its batcher.
@@ -85,6 +89,14 @@ type itemState struct {
 	gen      uint64  // bumped by each local event that may add stock; guards stale flags
 	pending  []*call // requests waiting for the next batch
 	inflight int     // batches being run
+
+	// unsure maps users whose last Issue here ended in ErrUnavailable to the unix nanosecond
+	// their token, if the store did issue one, expires. The store may have given them a unit
+	// whose token never reached them, so they pass the sold-out flag: asking again must
+	// return that token (a repeat), not 410. At most maxUnsure users; guarded by mu.
+	// nUnsure is len(unsure), read without the lock on the shed path.
+	unsure  map[string]int64
+	nUnsure atomic.Int32
 }
 
 // call is one Issue request travelling through a batch.
@@ -157,15 +169,43 @@ func (g *Gate) Issue(ctx context.Context, item, user string, now time.Time) (Gra
 	st := g.lookup(item)
 	recheck := false
 	if st != nil {
+		// The store may hold a unit for an unsure user: its call must reach the store, past
+		// this flag and past the flag a queued batch finds raised when it leaves.
+		unsure := g.unsure.Load() != 0 && st.isUnsure([]byte(user), now)
 		var shed bool
-		if shed, recheck = st.shedding(now.UnixNano(), g.recheck); shed {
+		if shed, recheck = st.shedding(now.UnixNano(), g.recheck); shed && !unsure {
 			g.shed.Add(1)
 			return Grant{}, ErrSoldOut
 		}
+		recheck = recheck || unsure
 	}
 	// Round the expiry up to the second the token carries, so it never ends early.
 	exp := time.Unix((now.Add(g.ttl).UnixNano()+int64(time.Second)-1)/int64(time.Second), 0)
 	c := &call{t: Ticket{User: user, Token: g.signer.Sign(item, user, exp), Expires: exp}, now: now, recheck: recheck}
+	grant, err := g.await(ctx, item, st, c)
+	if st != nil {
+		g.unsure.Add(st.note(user, exp, err))
+	}
+	return grant, err
+}
+
+// Unsure reports whether user's last Issue for item on this Gate ended without the store's
+// answer (ErrUnavailable), less than a token TTL ago: the store may hold a unit for the
+// user whose token never reached them, so a sold-out flag kept outside the Gate must let
+// the user through to Issue, which then returns that token as a repeat. Without such users
+// anywhere it costs one atomic load and allocates nothing.
+func (g *Gate) Unsure(item, user []byte, now time.Time) bool {
+	if g.unsure.Load() == 0 {
+		return false
+	}
+	g.mu.RLock()
+	st := g.items[string(item)]
+	g.mu.RUnlock()
+	return st != nil && st.isUnsure(user, now)
+}
+
+// await runs c, alone or in a batch, and returns its answer.
+func (g *Gate) await(ctx context.Context, item string, st *itemState, c *call) (Grant, error) {
 	if st == nil || g.batchMax <= 1 {
 		g.direct(ctx, item, st, c)
 		return c.grant()
@@ -348,6 +388,52 @@ func (st *itemState) shedding(now int64, recheck time.Duration) (shed, won bool)
 	return !won, won
 }
 
+// isUnsure reports whether user's last Issue here ended without the store's answer, less
+// than a token TTL ago. Without unsure users it costs one atomic load.
+func (st *itemState) isUnsure(user []byte, now time.Time) bool {
+	if st.nUnsure.Load() == 0 {
+		return false
+	}
+	st.mu.Lock()
+	exp, ok := st.unsure[string(user)]
+	st.mu.Unlock()
+	return ok && now.UnixNano() < exp
+}
+
+// note records the outcome of user's Issue whose token would expire at exp: no answer from
+// the store (ErrUnavailable) makes the user unsure; any answer of the store ends that. It
+// returns the change in the number of unsure users.
+func (st *itemState) note(user string, exp time.Time, err error) int64 {
+	unknown := errors.Is(err, ErrUnavailable)
+	if !unknown && st.nUnsure.Load() == 0 {
+		return 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	before := len(st.unsure)
+	defer func() { st.nUnsure.Store(int32(len(st.unsure))) }()
+	switch {
+	case !unknown:
+		delete(st.unsure, user)
+	case st.unsure == nil:
+		st.unsure = map[string]int64{user: exp.UnixNano()}
+	default:
+		if len(st.unsure) >= maxUnsure {
+			// Make room from users whose tokens have expired: reclaim returns their units.
+			now := time.Now().UnixNano()
+			for u, e := range st.unsure {
+				if e <= now {
+					delete(st.unsure, u)
+				}
+			}
+		}
+		if _, ok := st.unsure[user]; ok || len(st.unsure) < maxUnsure {
+			st.unsure[user] = exp.UnixNano()
+		}
+	}
+	return int64(len(st.unsure) - before)
+}
+
 // clear drops the sold-out flag after a local event that may have added stock.
 func (st *itemState) clear() {
 	st.mu.Lock()
@@ -380,6 +466,11 @@ func (g *Gate) forget(st *itemState) {
 	g.mu.Lock()
 	if g.items[st.item] == st {
 		delete(g.items, st.item)
+		st.mu.Lock()
+		g.unsure.Add(-int64(len(st.unsure)))
+		st.unsure = nil
+		st.nUnsure.Store(0)
+		st.mu.Unlock()
 	}
 	g.mu.Unlock()
 }
