@@ -90,13 +90,25 @@ type itemState struct {
 	pending  []*call // requests waiting for the next batch
 	inflight int     // batches being run
 
-	// unsure maps users whose last Issue here ended in ErrUnavailable to the unix nanosecond
-	// their token, if the store did issue one, expires. The store may have given them a unit
-	// whose token never reached them, so they pass the sold-out flag: asking again must
-	// return that token (a repeat), not 410. At most maxUnsure users; guarded by mu.
-	// nUnsure is len(unsure), read without the lock on the shed path.
-	unsure  map[string]int64
-	nUnsure atomic.Int32
+	// unsure holds users whose last Issue here ended in ErrUnavailable, until their token,
+	// if the store did issue one, expires. The store may have given them a unit whose
+	// token never reached them, so they pass the sold-out flag: asking again must return
+	// that token (a repeat), not 410.
+	unsure unsureSet
+	// consuming holds users whose last Check here ended in ErrUnavailable, until their
+	// token expires. The store may have consumed the token while its answer was lost;
+	// edge then forwarded no order, so the user's retry with the same token, answered
+	// ErrUsed by the store, is that same order's first forward: Check lets it through,
+	// once.
+	consuming unsureSet
+}
+
+// unsureSet maps users to the unix nanosecond until which an outcome the store did not
+// report may still hold for them: at most maxUnsure users, guarded by the itemState's mu;
+// n is the map's length, read without the lock on hot paths.
+type unsureSet struct {
+	m map[string]int64
+	n atomic.Int32
 }
 
 // call is one Issue request travelling through a batch.
@@ -391,11 +403,11 @@ func (st *itemState) shedding(now int64, recheck time.Duration) (shed, won bool)
 // isUnsure reports whether user's last Issue here ended without the store's answer, less
 // than a token TTL ago. Without unsure users it costs one atomic load.
 func (st *itemState) isUnsure(user []byte, now time.Time) bool {
-	if st.nUnsure.Load() == 0 {
+	if st.unsure.n.Load() == 0 {
 		return false
 	}
 	st.mu.Lock()
-	exp, ok := st.unsure[string(user)]
+	exp, ok := st.unsure.m[string(user)]
 	st.mu.Unlock()
 	return ok && now.UnixNano() < exp
 }
@@ -404,34 +416,54 @@ func (st *itemState) isUnsure(user []byte, now time.Time) bool {
 // the store (ErrUnavailable) makes the user unsure; any answer of the store ends that. It
 // returns the change in the number of unsure users.
 func (st *itemState) note(user string, exp time.Time, err error) int64 {
-	unknown := errors.Is(err, ErrUnavailable)
-	if !unknown && st.nUnsure.Load() == 0 {
+	return st.record(&st.unsure, user, exp, errors.Is(err, ErrUnavailable))
+}
+
+// record adds user to set until exp when unknown, else drops it, and returns the change
+// in set's size. Without users in set and with a known outcome it costs one atomic load.
+func (st *itemState) record(set *unsureSet, user string, exp time.Time, unknown bool) int64 {
+	if !unknown && set.n.Load() == 0 {
 		return 0
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	before := len(st.unsure)
-	defer func() { st.nUnsure.Store(int32(len(st.unsure))) }()
+	before := len(set.m)
+	defer func() { set.n.Store(int32(len(set.m))) }()
 	switch {
 	case !unknown:
-		delete(st.unsure, user)
-	case st.unsure == nil:
-		st.unsure = map[string]int64{user: exp.UnixNano()}
+		delete(set.m, user)
+	case set.m == nil:
+		set.m = map[string]int64{user: exp.UnixNano()}
 	default:
-		if len(st.unsure) >= maxUnsure {
+		if len(set.m) >= maxUnsure {
 			// Make room from users whose tokens have expired: reclaim returns their units.
 			now := time.Now().UnixNano()
-			for u, e := range st.unsure {
+			for u, e := range set.m {
 				if e <= now {
-					delete(st.unsure, u)
+					delete(set.m, u)
 				}
 			}
 		}
-		if _, ok := st.unsure[user]; ok || len(st.unsure) < maxUnsure {
-			st.unsure[user] = exp.UnixNano()
+		if _, ok := set.m[user]; ok || len(set.m) < maxUnsure {
+			set.m[user] = exp.UnixNano()
 		}
 	}
-	return int64(len(st.unsure) - before)
+	return int64(len(set.m) - before)
+}
+
+// take removes user from set and reports whether it was there, unexpired at now.
+func (st *itemState) take(set *unsureSet, user string, now time.Time) bool {
+	if set.n.Load() == 0 {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	exp, ok := set.m[user]
+	if ok {
+		delete(set.m, user)
+		set.n.Store(int32(len(set.m)))
+	}
+	return ok && now.UnixNano() < exp
 }
 
 // clear drops the sold-out flag after a local event that may have added stock.
@@ -467,9 +499,11 @@ func (g *Gate) forget(st *itemState) {
 	if g.items[st.item] == st {
 		delete(g.items, st.item)
 		st.mu.Lock()
-		g.unsure.Add(-int64(len(st.unsure)))
-		st.unsure = nil
-		st.nUnsure.Store(0)
+		g.unsure.Add(-int64(len(st.unsure.m)))
+		st.unsure.m = nil
+		st.unsure.n.Store(0)
+		st.consuming.m = nil
+		st.consuming.n.Store(0)
 		st.mu.Unlock()
 	}
 	g.mu.Unlock()
@@ -532,11 +566,34 @@ func (g *Gate) Release(ctx context.Context, item, user string) (bool, error) {
 // (ErrForged, ErrExpired, ErrOtherUser, ErrOtherItem otherwise, without a store call) and is
 // then consumed once in the store (ErrUsed the second time, ErrNotHolder when the store does
 // not hold it, ErrUnavailable).
+//
+// A Check that ended in ErrUnavailable may have consumed the token with its answer lost;
+// the order it was for was not admitted. So the next Check of that user and item on this
+// Gate within the token's TTL that the store answers ErrUsed is admitted instead, once:
+// it is that order's first admission, not a second order. A retry that reaches another
+// node still gets ErrUsed.
 func (g *Gate) Check(ctx context.Context, token, item, user string, now time.Time) error {
 	if err := g.signer.VerifyString(token, item, user, now); err != nil {
 		return err
 	}
-	return g.store.Consume(ctx, item, user, token)
+	err := g.store.Consume(ctx, item, user, token)
+	st := g.lookup(item)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		if st == nil {
+			st = g.create(item)
+		}
+		if st != nil {
+			st.record(&st.consuming, user, now.Add(g.ttl), true)
+		}
+	case errors.Is(err, ErrUsed):
+		if st != nil && st.take(&st.consuming, user, now) {
+			return nil // the store consumed it for this order's lost attempt
+		}
+	case st != nil:
+		st.record(&st.consuming, user, now, false)
+	}
+	return err
 }
 
 // Reclaim returns the units of expired unused tokens to stock, for every item this node
