@@ -292,6 +292,10 @@ type scratch struct {
 	// interim is the request whose client gets the origin's 1xx answers (interim.go):
 	// the one serve runs; nil for a background refresh.
 	interim *fasthttp.RequestCtx
+	// reached is set by forwardRoute when an attempt failed after the request may have
+	// reached an origin server (a timeout, a broken exchange): the origin may have acted
+	// on it, though the answer is edge's 502/504 (idempotency.go keeps the key for it).
+	reached bool
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -373,7 +377,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr, sc.interim = nil, false, 0, nil, nil
+	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr, sc.interim, sc.reached = nil, false, 0, nil, nil, false
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
@@ -523,6 +527,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			return o
 		}
 		last = f
+		sc.reached = sc.reached || f == failTimeout || f == failBroken
 		pl.errs[f].Inc()
 		if f != failBusy { // a full local pool says nothing about the server
 			srv.health.failure()
