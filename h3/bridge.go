@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edge-gw/edge/h2"
@@ -267,7 +268,7 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 		h["Content-Length"] = []string{itoa(int64(len(resp.Body())))}
 	}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{string(fasthttp.AppendHTTPDate(nil, time.Now()))}
+		h["Date"] = date(time.Now())
 	}
 	w.WriteHeader(status)
 	switch {
@@ -275,6 +276,12 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	case streamed:
 		s.sendStream(w, x, resp.BodyStream())
 	default:
+		// HEADERS first, so the body goes to the stream as it is: before them, http3
+		// copies a body under 4 KiB into a buffer of its own (to count it for a
+		// Content-Length, which is set above).
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		w.Write(resp.Body())
 	}
 	if streamed {
@@ -307,6 +314,26 @@ func (s *Server) sendStream(w http.ResponseWriter, x *exchange, r io.Reader) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// dateNow is the Date value of the latest second an answer was sent in.
+var dateNow atomic.Pointer[dateValue]
+
+type dateValue struct {
+	unix int64
+	v    []string // one value, capacity 1: shared read-only by the answers of that second
+}
+
+// date returns the Date header value (RFC 9110 §6.6.1) of now, formatted once per
+// second rather than once per answer.
+func date(now time.Time) []string {
+	sec := now.Unix()
+	if d := dateNow.Load(); d != nil && d.unix == sec {
+		return d.v
+	}
+	d := &dateValue{unix: sec, v: []string{string(fasthttp.AppendHTTPDate(nil, now))}}
+	dateNow.Store(d)
+	return d.v
 }
 
 func itoa(n int64) string {
