@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,6 +259,17 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	resp := &x.ctx.Response
 	status := resp.StatusCode()
 	h := w.Header()
+	// Every value of the answer in one array: one allocation, not one per field.
+	vals := make([]string, 0, 16)
+	add := func(key string, v string) {
+		i := len(vals)
+		vals = append(vals, v)
+		if old, ok := h[key]; ok {
+			h[key] = append(old, v)
+		} else {
+			h[key] = vals[i : i+1 : i+1] // capacity 1: an append copies
+		}
+	}
 	for k, v := range resp.Header.All() {
 		x.name = append(x.name[:0], k...)
 		for i, c := range x.name {
@@ -268,8 +280,11 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 		if h2.SkipResponseHeader(x.name) {
 			continue
 		}
-		key := http.CanonicalHeaderKey(string(k))
-		h[key] = append(h[key], string(v))
+		key, ok := commonNames[string(x.name)]
+		if !ok {
+			key = http.CanonicalHeaderKey(string(k))
+		}
+		add(key, string(v))
 	}
 	noBody := head || status == 204 || status == 304 || status < 200 || resp.SkipBody
 	streamed := resp.IsBodyStream()
@@ -277,14 +292,14 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	case status == 204 || status == 304 || status < 200:
 	case streamed:
 		if cl := resp.Header.ContentLength(); cl >= 0 {
-			h["Content-Length"] = []string{itoa(int64(cl))}
+			add("Content-Length", itoa(int64(cl)))
 		}
 	case noBody && len(resp.Body()) == 0:
 		if cl := resp.Header.ContentLength(); cl >= 0 {
-			h["Content-Length"] = []string{itoa(int64(cl))}
+			add("Content-Length", itoa(int64(cl)))
 		}
 	default:
-		h["Content-Length"] = []string{itoa(int64(len(resp.Body())))}
+		add("Content-Length", itoa(int64(len(resp.Body()))))
 	}
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = date(time.Now())
@@ -334,6 +349,23 @@ func (s *Server) sendStream(w http.ResponseWriter, x *exchange, r io.Reader) {
 		}
 	}
 }
+
+// commonNames maps the lowercase names of common response header fields to the
+// canonical keys http.Header wants, so that copying them allocates no name.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Access-Control-Allow-Credentials",
+		"Access-Control-Allow-Headers", "Access-Control-Allow-Methods", "Access-Control-Allow-Origin",
+		"Access-Control-Expose-Headers", "Access-Control-Max-Age", "Age", "Alt-Svc", "Cache-Control",
+		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Location",
+		"Content-Range", "Content-Security-Policy", "Content-Type", "Date", "Etag", "Expires",
+		"Last-Modified", "Link", "Location", "Retry-After", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Vary", "Via", "Www-Authenticate", "X-Cache",
+		"X-Content-Type-Options", "X-Frame-Options", "X-Request-Id"} {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
 
 // dateNow is the Date value of the latest second an answer was sent in.
 var dateNow atomic.Pointer[dateValue]

@@ -3,7 +3,9 @@ package h3
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +60,46 @@ func TestAnswerBodyAsIs(t *testing.T) {
 		}
 		if ct, ok := resp.Header["Content-Type"]; ok {
 			t.Errorf("n=%d: Content-Type %q; want none (the handler set none)", n, ct)
+		}
+	}
+}
+
+func TestCommonNamesAreCanonical(t *testing.T) {
+	for lower, key := range commonNames {
+		if key != http.CanonicalHeaderKey(lower) || strings.ToLower(key) != lower {
+			t.Errorf("commonNames[%q] = %q; http.CanonicalHeaderKey gives %q", lower, key, http.CanonicalHeaderKey(lower))
+		}
+	}
+}
+
+// Header fields reach the client with every value, whether their names are in
+// commonNames or not, in whatever case the handler wrote them.
+func TestAnswerHeaderFields(t *testing.T) {
+	ts := startServer(t, Config{}, func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.DisableNormalizing()
+		ctx.Response.Header.Add("Set-Cookie", "a=1")
+		ctx.Response.Header.Add("set-cookie", "b=2")
+		ctx.Response.Header.Add("X-Thing", "one")
+		ctx.Response.Header.Add("x-thing", "two")
+		ctx.Response.Header.Add("ETAG", `"v1"`)
+		ctx.Response.Header.Add("x-rare-field", "r")
+		ctx.SetBodyString("ok")
+	})
+	resp, err := ts.client(t).Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	for k, want := range map[string][]string{
+		"Set-Cookie":     {"a=1", "b=2"},
+		"X-Thing":        {"one", "two"},
+		"Etag":           {`"v1"`},
+		"X-Rare-Field":   {"r"},
+		"Content-Length": {"2"},
+	} {
+		if got := resp.Header[k]; strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("%s: %q, want %q", k, got, want)
 		}
 	}
 }
