@@ -34,7 +34,7 @@ func cmdH3(args []string) error {
 	streams := fs.Int("s", 32, "requests in flight per connection")
 	size := fs.Int("size", 1024, "bytes of the origin's answer")
 	bin := fs.String("edge", "", "edge binary (default: go build ./cmd/edge)")
-	profile := fs.String("profile", "", "write edge's CPU profile of the HTTP/3 run to this file")
+	profile := fs.String("profile", "", "write edge's CPU profile of the HTTP/3 run to this file, and of the HTTP/2 run to this file + \".h2\"")
 	fs.Parse(args)
 
 	dir, err := os.MkdirTemp("", "edge-bench-h3-")
@@ -130,9 +130,13 @@ route "pass" {
 			clients[j] = &http.Client{Transport: rt, Timeout: 10 * time.Second}
 		}
 		var prof chan error
-		if proto == "h3" && *profile != "" {
+		if *profile != "" {
+			path := *profile
+			if proto == "h2" {
+				path += ".h2"
+			}
 			prof = make(chan error, 1)
-			go func() { prof <- fetchProfile(ports[1], *d, *profile) }()
+			go func() { prof <- fetchProfile(ports[1], *d, path) }()
 		}
 		r, err := h3Drive(p.pid(), clients, url, *streams, *d)
 		if prof != nil {
@@ -152,8 +156,8 @@ route "pass" {
 			}
 		}
 		res[i] = r
-		fmt.Printf("%s: %d answers, %d errors, %.0f req/s, edge CPU %.2f s, %.0f req per CPU-second of edge, protocol %s\n",
-			proto, r.ok, r.errs, r.rps(), r.cpu, r.perCPU(), r.proto)
+		fmt.Printf("%s: %d answers, %d errors, %.0f req/s, edge CPU %.2f s, %.0f req per CPU-second of edge, bench (clients+origin) CPU %.2f s, protocol %s\n",
+			proto, r.ok, r.errs, r.rps(), r.cpu, r.perCPU(), r.client, r.proto)
 	}
 	fmt.Printf("HTTP/3 ÷ HTTP/2: throughput %.2f×, requests per CPU-second %.2f× (goal ≥ 0.6×)\n",
 		res[1].rps()/res[0].rps(), res[1].perCPU()/res[0].perCPU())
@@ -163,7 +167,8 @@ route "pass" {
 type h3Result struct {
 	ok, errs int64
 	elapsed  time.Duration
-	cpu      float64
+	cpu      float64 // edge's CPU seconds
+	client   float64 // this process's CPU seconds: the clients' and the origin's
 	proto    string
 }
 
@@ -204,21 +209,22 @@ func h3Drive(pid int, clients []*http.Client, url string, streams int, d time.Du
 		}
 	}
 	time.Sleep(time.Second)
-	before := sampleCPU([]int{pid})
+	before, clientBefore := sampleCPU([]int{pid}), sampleCPU([]int{os.Getpid()})
 	counting.Store(true)
 	t0 := time.Now()
 	time.Sleep(d)
 	counting.Store(false)
 	elapsed := time.Since(t0)
-	after := sampleCPU([]int{pid})
+	after, clientAfter := sampleCPU([]int{pid}), sampleCPU([]int{os.Getpid()})
 	cancel()
 	wg.Wait()
 	cpu, good := after.since(before)
-	if !good {
-		return h3Result{}, fmt.Errorf("cannot read edge's CPU time from /proc")
+	client, clientGood := clientAfter.since(clientBefore)
+	if !good || !clientGood {
+		return h3Result{}, fmt.Errorf("cannot read edge's or the client's CPU time from /proc")
 	}
 	pr, _ := proto.Load().(string)
-	return h3Result{ok: ok.Load(), errs: errs.Load(), elapsed: elapsed, cpu: cpu, proto: pr}, nil
+	return h3Result{ok: ok.Load(), errs: errs.Load(), elapsed: elapsed, cpu: cpu, client: client, proto: pr}, nil
 }
 
 // fetchProfile saves edge's CPU profile over d, from its admin listener on port.

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edge-gw/edge/h2"
@@ -88,9 +90,28 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// workerReserve is the stack a worker keeps in use while it idles. The garbage
+// collector halves the stack of a goroutine using under a quarter of it, and a worker
+// waiting for work uses almost none: without the reserve, every collection (several a
+// second under load) undid what the last requests grew, and the next ones copied the
+// stack again. A request's stack up to 4×workerReserve is kept.
+const workerReserve = 8 << 10
+
 // worker serves j, then the jobs handed to it while it idles; it ends when more than
-// maxIdleWorkers idle or the server shuts down.
+// maxIdleWorkers idle or the server shuts down. Its frame holds workerReserve bytes
+// below which it waits (see workerReserve).
 func (s *Server) worker(j *job) {
+	var reserve [workerReserve]byte
+	keepOnStack(&reserve)
+	s.workLoop(j)
+}
+
+// keepOnStack makes the compiler keep *b in its caller's frame: b does not escape.
+//
+//go:noinline
+func keepOnStack(b *[workerReserve]byte) { b[0] = 1 }
+
+func (s *Server) workLoop(j *job) {
 	for {
 		s.runJob(j)
 		if s.idle.Add(1) > maxIdleWorkers {
@@ -238,6 +259,17 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	resp := &x.ctx.Response
 	status := resp.StatusCode()
 	h := w.Header()
+	// Every value of the answer in one array: one allocation, not one per field.
+	vals := make([]string, 0, 16)
+	add := func(key string, v string) {
+		i := len(vals)
+		vals = append(vals, v)
+		if old, ok := h[key]; ok {
+			h[key] = append(old, v)
+		} else {
+			h[key] = vals[i : i+1 : i+1] // capacity 1: an append copies
+		}
+	}
 	for k, v := range resp.Header.All() {
 		x.name = append(x.name[:0], k...)
 		for i, c := range x.name {
@@ -248,8 +280,11 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 		if h2.SkipResponseHeader(x.name) {
 			continue
 		}
-		key := http.CanonicalHeaderKey(string(k))
-		h[key] = append(h[key], string(v))
+		key, ok := commonNames[string(x.name)]
+		if !ok {
+			key = http.CanonicalHeaderKey(string(k))
+		}
+		add(key, string(v))
 	}
 	noBody := head || status == 204 || status == 304 || status < 200 || resp.SkipBody
 	streamed := resp.IsBodyStream()
@@ -257,17 +292,17 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	case status == 204 || status == 304 || status < 200:
 	case streamed:
 		if cl := resp.Header.ContentLength(); cl >= 0 {
-			h["Content-Length"] = []string{itoa(int64(cl))}
+			add("Content-Length", itoa(int64(cl)))
 		}
 	case noBody && len(resp.Body()) == 0:
 		if cl := resp.Header.ContentLength(); cl >= 0 {
-			h["Content-Length"] = []string{itoa(int64(cl))}
+			add("Content-Length", itoa(int64(cl)))
 		}
 	default:
-		h["Content-Length"] = []string{itoa(int64(len(resp.Body())))}
+		add("Content-Length", itoa(int64(len(resp.Body()))))
 	}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{string(fasthttp.AppendHTTPDate(nil, time.Now()))}
+		h["Date"] = date(time.Now())
 	}
 	w.WriteHeader(status)
 	switch {
@@ -275,6 +310,12 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 	case streamed:
 		s.sendStream(w, x, resp.BodyStream())
 	default:
+		// HEADERS first, so the body goes to the stream as it is: before them, http3
+		// copies a body under 4 KiB into a buffer of its own (to count it for a
+		// Content-Length, which is set above).
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		w.Write(resp.Body())
 	}
 	if streamed {
@@ -307,6 +348,43 @@ func (s *Server) sendStream(w http.ResponseWriter, x *exchange, r io.Reader) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// commonNames maps the lowercase names of common response header fields to the
+// canonical keys http.Header wants, so that copying them allocates no name.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Access-Control-Allow-Credentials",
+		"Access-Control-Allow-Headers", "Access-Control-Allow-Methods", "Access-Control-Allow-Origin",
+		"Access-Control-Expose-Headers", "Access-Control-Max-Age", "Age", "Alt-Svc", "Cache-Control",
+		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Location",
+		"Content-Range", "Content-Security-Policy", "Content-Type", "Date", "Etag", "Expires",
+		"Last-Modified", "Link", "Location", "Retry-After", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Vary", "Via", "Www-Authenticate", "X-Cache",
+		"X-Content-Type-Options", "X-Frame-Options", "X-Request-Id"} {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
+// dateNow is the Date value of the latest second an answer was sent in.
+var dateNow atomic.Pointer[dateValue]
+
+type dateValue struct {
+	unix int64
+	v    []string // one value, capacity 1: shared read-only by the answers of that second
+}
+
+// date returns the Date header value (RFC 9110 §6.6.1) of now, formatted once per
+// second rather than once per answer.
+func date(now time.Time) []string {
+	sec := now.Unix()
+	if d := dateNow.Load(); d != nil && d.unix == sec {
+		return d.v
+	}
+	d := &dateValue{unix: sec, v: []string{string(fasthttp.AppendHTTPDate(nil, now))}}
+	dateNow.Store(d)
+	return d.v
 }
 
 func itoa(n int64) string {
