@@ -32,9 +32,9 @@ type Workload struct {
 	Addr, AdminAddr, Token string
 
 	BrowseRate, RushRate, RoomRate float64 // requests a second; orders follow the tokens won
-	Users, Items                       int
-	Stock                              int // units per item at each restock
-	RestockEvery, BanEvery             time.Duration
+	Users, Items                   int
+	Stock                          int // units per item at each restock
+	RestockEvery, BanEvery         time.Duration
 
 	client fasthttp.Client
 	sem    chan struct{}
