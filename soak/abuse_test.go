@@ -288,18 +288,6 @@ func parallel(n, workers int, f func(i int) error) error {
 	return err
 }
 
-// waitConns polls edge's connection count (edge_listener_connections over kinds)
-// until it reaches want.
-func waitConns(t *testing.T, pidFDs func() int, want int) {
-	deadline := time.Now().Add(60 * time.Second)
-	for pidFDs() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("edge holds %d descriptors, want at least %d", pidFDs(), want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // idleConns opens keep-alive connections, each asking once and then staying idle.
 func idleConns(t *testing.T, e *edgetest.Edge, start func()) string {
 	addr := e.Addr
@@ -332,6 +320,9 @@ func idleConns(t *testing.T, e *edgetest.Edge, start func()) string {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fds, err := FDs(e.Cmd.Process.Pid); err != nil || fds < n {
+		t.Fatalf("edge holds %d descriptors (%v), fewer than the %d idle connections", fds, err, n)
 	}
 	start()
 	time.Sleep(5 * time.Second) // the normal client meanwhile, with every connection idle

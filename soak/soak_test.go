@@ -52,6 +52,7 @@ seckill {
   store     = "redis"
   redis { addrs = [%q] }
   secret    = "soak-seckill-secret-0123456789abcdef"
+  timeout   = "2s" # not 200ms: Redis shares two loaded cores with everything else here
   token_ttl = "1m"
   user_key  = "header:X-User-Id"
   item_key  = "path:2"

@@ -146,7 +146,7 @@ func (w *Workload) rush() {
 	}
 	var tok struct{ Token string }
 	if err := json.Unmarshal(body, &tok); err != nil || tok.Token == "" {
-		w.fail("rush", fmt.Sprintf("token answer %q: %v", body, err))
+		w.fail("rush bad token", fmt.Sprintf("token answer %q: %v", body, err))
 		return
 	}
 	// 403 too: a restock between token and order restarts the sale, and the token
@@ -201,9 +201,11 @@ func (w *Workload) admin(kind, method, path, body string) {
 	w.judge(kind, code, out, err, []int{200})
 }
 
+// judge counts an answer under "kind status" ("kind error" for a transport error),
+// as an error unless its status is one of ok.
 func (w *Workload) judge(kind string, code int, body []byte, err error, ok []int) {
 	if err != nil {
-		w.fail(kind, err.Error())
+		w.fail(kind+" error", err.Error())
 		return
 	}
 	for _, c := range ok {
@@ -212,12 +214,12 @@ func (w *Workload) judge(kind string, code int, body []byte, err error, ok []int
 			return
 		}
 	}
-	w.fail(kind, fmt.Sprintf("%d %s", code, body))
+	w.fail(fmt.Sprintf("%s %d (unexpected)", kind, code), string(body))
 }
 
-func (w *Workload) fail(kind, what string) {
-	w.count(kind+" unexpected", true)
-	w.lastErr.Store(kind + ": " + strings.TrimSpace(what))
+func (w *Workload) fail(key, what string) {
+	w.count(key, true)
+	w.lastErr.Store(key + ": " + strings.TrimSpace(what))
 }
 
 func (w *Workload) count(key string, isErr bool) {
