@@ -226,14 +226,33 @@ func TestAbuse(t *testing.T) {
 					}
 				}
 			})
+			// The most goroutines edge had, polled while the case runs.
+			var peakG atomic.Int64
+			polled := make(chan struct{})
+			stopPoll := make(chan struct{})
+			go func() {
+				defer close(polled)
+				for {
+					if g, err := Metric(e.AdminAddr, "go_goroutines"); err == nil && int64(g) > peakG.Load() {
+						peakG.Store(int64(g))
+					}
+					select {
+					case <-stopPoll:
+						return
+					case <-time.After(500 * time.Millisecond):
+					}
+				}
+			}()
 			what := c.run(t, e, func() { n = startNormal(e.Addr) })
-			g, _ := Metric(e.AdminAddr, "go_goroutines")
+			close(stopPoll)
+			<-polled
+			g := peakG.Load()
 			peak, err := PeakRSS(pid)
 			if err != nil {
 				t.Fatal(err)
 			}
 			p99 := n.finish(t)
-			line := fmt.Sprintf("| %s | %s | %.1f | %.1f | %.1f | %.0f | %.2f |", c.name, what,
+			line := fmt.Sprintf("| %s | %s | %.1f | %.1f | %.1f | %d | %.2f |", c.name, what,
 				float64(base)/1024, float64(peak)/1024, float64(c.bound())/1024, g, p99)
 			t.Log(line)
 			abuseResults.Lock()
@@ -249,7 +268,7 @@ func TestAbuse(t *testing.T) {
 		if *abuseFull {
 			scale = "full size"
 		}
-		md := fmt.Sprintf("# Abuse bounds, %s (%s)\n\n`go test -run TestAbuse ./soak` (`make abuse` for full size). Peak RSS is VmHWM of edge's process; p99 is the normal client's (GET every 20 ms on its own connection, target < 100 ms at full size).\n\n| case | load | RSS at start (MiB) | peak RSS (MiB) | bound (MiB) | goroutines under load | normal p99 (ms) |\n|---|---|---:|---:|---:|---:|---:|\n%s\n",
+		md := fmt.Sprintf("# Abuse bounds, %s (%s)\n\n`go test -run TestAbuse ./soak` (`make abuse` for full size). Peak RSS is VmHWM of edge's process; p99 is the normal client's (GET every 20 ms on its own connection, target < 100 ms at full size).\n\n| case | load | RSS at start (MiB) | peak RSS (MiB) | bound (MiB) | most goroutines | normal p99 (ms) |\n|---|---|---:|---:|---:|---:|---:|\n%s\n",
 			time.Now().UTC().Format("2006-01-02 15:04 UTC"), scale, strings.Join(abuseResults.lines, "\n"))
 		path := filepath.Join(*abuseOut, "abuse-"+time.Now().UTC().Format("2006-01-02T1504")+".md")
 		if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
