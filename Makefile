@@ -9,7 +9,7 @@ EDGE_ADMIN_TOKEN    ?= dev-admin-token
 EDGE_SECKILL_SECRET ?= dev-seckill-secret-0123456789abcdef
 ORIGINS   := 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103
 
-.PHONY: help build run devcert check test lint fuzz bench plan clean
+.PHONY: help build run devcert check test lint fuzz bench soak abuse plan clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 bench: ## edge vs nginx side by side; writes bench/results/<date>.md and .json
 	@scripts/ensure-deps nginx nginx-stream wrk h2load strace
 	$(GO) run ./bench run
+
+SOAK ?= 10m
+soak: ## mixed sale workload against a real edge for SOAK (default 10m): samples RSS, goroutines, fds and latency into bench/results/soak-<date>.md and .json
+	@scripts/ensure-deps
+	$(GO) test -count=1 -timeout 24h -run '^TestSoak$$' -v ./soak -soak.d=$(SOAK) -soak.out=$(CURDIR)/bench/results
+
+abuse: ## full-size abuse cases (50,000 idle connections, 10,000 slow readers, 16 KB heads, 1M limiter and cache keys) against a real edge; writes bench/results/abuse-<date>.md
+	@scripts/ensure-deps
+	$(GO) test -count=1 -timeout 30m -run '^TestAbuse$$' -v ./soak -abuse.full -abuse.out=$(CURDIR)/bench/results
 
 PLAN_ARGS ?= -users 100000000 -clicks 30 -factor 4 -peak-hours 5
 plan: ## capacity planner; override with PLAN_ARGS="-users N -clicks C -factor F -peak-hours H [-layer app=2000]"

@@ -156,6 +156,7 @@ func run(path string, log *slog.Logger) error {
 		leave()
 		return fmt.Errorf("cannot listen on admin %s: %w", cfg.Admin.Listen, err)
 	}
+	warnNOFILE(cfg, log)
 	if cfg.Admin.Token == "" {
 		log.Warn("admin has no token: mutating calls are open to local users", "admin", adminLn.Addr().String())
 	}
