@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
@@ -60,12 +59,14 @@ var headSeeds = []string{
 //   - every so many inputs, the goroutines come back down to where they started.
 func FuzzRequestHead(f *testing.F) {
 	var (
-		originBad atomic.Int64
-		badMu     sync.Mutex
-		badErr    error
+		originReqs atomic.Int64 // requests the origin read
+		originBad  atomic.Int64 // bytes it could not read as a request
+		badMu      sync.Mutex
+		badErr     error
 	)
 	origin := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
+			originReqs.Add(1)
 			ctx.SetContentType("text/plain")
 			ctx.Response.Header.Set("Cache-Control", "max-age=60")
 			fmt.Fprintf(ctx, "origin saw %s %s, %d body bytes", ctx.Method(), ctx.RequestURI(), len(ctx.PostBody()))
@@ -79,16 +80,13 @@ func FuzzRequestHead(f *testing.F) {
 		},
 		NoDefaultServerHeader: true,
 	}
-	var originReqs atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.Fatal(err)
 	}
-	handler := origin.Handler
-	origin.Handler = func(ctx *fasthttp.RequestCtx) { originReqs.Add(1); handler(ctx) }
 	go origin.Serve(ln)
 	f.Cleanup(func() { origin.Shutdown() })
-	cfg := mustParse(f, fmt.Sprintf(`
+	px := benchProxy(f, fmt.Sprintf(`
 upstream "app" {
   servers = [%q]
   timeout = "5s"
@@ -103,10 +101,6 @@ route "app" {
   upstream = "app"
 }
 `, ln.Addr().String()))
-	px := New(NewMetrics(prometheus.NewRegistry()))
-	if _, err := px.Apply(cfg); err != nil {
-		f.Fatal(err)
-	}
 	eln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.Fatal(err)
@@ -116,7 +110,7 @@ route "app" {
 	// does not report a FIN that came with the last data, so a client that half-closes
 	// is closed only at its idle timeout (rawsock/poll_unix.go), and each input would
 	// cost that long.
-	srv := px.NewServer(cfg).Server
+	srv := px.NewServer(px.Current().Config).Server
 	srv.Logger = quietLogger
 	go srv.Serve(eln)
 	f.Cleanup(func() { srv.Shutdown(); px.Close() })
