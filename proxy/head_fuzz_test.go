@@ -79,6 +79,7 @@ func FuzzRequestHead(f *testing.F) {
 			ctx.Error("bad request", fasthttp.StatusBadRequest)
 		},
 		NoDefaultServerHeader: true,
+		ReadBufferSize:        64 << 10, // above edge's max_header_size: its limit, not the origin's, applies
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
