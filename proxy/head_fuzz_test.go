@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,8 @@ var headSeeds = []string{
 // sending side is then closed, in front of a real fasthttp origin, and checks what a
 // client and the origin see:
 //   - edge answers with complete, well-formed HTTP/1.1 responses and then closes: no
-//     trailing bytes, no stall (bounded by a generous deadline), no panic;
+//     trailing bytes, no stall (bounded by a generous deadline), no panic; those that
+//     are not the origin's 200 are edge's JSON {"error":...};
 //   - the origin never receives bytes it cannot read as a request, and never more
 //     requests than edge answered (a request smuggled inside another would be one
 //     more), not even after the connection closed;
@@ -186,6 +188,13 @@ route "app" {
 			code := resp.StatusCode()
 			if code < 200 || code > 599 {
 				t.Fatalf("answer %d has status %d", i+1, code)
+			}
+			// The origin answers 200 only: any other answer is edge's own, in JSON.
+			if code >= 300 && !heads[i] {
+				var body struct{ Error string }
+				if err := json.Unmarshal(resp.Body(), &body); err != nil || body.Error == "" {
+					t.Fatalf("answer %d, status %d, is not edge's JSON error: %q", i+1, code, resp.Body())
+				}
 			}
 			responses = append(responses, code)
 		}
