@@ -100,7 +100,6 @@ func FuzzServeConn(f *testing.F) {
 	ts := startServer(f, Config{ReadTimeout: 5 * time.Second}, func(ctx *fasthttp.RequestCtx) {
 		fmt.Fprintf(ctx, "%s %s %d", ctx.Method(), ctx.RequestURI(), len(ctx.PostBody()))
 	})
-	ts.srv.Logger = quietLog{}
 	for _, s := range frameSeeds() {
 		f.Add(s)
 	}
@@ -190,11 +189,6 @@ func FuzzServeConn(f *testing.F) {
 		}
 	})
 }
-
-// quietLog drops what handlers log.
-type quietLog struct{}
-
-func (quietLog) Printf(string, ...any) {}
 
 // completeFrames returns data with zeros added to complete its last frame, when the
 // server would read that frame whole (DefaultMaxFrameSize), so that the server reads the
