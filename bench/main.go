@@ -37,6 +37,8 @@ func main() {
 		err = cmdLoad(os.Args[2:])
 	case "plan":
 		err = cmdPlan(os.Args[2:])
+	case "h3":
+		err = cmdH3(os.Args[2:])
 	case "handshake":
 		err = cmdHandshake(os.Args[2:])
 	case "help", "-h", "-help", "--help":
@@ -59,6 +61,7 @@ func usage() {
   load   one load run against any HTTP server (closed loop, or open loop with -rate)
   plan   capacity plan: peak QPS from users and clicks, nodes from capacities
   handshake  full TLS handshakes (new connection, no resumption, one GET each) against any server
+  h3     edge's HTTP/3 against its own HTTP/2 on a pass route: req/s and req per CPU-second
 `)
 }
 

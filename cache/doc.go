@@ -54,13 +54,19 @@
 //
 // # RFC 9111, and where edge deliberately differs
 //
-// Followed: only statuses listed by the rule (default 200, 203, 301, 404) are stored;
+// Followed: only statuses listed by the rule (default 200, 203, 301, 404) are stored, and
+// those outside RFC 9110's heuristically cacheable list only with explicit freshness;
 // no-store and private forbid storing (§5.2.2.5, §5.2.2.7); freshness is s-maxage, else
-// max-age, else Expires minus Date (§4.2.1), an invalid Expires meaning already expired;
-// the response's Age header is subtracted from its lifetime; no-cache (§5.2.2.4) stores but
-// revalidates before every use; must-revalidate and proxy-revalidate disable serving stale;
-// Vary (§4.1); a 304 updates the stored headers and freshness and keeps the body (§4.3.4),
-// and a 304 naming another ETag does not; hop-by-hop headers are not stored.
+// max-age, else Expires minus Date (§4.2.1), an Expires that is not an HTTP-date in GMT
+// (or sent on several lines) meaning already expired; an Age that is not one
+// non-negative integer makes the response stale, a valid one is subtracted from its
+// lifetime; no-cache (§5.2.2.4) stores but revalidates before every use; must-revalidate
+// and proxy-revalidate disable serving stale; Vary (§4.1) on all its lines; a 304 updates
+// the stored headers and freshness and keeps the body (§4.3.4), and a 304 naming another
+// ETag does not; hop-by-hop headers are not stored. Targeted fields (RFC 9213, Rule.Targeted)
+// replace Cache-Control, Expires and Surrogate-Control when present. Without a route stale
+// window, stale-while-revalidate and stale-if-error (RFC 5861) set the entry's windows
+// (Entry.State, Entry.ServesOnError). InvalidateURI serves §4.4 (the proxy calls it).
 //
 // Deliberate differences, for a gateway in front of flash-sale origins:
 //   - Request Cache-Control and Pragma are ignored: a client's no-cache or max-age=0 (every
@@ -70,15 +76,17 @@
 //     (RFC 9111 §3.5 would store some Authorization responses marked public/s-maxage).
 //   - Responses with Set-Cookie are never stored; qualified private="f" and no-cache="f"
 //     count as the unqualified directives (stricter than §5.2.2.4 and §5.2.2.7).
-//   - Without explicit freshness the route's ttl is used instead of heuristic freshness;
-//     with no ttl and no validator the response is not stored.
-//   - The stale window is the route's stale setting; s-maxage's implied proxy-revalidate
-//     (§5.2.2.10) is not applied, only explicit must-revalidate/proxy-revalidate are.
-//     stale-while-revalidate/stale-if-error are parsed but the route's setting governs.
+//   - Without explicit freshness the route's ttl is the heuristic freshness (for the
+//     heuristically cacheable statuses only); with no ttl and no validator the response is
+//     not stored.
+//   - A route's stale setting overrides stale-while-revalidate and stale-if-error;
+//     s-maxage's implied proxy-revalidate (§5.2.2.10) is not applied, only explicit
+//     must-revalidate/proxy-revalidate are.
 //   - Surrogate-Control (max-age, no-store) from the origin takes precedence over
 //     Cache-Control, as CDNs do, and is stripped together with Surrogate-Key.
 //   - Age is the received Age header plus residence time; apparent age from the origin's
-//     Date is not used (clock skew). The stored Date is not replayed: the server writes the
-//     current Date and Age carries the entry's age.
+//     Date is not used (clock skew). The stored Date is not replayed: fasthttp's server
+//     writes the current Date on every answer (it offers no way to set another), and Age
+//     carries the entry's age.
 //   - Responses are stored only from GET; HEAD is answered from the GET entry.
 package cache

@@ -38,10 +38,10 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// Record format, version 1. All integers are big-endian.
+// Record format, version 2 (version 1 had no errorUntil). All integers are big-endian.
 //
 //	entry:  ver kind=1 flags status:u16 storedAt:i64 freshUntil:i64 staleUntil:i64
-//	        initialAge:u32 epoch:u64 route:u64 path:u64 uri:u64 nTags:u8 tags:[n]u64
+//	        errorUntil:i64 initialAge:u32 epoch:u64 route:u64 path:u64 uri:u64 nTags:u8 tags:[n]u64
 //	        key:u16+bytes nVary:u8 {name:u8+bytes value:u16+bytes}
 //	        etag:u16+bytes lastModified:u16+bytes nHeaders:u16 {k:u16+bytes v:u16+bytes}
 //	        body: flags&flagBig ? nonce:u64 len:u32 : len:u32+bytes
@@ -49,11 +49,11 @@ func (s State) String() string {
 //
 // A record whose version is unknown or whose lengths do not add up is a Miss.
 const (
-	recVersion   = 1
+	recVersion   = 2
 	kindEntry    = 1
 	kindVary     = 2
 	flagBig      = 1
-	fixedHdrSize = 2 + 1 + 2 + 8*3 + 4 + 8*4 + 1
+	fixedHdrSize = 2 + 1 + 2 + 8*4 + 4 + 8*4 + 1
 )
 
 // Entry is one decoded cache entry together with the buffers it was decoded into. Every
@@ -67,6 +67,7 @@ type Entry struct {
 	status                           int
 	flags                            byte
 	storedAt, freshUntil, staleUntil int64
+	errorUntil                       int64
 	initialAge                       uint32
 	epoch, route, path, uri          uint64
 	tags                             []byte
@@ -127,6 +128,13 @@ func (e *Entry) FreshUntil() time.Time { return time.Unix(0, e.freshUntil) }
 
 // StaleUntil is the end of the stale window (equal to FreshUntil when there is none).
 func (e *Entry) StaleUntil() time.Time { return time.Unix(0, e.staleUntil) }
+
+// ServesOnError reports whether, at now, the entry may answer in place of an origin
+// error (500, 502, 503, 504 or no answer): it is stored and inside its stale-if-error
+// window (Freshness.ErrorStale), which ends no earlier than its stale window.
+func (e *Entry) ServesOnError(now time.Time) bool {
+	return e.status != 0 && now.UnixNano() < e.errorUntil
+}
 
 // Age is the entry's age at now: the Age it had when received plus its time in the cache.
 func (e *Entry) Age(now time.Time) time.Duration {
@@ -228,45 +236,24 @@ func (e *Entry) PrepareRevalidation(req *fasthttp.RequestHeader) {
 	}
 }
 
-// StripConditional removes the client's conditional headers from a request the cache is
-// about to send to the origin on a miss, so that the origin answers with a full, storable
-// response instead of a 304 meant for the client's own copy.
+// StripConditional removes the client's conditional and range headers from a request the
+// cache is about to send to the origin on a miss, so that the origin answers with a full,
+// storable response instead of a 304 or a 206 meant for the client's own copy (the
+// caller answers those from the full response: Unchanged, ParseRange).
 func StripConditional(req *fasthttp.RequestHeader) {
 	req.Del(fasthttp.HeaderIfNoneMatch)
 	req.Del(fasthttp.HeaderIfModifiedSince)
 	req.Del(fasthttp.HeaderIfMatch)
 	req.Del(fasthttp.HeaderIfUnmodifiedSince)
 	req.Del(fasthttp.HeaderIfRange)
+	req.Del(fasthttp.HeaderRange)
 }
 
 // NotModified reports whether the client's conditional GET/HEAD is satisfied by this
-// entry, so the caller may answer 304 instead of the body: If-None-Match is compared
-// weakly against the stored ETag ("*" matches); without If-None-Match, If-Modified-Since
-// is compared with the stored Last-Modified. It does not allocate.
+// entry, so the caller may answer 304 instead of the body (Unchanged with the request's
+// If-None-Match and If-Modified-Since). It does not allocate.
 func (e *Entry) NotModified(req *fasthttp.RequestHeader) bool {
-	if inm := req.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
-		if len(e.etag) == 0 {
-			return false
-		}
-		for len(inm) > 0 {
-			var tok []byte
-			tok, inm = nextToken(inm)
-			if (len(tok) == 1 && tok[0] == '*') || weakEqual(tok, e.etag) {
-				return true
-			}
-		}
-		return false
-	}
-	ims := req.Peek(fasthttp.HeaderIfModifiedSince)
-	if len(ims) == 0 || len(e.lastModified) == 0 {
-		return false
-	}
-	t, err := fasthttp.ParseHTTPDate(ims)
-	if err != nil {
-		return false
-	}
-	lm, err := fasthttp.ParseHTTPDate(e.lastModified)
-	return err == nil && !lm.After(t)
+	return Unchanged(req.Peek(fasthttp.HeaderIfNoneMatch), req.Peek(fasthttp.HeaderIfModifiedSince), e.etag, e.lastModified)
 }
 
 // weakEqual compares two entity tags ignoring the W/ prefix (RFC 9110 §8.8.3.2).
@@ -288,12 +275,13 @@ func (e *Entry) decode() bool {
 	e.storedAt = int64(binary.BigEndian.Uint64(b[5:]))
 	e.freshUntil = int64(binary.BigEndian.Uint64(b[13:]))
 	e.staleUntil = int64(binary.BigEndian.Uint64(b[21:]))
-	e.initialAge = binary.BigEndian.Uint32(b[29:])
-	e.epoch = binary.BigEndian.Uint64(b[33:])
-	e.route = binary.BigEndian.Uint64(b[41:])
-	e.path = binary.BigEndian.Uint64(b[49:])
-	e.uri = binary.BigEndian.Uint64(b[57:])
-	nTags := int(b[65])
+	e.errorUntil = int64(binary.BigEndian.Uint64(b[29:]))
+	e.initialAge = binary.BigEndian.Uint32(b[37:])
+	e.epoch = binary.BigEndian.Uint64(b[41:])
+	e.route = binary.BigEndian.Uint64(b[49:])
+	e.path = binary.BigEndian.Uint64(b[57:])
+	e.uri = binary.BigEndian.Uint64(b[65:])
+	nTags := int(b[73])
 	b = b[fixedHdrSize:]
 	if len(b) < nTags*8 {
 		return false

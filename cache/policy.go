@@ -44,7 +44,8 @@ type Rule struct {
 	// Expires). Zero means such responses are not cached.
 	TTL time.Duration
 	// Stale is how long after expiry an entry may still be served (STALE) while one
-	// background refresh runs, or while the origin fails. Zero disables stale serving.
+	// background refresh runs, or while the origin fails. It overrides the origin's
+	// stale-while-revalidate and stale-if-error; zero leaves stale serving to them.
 	Stale time.Duration
 	// Statuses lists cacheable response statuses; nil means DefaultStatuses.
 	Statuses []int
@@ -53,6 +54,13 @@ type Rule struct {
 	AllowAuthorization bool
 	// AllowCookie caches requests carrying Cookie. Default false.
 	AllowCookie bool
+	// Targeted lists targeted cache-control fields (RFC 9213), most preferred first, at
+	// most MaxTargeted: the first present governs the cache instead of Cache-Control,
+	// Surrogate-Control and Expires. nil means none; proxies pass DefaultTargeted.
+	Targeted []string
+	// KeepTargeted stores and forwards the targeted fields; by default they are consumed:
+	// neither stored nor shown to clients.
+	KeepTargeted bool
 }
 
 func (r *Rule) statusOK(code int) bool {
@@ -252,13 +260,19 @@ func trimRightOWS(b []byte) []byte {
 
 // Freshness is the outcome of evaluating a response for storage.
 type Freshness struct {
-	// Lifetime is the freshness lifetime (s-maxage > max-age > Expires−Date > Rule.TTL).
+	// Lifetime is the freshness lifetime (targeted field > Surrogate-Control > s-maxage >
+	// max-age > Expires−Date > Rule.TTL for a heuristically cacheable status).
 	Lifetime time.Duration
 	// Age is the age the response already had when received (its Age header).
 	Age time.Duration
-	// Stale is the window after expiry in which the entry may be served stale; 0 when the
-	// origin said no-cache, must-revalidate or proxy-revalidate.
+	// Stale is the window after expiry in which the entry may be served stale while one
+	// background refresh runs (the route's stale, else the origin's stale-while-revalidate);
+	// 0 when the origin said no-cache, must-revalidate or proxy-revalidate.
 	Stale time.Duration
+	// ErrorStale is the window after expiry in which an origin error (500, 502, 503, 504
+	// or no answer) is replaced by the entry (the route's stale, else the origin's
+	// stale-if-error, never shorter than Stale); 0 under the same directives as Stale.
+	ErrorStale time.Duration
 	// NoCache marks an entry that must be revalidated before every use.
 	NoCache bool
 	// Explicit is true when the origin gave the lifetime (not Rule.TTL).
@@ -275,10 +289,12 @@ func (r *Rule) Evaluate(status int, h *fasthttp.ResponseHeader, now time.Time) (
 		return f, ErrStatus
 	}
 	var cc, sc CacheControl
+	var tc targetedControls
 	cc.Reset()
 	sc.Reset()
-	hasSC := false
-	setCookie := false
+	hasSC, setCookie, vary := false, false, false
+	var expires, age []byte
+	nExpires, nAge := 0, 0
 	for k, v := range h.All() {
 		switch {
 		case bytes.EqualFold(k, strHCacheControl):
@@ -288,7 +304,21 @@ func (r *Rule) Evaluate(status int, h *fasthttp.ResponseHeader, now time.Time) (
 			hasSC = true
 		case bytes.EqualFold(k, strHSetCookie):
 			setCookie = true
+		case bytes.EqualFold(k, strHExpires):
+			expires, nExpires = v, nExpires+1
+		case bytes.EqualFold(k, strHAge):
+			age, nAge = v, nAge+1
+		case bytes.EqualFold(k, strHVary):
+			vary = vary || varyStar(v) // "*" on any of the Vary lines
+		default:
+			tc.add(r.Targeted, k, v)
 		}
+	}
+	// RFC 9213: the first targeted field on the route's list governs, and Cache-Control,
+	// Expires and Surrogate-Control are then ignored.
+	targeted := tc.chosen()
+	if targeted != nil {
+		cc, hasSC, nExpires = *targeted, false, 0
 	}
 	if cc.NoStore || (hasSC && sc.NoStore) {
 		return f, ErrNoStore
@@ -299,7 +329,7 @@ func (r *Rule) Evaluate(status int, h *fasthttp.ResponseHeader, now time.Time) (
 	if setCookie {
 		return f, ErrSetCookie
 	}
-	if varyStar(h.Peek(fasthttp.HeaderVary)) {
+	if vary {
 		return f, ErrVaryStar
 	}
 	switch {
@@ -309,37 +339,47 @@ func (r *Rule) Evaluate(status int, h *fasthttp.ResponseHeader, now time.Time) (
 		f.Lifetime, f.Explicit = time.Duration(cc.SMaxAge)*time.Second, true
 	case cc.MaxAge >= 0:
 		f.Lifetime, f.Explicit = time.Duration(cc.MaxAge)*time.Second, true
-	default:
-		if exp := h.Peek(fasthttp.HeaderExpires); len(exp) > 0 {
-			f.Explicit = true
-			if t, perr := fasthttp.ParseHTTPDate(exp); perr == nil {
-				base := now
-				if d := h.Peek(fasthttp.HeaderDate); len(d) > 0 {
-					if dt, derr := fasthttp.ParseHTTPDate(d); derr == nil {
-						base = dt
-					}
-				}
-				if l := t.Sub(base); l > 0 {
-					f.Lifetime = l
-				}
-			} // an invalid Expires ("0", "-1") means already expired: Lifetime 0
+	case nExpires > 0:
+		// Several Expires lines, or one that is not an HTTP-date, mean already expired
+		// (RFC 9111 §5.3): Lifetime stays 0.
+		f.Explicit = true
+		if t, ok := parseHTTPDate(expires); ok && nExpires == 1 {
+			base := now
+			if dt, ok := parseHTTPDate(h.Peek(fasthttp.HeaderDate)); ok {
+				base = dt
+			}
+			if l := t.Sub(base); l > 0 {
+				f.Lifetime = l
+			}
+		}
+	case heuristicStatus(status):
+		f.Lifetime = r.TTL // the route's ttl stands in for heuristic freshness
+	}
+	if nAge > 0 {
+		// An Age that is not one non-negative integer makes the response stale (§5.1).
+		if a, ok := parseAge(age); ok && nAge == 1 {
+			f.Age = time.Duration(a) * time.Second
 		} else {
-			f.Lifetime = r.TTL
+			f.Lifetime, f.Age = 0, 0
 		}
 	}
-	if a := h.Peek(fasthttp.HeaderAge); len(a) > 0 {
-		f.Age = time.Duration(parseDelta(a, true)) * time.Second
-	}
 	f.NoCache = cc.NoCache
-	f.Stale = r.Stale
+	f.Stale, f.ErrorStale = r.Stale, r.Stale
+	if r.Stale == 0 { // the route leaves stale serving to the origin (RFC 5861)
+		f.Stale = delta(cc.StaleWhileRevalidate)
+		f.ErrorStale = max(f.Stale, delta(cc.StaleIfError))
+	}
 	if cc.NoCache || cc.MustRevalidate || cc.ProxyRevalidate {
-		f.Stale = 0
+		f.Stale, f.ErrorStale = 0, 0
 	}
 	if f.NoCache {
 		f.Lifetime = 0
 	}
 	hasValidator := len(h.Peek(fasthttp.HeaderETag)) > 0 || len(h.Peek(fasthttp.HeaderLastModified)) > 0
-	if f.Lifetime-f.Age <= 0 && f.Stale == 0 && !hasValidator {
+	if !f.Explicit && !heuristicStatus(status) {
+		return f, ErrNoFreshness // only heuristically cacheable statuses go without freshness
+	}
+	if f.Lifetime-f.Age <= 0 && f.ErrorStale == 0 && !hasValidator {
 		return f, ErrNoFreshness
 	}
 	if !f.Explicit && r.TTL == 0 && !hasValidator {
@@ -348,11 +388,22 @@ func (r *Rule) Evaluate(status int, h *fasthttp.ResponseHeader, now time.Time) (
 	return f, nil
 }
 
+// delta is a parsed delta-seconds directive as a duration; absent (-1) is 0.
+func delta(secs int64) time.Duration {
+	if secs <= 0 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
+}
+
 var (
 	strHCacheControl     = []byte(fasthttp.HeaderCacheControl)
 	strHSurrogateControl = []byte("Surrogate-Control")
 	strHSurrogateKey     = []byte("Surrogate-Key")
 	strHSetCookie        = []byte(fasthttp.HeaderSetCookie)
+	strHExpires          = []byte(fasthttp.HeaderExpires)
+	strHAge              = []byte(fasthttp.HeaderAge)
+	strHVary             = []byte(fasthttp.HeaderVary)
 )
 
 // varyStar reports whether a Vary value lists "*".

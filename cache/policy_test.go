@@ -91,8 +91,85 @@ func TestEvaluate(t *testing.T) {
 	if _, err := only500.Evaluate(200, &resp.Header, t0); err != ErrStatus {
 		t.Errorf("Statuses [500] with 200: error %v, want ErrStatus", err)
 	}
+	if _, err := only500.Evaluate(500, &resp.Header, t0); err != ErrNoFreshness {
+		t.Errorf("Statuses [500] with a 500 without freshness: error %v, want ErrNoFreshness (500 is not heuristically cacheable)", err)
+	}
+	resp = mkResp(500, nil, "Cache-Control", "max-age=5")
 	if _, err := only500.Evaluate(500, &resp.Header, t0); err != nil {
-		t.Errorf("Statuses [500] with 500: error %v", err)
+		t.Errorf("Statuses [500] with a 500 with max-age: error %v", err)
+	}
+}
+
+// TestEvaluateRFC covers issue 27's rules: strict Expires and Age, Vary on several lines,
+// targeted fields, stale-while-revalidate / stale-if-error and heuristic statuses.
+func TestEvaluateRFC(t *testing.T) {
+	s := time.Second
+	date := string(fasthttp.AppendHTTPDate(nil, t0))
+	in90 := string(fasthttp.AppendHTTPDate(nil, t0.Add(90*s)))
+	all := []int{200, 204, 206, 302, 303, 307, 308, 403, 404, 410, 500, 501, 503}
+	route := &Rule{TTL: 2 * s, Statuses: all, Targeted: []string{"Edge-Cache-Control", "CDN-Cache-Control"}}
+	routeStale := &Rule{TTL: 2 * s, Stale: 7 * s, Statuses: all}
+	type want struct {
+		life, stale, errStale time.Duration
+		err                   error
+	}
+	for _, tc := range []struct {
+		name   string
+		rule   *Rule
+		status int
+		hdrs   []string
+		want   want
+	}{
+		{"IMF-fixdate Expires", route, 200, []string{"Date", date, "Expires", in90}, want{life: 90 * s}},
+		{"RFC 850 Expires", route, 200, []string{"Date", date, "Expires", "Wednesday, 02-Jan-30 03:05:35 GMT"}, want{life: 90 * s}},
+		{"asctime Expires", route, 200, []string{"Date", date, "Expires", "Wed Jan  2 03:05:35 2030"}, want{life: 90 * s}},
+		{"RFC 850 Expires not in GMT", route, 200, []string{"Date", date, "Expires", "Wednesday, 02-Jan-30 03:05:35 PST"}, want{err: ErrNoFreshness}},
+		{"Expires with trailing text", route, 200, []string{"Date", date, "Expires", in90 + " x"}, want{err: ErrNoFreshness}},
+		{"Expires on two lines", route, 200, []string{"Date", date, "Expires", in90, "Expires", in90}, want{err: ErrNoFreshness}},
+		{"bad Expires with a validator is stored stale", route, 200, []string{"Expires", "-1", "ETag", `"a"`}, want{}},
+		{"Age", route, 200, []string{"Cache-Control", "max-age=60", "Age", "15"}, want{life: 45 * s}},
+		{"negative Age", route, 200, []string{"Cache-Control", "max-age=60", "Age", "-5"}, want{err: ErrNoFreshness}},
+		{"Age list", route, 200, []string{"Cache-Control", "max-age=60", "Age", "5, 6"}, want{err: ErrNoFreshness}},
+		{"Age on two lines", route, 200, []string{"Cache-Control", "max-age=60", "Age", "5", "Age", "5"}, want{err: ErrNoFreshness}},
+		{"Age not a number", route, 200, []string{"Cache-Control", "max-age=60", "Age", "1e3"}, want{err: ErrNoFreshness}},
+		{"Vary * on a second line", route, 200, []string{"Cache-Control", "max-age=60", "Vary", "Accept", "Vary", "*"}, want{err: ErrVaryStar}},
+		{"CDN-Cache-Control max-age wins", route, 200, []string{"Cache-Control", "max-age=5", "CDN-Cache-Control", "max-age=60"}, want{life: 60 * s}},
+		{"first targeted field on the list wins", route, 200, []string{"CDN-Cache-Control", "max-age=60", "Edge-Cache-Control", "max-age=30"}, want{life: 30 * s}},
+		{"targeted field beats Cache-Control private", route, 200, []string{"Cache-Control", "private", "CDN-Cache-Control", "max-age=60"}, want{life: 60 * s}},
+		{"targeted field beats Expires", route, 200, []string{"Date", date, "Expires", in90, "CDN-Cache-Control", "max-age=10"}, want{life: 10 * s}},
+		{"targeted no-store", route, 200, []string{"Cache-Control", "max-age=60", "CDN-Cache-Control", "no-store"}, want{err: ErrNoStore}},
+		{"targeted private", route, 200, []string{"Cache-Control", "max-age=60", "Edge-Cache-Control", "private"}, want{err: ErrPrivate}},
+		{"targeted no-cache", route, 200, []string{"Cache-Control", "max-age=60", "CDN-Cache-Control", "no-cache", "ETag", `"a"`}, want{}},
+		{"targeted field without known directives is ignored", route, 200, []string{"Cache-Control", "max-age=5", "CDN-Cache-Control", "foo"}, want{life: 5 * s}},
+		{"targeted field not on the list", &Rule{TTL: 2 * s}, 200, []string{"Cache-Control", "max-age=5", "CDN-Cache-Control", "max-age=60"}, want{life: 5 * s}},
+		{"stale-while-revalidate", route, 200, []string{"Cache-Control", "max-age=5, stale-while-revalidate=30"}, want{life: 5 * s, stale: 30 * s, errStale: 30 * s}},
+		{"stale-if-error", route, 200, []string{"Cache-Control", "max-age=5, stale-if-error=600"}, want{life: 5 * s, errStale: 600 * s}},
+		{"stale-if-error shorter than stale-while-revalidate", route, 200, []string{"Cache-Control", "max-age=5, stale-while-revalidate=30, stale-if-error=10"}, want{life: 5 * s, stale: 30 * s, errStale: 30 * s}},
+		{"must-revalidate turns both off", route, 200, []string{"Cache-Control", "max-age=5, must-revalidate, stale-while-revalidate=30, stale-if-error=60"}, want{life: 5 * s}},
+		{"route stale overrides the origin", routeStale, 200, []string{"Cache-Control", "max-age=5, stale-while-revalidate=30, stale-if-error=600"}, want{life: 5 * s, stale: 7 * s, errStale: 7 * s}},
+		{"stale-if-error keeps an expired answer", route, 200, []string{"Cache-Control", "max-age=0, stale-if-error=60"}, want{errStale: 60 * s}},
+		{"204 heuristic", route, 204, nil, want{life: 2 * s}},
+		{"410 heuristic", route, 410, nil, want{life: 2 * s}},
+		{"302 with max-age", route, 302, []string{"Cache-Control", "max-age=60", "Location", "/y"}, want{life: 60 * s}},
+		{"302 without freshness", route, 302, []string{"Location", "/y"}, want{err: ErrNoFreshness}},
+		{"302 with only a validator", route, 302, []string{"Location", "/y", "ETag", `"a"`}, want{err: ErrNoFreshness}},
+		{"403 without freshness", route, 403, nil, want{err: ErrNoFreshness}},
+		{"403 with Expires", route, 403, []string{"Date", date, "Expires", in90}, want{life: 90 * s}},
+		{"503 with s-maxage", route, 503, []string{"Cache-Control", "s-maxage=3"}, want{life: 3 * s}},
+		{"500 not listed", &Rule{TTL: 2 * s}, 500, []string{"Cache-Control", "max-age=60"}, want{err: ErrStatus}},
+	} {
+		resp := mkResp(tc.status, nil, tc.hdrs...)
+		f, err := tc.rule.Evaluate(tc.status, &resp.Header, t0)
+		if !errors.Is(err, tc.want.err) {
+			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if got := (want{life: f.Lifetime - f.Age, stale: f.Stale, errStale: f.ErrorStale}); got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -85,6 +85,7 @@ func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fast
 	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = binary.BigEndian.AppendUint64(b, uint64(n+int64(life)))
 	b = binary.BigEndian.AppendUint64(b, uint64(n+int64(life)+int64(f.Stale)))
+	b = binary.BigEndian.AppendUint64(b, uint64(n+int64(life)+int64(max(f.Stale, f.ErrorStale))))
 	b = binary.BigEndian.AppendUint32(b, uint32(ageSec))
 	b = binary.BigEndian.AppendUint64(b, epoch)
 	b = binary.BigEndian.AppendUint64(b, xxhash.Sum64String(rule.Route))
@@ -105,7 +106,7 @@ func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fast
 	b = append(b, 0, 0)
 	nh := 0
 	for k, v := range h.All() {
-		if dropHeader(k, enc.conn) {
+		if dropHeader(k, enc.conn) || (!rule.KeepTargeted && rule.IsTargeted(k)) {
 			continue
 		}
 		if len(k) > 0xffff || len(v) > 0xffff || nh == 0xffff {

@@ -250,6 +250,13 @@ type Cache struct {
 	MaxEntry    int64         // max_entry: larger bodies are not cached; default 8MB
 	AllowCookie bool          // allow_cookie: cache requests that carry Cookie or Authorization; default false
 	LockTimeout time.Duration // lock_timeout: how long concurrent misses wait for the first; default 5s
+	// Targeted (targeted): targeted cache-control fields (RFC 9213) that govern edge's
+	// cache ahead of Cache-Control, most preferred first, at most 4; default
+	// ["CDN-Cache-Control"]; [] obeys none.
+	Targeted []string
+	// ForwardTargeted (forward_targeted): keep the targeted fields in stored answers and
+	// show them to clients; default false (edge consumes them).
+	ForwardTargeted bool
 }
 
 // Limit is a limit "NAME" block: a token bucket per key.

@@ -21,6 +21,7 @@ const (
 	ProtoHTTP1 = "http/1.1"
 	ProtoH2    = "h2"  // HTTP/2 over TLS, chosen by ALPN
 	ProtoH2C   = "h2c" // HTTP/2 over plain TCP, by prior knowledge only (never Upgrade: h2c)
+	ProtoH3    = "h3"  // HTTP/3 over QUIC on UDP at the same address (TLS listeners only)
 )
 
 // Listener is a listener "NAME" block: one more address that runs the whole funnel,
@@ -31,8 +32,10 @@ type Listener struct {
 	Address string // address: "host:port"; required; unique among listeners and listen
 
 	// Protocols (protocols) is what the listener serves. On TLS it is the ALPN offer, in
-	// order: default ["h2", "http/1.1"]. On plain TCP: "http/1.1" (default) and "h2c"
-	// (HTTP/2 by prior knowledge). At least one.
+	// order: default ["h2", "http/1.1"]; "h3" adds HTTP/3 over QUIC on UDP at the same
+	// address (advertised with Alt-Svc on the TCP answers; needs "h2" or "http/1.1"
+	// beside it, its place in the list does not matter). On plain TCP: "http/1.1"
+	// (default) and "h2c" (HTTP/2 by prior knowledge). At least one.
 	Protocols []string
 
 	TLS *TLS // tls block; nil: plain TCP
@@ -54,6 +57,7 @@ type Listener struct {
 	HandshakeTimeout time.Duration
 
 	HTTP2 HTTP2 // http2 block: bounds of HTTP/2 connections (h2 and h2c)
+	HTTP3 HTTP3 // http3 block: bounds of HTTP/3 (QUIC) connections; only with "h3"
 
 	// ProxyProtocol (proxy_protocol): every connection starts with a PROXY protocol
 	// header (v1 or v2), read before TLS; accepted only from trusted_proxies (others are
@@ -111,6 +115,40 @@ type HTTP2 struct {
 	MaxControlFrames     int           // max_control_frames: budget of resets, SETTINGS, PINGs and empty frames per connection (refilled at a tenth per second) before GOAWAY ENHANCE_YOUR_CALM; default 1000
 }
 
+// HTTP3 bounds a listener's HTTP/3 side (protocol "h3"): QUIC connections on UDP at the
+// listener's address. Zero fields take the defaults. See docs/tls.md.
+type HTTP3 struct {
+	MaxStreams    int           // max_streams: request streams open at once per connection; default 100
+	MaxConns      int           // max_conns: QUIC connections open at once (handshaking included), new ones refused beyond; default 10000
+	MaxConnsPerIP int           // max_conns_per_ip: the same per client IP address; default 100
+	IdleTimeout   time.Duration // idle_timeout: a connection quiet this long is closed; default 60s
+	// RetryThreshold (retry_threshold): new connections per second above which clients
+	// must prove their address with a QUIC Retry round trip before edge does any TLS
+	// work for them (spoofed sources then cost one small packet each); default 1000;
+	// 0: always.
+	RetryThreshold int
+	// EarlyData (early_data) accepts 0-RTT from resuming clients: safe methods run
+	// at once, others wait for the handshake to complete (a replayed 0-RTT POST never
+	// reaches a route); default false.
+	EarlyData bool
+	Pos       hcl.Range
+}
+
+// DefaultRetryThreshold is the default retry_threshold of an http3 block.
+const DefaultRetryThreshold = 1000
+
+func decodeHTTP3(b *body, blk *hclsyntax.Block) HTTP3 {
+	h := HTTP3{RetryThreshold: DefaultRetryThreshold, Pos: blk.DefRange()}
+	b.integer("max_streams", &h.MaxStreams, 1)
+	b.integer("max_conns", &h.MaxConns, 1)
+	b.integer("max_conns_per_ip", &h.MaxConnsPerIP, 1)
+	b.duration("idle_timeout", &h.IdleTimeout)
+	b.integer("retry_threshold", &h.RetryThreshold, 0)
+	b.boolean("early_data", &h.EarlyData)
+	b.finish()
+	return h
+}
+
 func decodeListener(top *body, blk *hclsyntax.Block) *Listener {
 	l := &Listener{Name: blk.Labels[0], Pos: blk.DefRange(), HandshakeTimeout: 10 * time.Second}
 	what := fmt.Sprintf("listener %q", l.Name)
@@ -135,7 +173,7 @@ func decodeListener(top *body, blk *hclsyntax.Block) *Listener {
 	} else {
 		allowed := []string{ProtoHTTP1, ProtoH2C}
 		if l.TLS != nil {
-			allowed = []string{ProtoH2, ProtoHTTP1}
+			allowed = []string{ProtoH2, ProtoHTTP1, ProtoH3}
 		}
 		seen := map[string]bool{}
 		for i, p := range l.Protocols {
@@ -151,8 +189,11 @@ func decodeListener(top *body, blk *hclsyntax.Block) *Listener {
 			}
 			seen[p] = true
 		}
-		if len(l.Protocols) == 0 {
+		switch {
+		case len(l.Protocols) == 0:
 			b.ps.add(b.rangeOf("protocols"), "%s needs at least one protocol", what)
+		case seen[ProtoH3] && !seen[ProtoH2] && !seen[ProtoHTTP1]:
+			b.ps.add(b.rangeOf("protocols"), "%s: \"h3\" needs \"h2\" or \"http/1.1\" beside it: browsers learn of HTTP/3 from the Alt-Svc of a TCP answer", what)
 		}
 	}
 	var hsts string
@@ -178,6 +219,13 @@ func decodeListener(top *body, blk *hclsyntax.Block) *Listener {
 	b.boolean("proxy_protocol", &l.ProxyProtocol)
 	if hblk := b.block("http2"); hblk != nil {
 		l.HTTP2 = decodeHTTP2(b.child(hblk, what+" http2"))
+	}
+	l.HTTP3 = HTTP3{RetryThreshold: DefaultRetryThreshold}
+	if hblk := b.block("http3"); hblk != nil {
+		l.HTTP3 = decodeHTTP3(b.child(hblk, what+" http3"), hblk)
+		if !contains(l.Protocols, ProtoH3) {
+			b.ps.add(hblk.DefRange(), "%s: an http3 block needs \"h3\" in protocols", what)
+		}
 	}
 	b.finish()
 	return l

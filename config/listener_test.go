@@ -20,7 +20,13 @@ func TestListenerBlocks(t *testing.T) {
 		a.Storage != "state_dir" || !strings.HasPrefix(a.Directory, "https://acme-staging") || len(c.Listeners[3].TLS.Certificates) != 0 {
 		t.Errorf("acme listener: %+v", c.Listeners[3].TLS)
 	}
-	if !reflect.DeepEqual(https.Protocols, []string{"h2", "http/1.1"}) || https.TLS == nil ||
+	if h := https.HTTP3; h.MaxStreams != 50 || h.MaxConnsPerIP != 20 || h.MaxConns != 0 || h.RetryThreshold != 0 || !h.EarlyData {
+		t.Errorf("http3 = %+v", h)
+	}
+	if h := c.Listeners[3].HTTP3; h.RetryThreshold != DefaultRetryThreshold || h.EarlyData {
+		t.Errorf("http3 defaults = %+v", h)
+	}
+	if !reflect.DeepEqual(https.Protocols, []string{"h2", "http/1.1", "h3"}) || https.TLS == nil ||
 		len(https.TLS.Certificates) != 2 || https.TLS.MinVersion != "1.3" ||
 		https.TLS.Certificates[1].KeyFile != "testdata/good/certs/shop-rsa.key" || https.TLS.Certificates[1].Pos.Start.Line != 10 {
 		t.Errorf("https = %+v tls %+v", https, https.TLS)

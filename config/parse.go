@@ -613,7 +613,8 @@ func contains(list []string, s string) bool {
 }
 
 func decodeCache(b *body) *Cache {
-	c := &Cache{TTL: time.Second, Statuses: []int{200, 203, 301, 404}, MaxEntry: 8 << 20, LockTimeout: 5 * time.Second}
+	c := &Cache{TTL: time.Second, Statuses: []int{200, 203, 301, 404}, MaxEntry: 8 << 20, LockTimeout: 5 * time.Second,
+		Targeted: []string{"CDN-Cache-Control"}}
 	b.duration("ttl", &c.TTL)
 	b.duration("stale", &c.Stale)
 	c.Key = b.key("key", false)
@@ -636,8 +637,45 @@ func decodeCache(b *body) *Cache {
 	b.size("max_entry", &c.MaxEntry)
 	b.boolean("allow_cookie", &c.AllowCookie)
 	b.duration("lock_timeout", &c.LockTimeout)
+	decodeTargeted(b, c)
+	b.boolean("forward_targeted", &c.ForwardTargeted)
 	b.finish()
 	return c
+}
+
+// maxTargeted is the most targeted fields a cache block may list (cache.MaxTargeted).
+const maxTargeted = 4
+
+// decodeTargeted reads targeted = ["Edge-Cache-Control", …]: field names, no
+// duplicates, none of the fields edge reads otherwise.
+func decodeTargeted(b *body, c *Cache) {
+	var names []string
+	ranges, ok := b.strList("targeted", &names)
+	if !ok {
+		return
+	}
+	if len(names) > maxTargeted {
+		b.ps.add(b.rangeOf("targeted"), "targeted lists at most %d fields", maxTargeted)
+		return
+	}
+	for i, n := range names {
+		switch {
+		case !isToken(n):
+			b.ps.add(ranges[i], "targeted[%d]: %q is not a header field name", i, n)
+			return
+		case strings.EqualFold(n, "Cache-Control") || strings.EqualFold(n, "Surrogate-Control") ||
+			strings.EqualFold(n, "Expires") || strings.EqualFold(n, "Pragma"):
+			b.ps.add(ranges[i], "targeted[%d]: %s is not a targeted field (RFC 9213)", i, n)
+			return
+		}
+		for _, m := range names[:i] {
+			if strings.EqualFold(n, m) {
+				b.ps.add(ranges[i], "targeted[%d]: %s is listed twice", i, n)
+				return
+			}
+		}
+	}
+	c.Targeted = names
 }
 
 func decodeLimit(b *body, blk *hclsyntax.Block) *Limit {

@@ -85,6 +85,9 @@ type stream struct {
 	answered atomic.Bool // response HEADERS written
 	ended    atomic.Bool // the frame with our END_STREAM is being or was written: the stream is closed
 
+	// view is what st.ctx.Conn() returns: addresses and WriteInterim (interim.go).
+	view streamConn
+
 	// Worker-owned.
 	hdr   []byte
 	lower []byte
@@ -906,7 +909,8 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	if pi := c.cfg.PingInterval; pi > 0 {
 		c.armLocked(now, now+int64(pi))
 	}
-	st.ctx.Init2(c.addr, c.srv.logger, false)
+	st.view = streamConn{addrConn: c.addr, c: c, st: st}
+	st.ctx.Init2(&st.view, c.srv.logger, false)
 	c.streams = append(c.streams, st)
 	c.srv.stats.streamsTotal.Add(1)
 	c.srv.stats.streamsActive.Add(1)
@@ -1068,6 +1072,7 @@ func release(st *stream) {
 	if cap(st.sent) > bigBody {
 		st.sent = nil
 	}
+	st.view.c = nil // a pooled stream keeps no connection alive
 	streamPool.Put(st)
 }
 

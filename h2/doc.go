@@ -17,6 +17,9 @@
 // size (none for HEAD, 1xx, 204 and 304), then the trailers if it declared any (see
 // Trailers); a body stream is sent as it is read (see Streamed response bodies). The ctx
 // is then reset and pooled: nothing of it is kept.
+// Before its answer a handler may send interim (1xx) answers, such as a proxied origin's
+// 103 Early Hints: ctx.Conn() of a stream has WriteInterim, which sends each as a
+// HEADERS frame without END_STREAM.
 //
 // Malformed requests (RFC 9113 §8.2, §8.3: uppercase or invalid names, connection-specific
 // fields, te other than "trailers", missing, duplicate or misplaced pseudo-headers,

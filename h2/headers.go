@@ -1,6 +1,8 @@
 package h2
 
 import (
+	"strings"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -108,6 +110,30 @@ func validValue(s string) bool {
 	return true
 }
 
+// validTarget reports whether a :path can be the request-target of the HTTP/1.1 request
+// edge forwards: no space, control character or DEL, which would split or end that
+// request line at the origin (RFC 9112 §3.2).
+func validTarget(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validAuthority reports whether an :authority is a host and port edge can forward as
+// Host: a valid target without userinfo (RFC 9113 §8.3.1) or path delimiters.
+func validAuthority(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '@', '/', '?', '#', '\\':
+			return false
+		}
+	}
+	return validTarget(s)
+}
+
 // parseContentLength parses a content-length value; -1 if it is not a plain number.
 func parseContentLength(s string) int64 {
 	if s == "" || len(s) > 18 {
@@ -174,12 +200,16 @@ func (c *conn) onField(f hpack.HeaderField) {
 			h.connect = value == "CONNECT"
 			rh.SetMethod(value)
 		case psPath:
-			if value == "" || (value[0] != '/' && value != "*") {
+			if value == "" || (value[0] != '/' && value != "*") || !validTarget(value) {
 				h.bad = true
 				return
 			}
 			rh.SetRequestURI(value)
 		case psAuthority:
+			if !validAuthority(value) {
+				h.bad = true
+				return
+			}
 			rh.SetHost(value)
 		case psProtocol:
 			h.protocol = value
@@ -224,7 +254,11 @@ func (c *conn) onField(f hpack.HeaderField) {
 		st.cl = n
 	case "host":
 		if h.pseudo&psAuthority != 0 {
-			return // :authority wins (RFC 9113 §8.3.1)
+			// RFC 9113 §8.3.1: a host naming another entity than :authority makes the
+			// request malformed (a proxy in front may have gone by either); the same one
+			// is redundant, and :authority is kept.
+			h.bad = !strings.EqualFold(value, b2s(st.ctx.Request.Header.Host()))
+			return
 		}
 	}
 	st.ctx.Request.Header.Add(name, value)

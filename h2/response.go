@@ -75,17 +75,50 @@ func (c *conn) serveStream(st *stream) {
 	}
 }
 
-// Response header names h2 does not forward, in the header section or as trailers:
-// connection-specific ones (RFC 9113 §8.2.2), content-length (recomputed) and trailer
-// (HTTP/2 needs no announcement of trailers; fasthttp's Trailer header only serves
-// HTTP/1.1's chunked encoding).
-func skipResponseHeader(name []byte) bool {
+// SkipResponseHeader reports the response header names (lowercase) h2 does not
+// forward, in the header section or as trailers: connection-specific ones (RFC 9113
+// §8.2.2, the same list in RFC 9114 §4.2 for HTTP/3, so package h3 uses it too),
+// content-length (recomputed) and trailer (HTTP/2 and HTTP/3 need no announcement of
+// trailers; fasthttp's Trailer header only serves HTTP/1.1's chunked encoding).
+func SkipResponseHeader(name []byte) bool {
 	switch string(name) {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
 		"content-length", "trailer", "te":
 		return true
 	}
 	return false
+}
+
+// What appendFields encodes a header for.
+const (
+	fieldsFinal    = iota // a final answer
+	fieldsStreamed        // a final answer with a streamed body: names sent are kept in st.sent
+	fieldsInterim         // a 1xx: no content-type either (fasthttp's header has a default one)
+)
+
+// appendFields appends the encoded fields of h, lowercased, minus the ones h2 never
+// forwards, and reports whether Date was among them. For fieldsStreamed each name sent
+// is also kept in st.sent (a streamed answer's trailers must not repeat them).
+func (st *stream) appendFields(b []byte, h *fasthttp.ResponseHeader, mode int) (_ []byte, date bool) {
+	for k, v := range h.All() {
+		st.lower = append(st.lower[:0], k...)
+		for i, ch := range st.lower {
+			if 'A' <= ch && ch <= 'Z' {
+				st.lower[i] = ch + 'a' - 'A'
+			}
+		}
+		if SkipResponseHeader(st.lower) || mode == fieldsInterim && string(st.lower) == "content-type" {
+			continue
+		}
+		if string(st.lower) == "date" {
+			date = true
+		}
+		if mode == fieldsStreamed {
+			st.sent = append(append(st.sent, st.lower...), 0)
+		}
+		b = appendField(b, st.lower, v)
+	}
+	return b, date
 }
 
 // respond translates ctx.Response into HEADERS and DATA frames.
@@ -102,27 +135,12 @@ func (c *conn) respond(st *stream) {
 		body = resp.Body()
 	}
 
-	b := appendStatus(st.hdr[:0], status)
-	date := false
 	st.sent = st.sent[:0]
-	for k, v := range resp.Header.All() {
-		st.lower = append(st.lower[:0], k...)
-		for i, ch := range st.lower {
-			if 'A' <= ch && ch <= 'Z' {
-				st.lower[i] = ch + 'a' - 'A'
-			}
-		}
-		if skipResponseHeader(st.lower) {
-			continue
-		}
-		if string(st.lower) == "date" {
-			date = true
-		}
-		if streamed {
-			st.sent = append(append(st.sent, st.lower...), 0)
-		}
-		b = appendField(b, st.lower, v)
+	mode := fieldsFinal
+	if streamed {
+		mode = fieldsStreamed
 	}
+	b, date := st.appendFields(appendStatus(st.hdr[:0], status), &resp.Header, mode)
 	switch {
 	case status == 204 || status == 304 || status < 200:
 	case streamed || (noBody && resp.IsBodyStream()):
@@ -211,7 +229,7 @@ func (c *conn) appendTrailers(st *stream, dst []byte) []byte {
 				st.lower[i] = ch + 'a' - 'A'
 			}
 		}
-		if skipResponseHeader(st.lower) || !validName(b2s(st.lower)) || !validValue(b2s(value)) {
+		if SkipResponseHeader(st.lower) || !validName(b2s(st.lower)) || !validValue(b2s(value)) {
 			continue // pseudo-headers included: ':' is not a token byte
 		}
 		if migrated(st.sent, st.lower, before) {

@@ -135,10 +135,11 @@ func TestHeadersBothWays(t *testing.T) {
 	if sc := resp.Header.Values("Set-Cookie"); len(sc) != 2 || sc[0] != "a=1" || sc[1] != "b=2" {
 		t.Errorf("set-cookie %q, want [a=1 b=2]", sc)
 	}
-	// Crumbs sent as separate fields by a raw client, and :authority winning over host.
+	// Crumbs sent as separate fields by a raw client, and a host repeating :authority
+	// (one naming another host is malformed: TestMalformed).
 	r := dialRaw(t, ts.addr)
 	r.headers(1, true, ":method", "GET", ":scheme", "https", ":path", "/c", ":authority", "auth.example",
-		"host", "host.example", "cookie", "x=1", "x-test", "t", "cookie", "y=2")
+		"host", "Auth.Example", "cookie", "x=1", "x-test", "t", "cookie", "y=2")
 	status, body := r.expectStatus(1)
 	got := parseEcho(t, body)
 	if status != 200 || got["cookie"] != "x=1; y=2" || got["host"] != "auth.example" || got["x-test"] != "t" {
@@ -258,6 +259,7 @@ func TestMalformed(t *testing.T) {
 	f("duplicate :path", true, with(":path", "/again")...)
 	f("unknown pseudo", true, with(":foo", "1")...)
 	f("newline in value", true, with("x-a", "a\nb")...)
+	f("host other than :authority", true, with("host", "other.example")...)
 	f("content-length with END_STREAM", true, with("content-length", "3")...)
 	// content-length not matching DATA.
 	r.headers(id, false, with("content-length", "3")...)

@@ -9,7 +9,10 @@
 //     new certificates and open connections go on); ALPN "h2" goes to the HTTP/2 server
 //     (package h2), anything else to the fasthttp server;
 //   - h2c: the first bytes tell HTTP/2's prior-knowledge preface from HTTP/1.1, never an
-//     Upgrade header.
+//     Upgrade header;
+//   - h3 (TLS listeners with "h3" in their protocols): a UDP socket at the same address
+//     served by package h3 (QUIC), kept across reloads like the TCP one; the TCP
+//     answers then carry Alt-Svc: h3=":PORT"; ma=86400, so that browsers switch.
 //
 // A Set holds the listeners of a running edge keyed by address and applies a config's
 // specs in two steps, Prepare (bind new addresses; nothing else changes) and Commit
@@ -31,6 +34,7 @@ import (
 	"time"
 
 	"github.com/edge-gw/edge/h2"
+	"github.com/edge-gw/edge/h3"
 	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/proxyproto"
 	"github.com/edge-gw/edge/rawsock"
@@ -68,10 +72,14 @@ type Spec struct {
 
 	Handler   fasthttp.RequestHandler // HTTP/1.1 requests
 	H2Handler fasthttp.RequestHandler // HTTP/2 streams
+	H3Handler fasthttp.RequestHandler // HTTP/3 requests (TLS with "h3" in Protocols)
 
 	NewHTTP1 func() *fasthttp.Server // the HTTP/1.1 server: bounds, error handler
 	Timeouts watchdog.Timeouts       // HTTP/1.1 read, idle and write limits
 	H2Config h2.Config               // HTTP/2 bounds
+	H3Config h3.Config               // HTTP/3 bounds, for connections arriving from now on
+
+	h3TLS *tls.Config // TLS of QUIC handshakes, derived from TLS by Prepare
 
 	// ProxyProtocol: each connection starts with a PROXY protocol header (v1 or v2),
 	// read under HandshakeTimeout before anything else, TLS included, and only from a
@@ -112,7 +120,8 @@ type Listener struct {
 	wd   *watchdog.Listener
 	q    *queue
 	h2   *h2.Server
-	base *tls.Config // long-lived: session ticket keys; GetConfigForClient returns spec.TLS
+	base *tls.Config              // long-lived: session ticket keys; GetConfigForClient returns spec.TLS
+	quic atomic.Pointer[quicSide] // the HTTP/3 side while one serves; nil: none
 
 	handshaking atomic.Int64 // connections in the handshake or the h2c look
 	stats       stats
@@ -139,8 +148,8 @@ func bind(sp *Spec, m *Metrics, tickets *tlsstore.Tickets) (*Listener, error) {
 	l.q = &queue{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 	l.wd = watchdog.Listen(l.q, sp.Timeouts)
 	l.h1 = sp.NewHTTP1()
-	l.h1.Handler = func(ctx *fasthttp.RequestCtx) { l.spec.Load().Handler(ctx) }
-	l.h2 = &h2.Server{Config: sp.H2Config, Handler: func(ctx *fasthttp.RequestCtx) { l.spec.Load().H2Handler(ctx) }}
+	l.h1.Handler = func(ctx *fasthttp.RequestCtx) { l.spec.Load().Handler(ctx); l.advertise(ctx) }
+	l.h2 = &h2.Server{Config: sp.H2Config, Handler: func(ctx *fasthttp.RequestCtx) { l.spec.Load().H2Handler(ctx); l.advertise(ctx) }}
 	return l, nil
 }
 
@@ -320,19 +329,23 @@ func (l *Listener) Open() int64 {
 }
 
 // drain stops accepting, lets requests and streams in flight finish until ctx ends
-// (HTTP/2 clients get GOAWAY), then closes what is left.
-func (l *Listener) drain(ctx context.Context) error {
+// (HTTP/2 and HTTP/3 clients get GOAWAY), then closes what is left.
+func (l *Listener) drain(ctx context.Context, tickets *tlsstore.Tickets) error {
 	close(l.done)
 	l.ln.Close()
 	var wg sync.WaitGroup
-	var err1, err2 error
+	var err1, err2, err3 error
 	wg.Add(2)
 	go func() { defer wg.Done(); err1 = l.h1.ShutdownWithContext(ctx) }()
 	go func() { defer wg.Done(); err2 = l.h2.Shutdown(ctx) }()
+	if q := l.quic.Swap(nil); q != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); err3 = q.drain(ctx, tickets) }()
+	}
 	wg.Wait()
 	l.workers.Wait()
 	l.served.Wait()
-	return errors.Join(err1, err2)
+	return errors.Join(err1, err2, err3)
 }
 
 // queue is the net.Listener the fasthttp server accepts from: connections handed on

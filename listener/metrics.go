@@ -92,7 +92,7 @@ type collector struct{ m *Metrics }
 
 var (
 	descConns = prometheus.NewDesc("edge_listener_connections",
-		"Client connections open now, by listener and kind (http1, http2, handshaking).", []string{"listener", "kind"}, nil)
+		"Client connections open now, by listener and kind (http1, http2, handshaking; http3: QUIC connections, handshaking ones included).", []string{"listener", "kind"}, nil)
 	descAccepted = prometheus.NewDesc("edge_listener_accepted_total",
 		"Client connections accepted, by listener.", []string{"listener"}, nil)
 	descRefused = prometheus.NewDesc("edge_listener_refused_total",
@@ -113,8 +113,21 @@ var (
 		[]string{"listener", "reason"}, nil)
 )
 
+var (
+	descQUICHandshakes = prometheus.NewDesc("edge_quic_handshakes_total",
+		"QUIC handshakes of HTTP/3 listeners, by listener and result (ok, error: failed or timed out after the ClientHello).", []string{"listener", "result"}, nil)
+	descQUICRefused = prometheus.NewDesc("edge_quic_refused_total",
+		"QUIC connections refused before any TLS work: over http3 max_conns or max_conns_per_ip.", []string{"listener"}, nil)
+	descQUICRetries = prometheus.NewDesc("edge_quic_retries_total",
+		"QUIC Initials answered with Retry (address validation) because new connections came faster than http3 retry_threshold.", []string{"listener"}, nil)
+	descQUICEarly = prometheus.NewDesc("edge_quic_early_data_total",
+		"0-RTT on HTTP/3 listeners with early_data: connections that used it (connections), unsafe requests held until the handshake completed (held), and of those dropped because it never did (dropped).",
+		[]string{"listener", "kind"}, nil)
+)
+
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descAccepted, descRefused, descProxyRefused, descExpiry, descH2Streams, descH2Resets, descH2Refused, descH2Goaway} {
+	for _, d := range []*prometheus.Desc{descConns, descAccepted, descRefused, descProxyRefused, descExpiry, descH2Streams, descH2Resets, descH2Refused, descH2Goaway,
+		descQUICHandshakes, descQUICRefused, descQUICRetries, descQUICEarly} {
 		ch <- d
 	}
 }
@@ -153,6 +166,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[n] = true
 			gauge(descExpiry, float64(ci.NotAfter.Unix()), name, n)
+		}
+		if q := l.quic.Load(); q != nil {
+			st := q.srv.Stats()
+			gauge(descConns, float64(st.ConnsOpen), name, "http3")
+			counter(descQUICHandshakes, float64(st.HandshakesOK), name, "ok")
+			counter(descQUICHandshakes, float64(st.HandshakesFailed), name, "error")
+			counter(descQUICRefused, float64(st.Refused), name)
+			counter(descQUICRetries, float64(st.Retries), name)
+			counter(descQUICEarly, float64(st.EarlyConns), name, "connections")
+			counter(descQUICEarly, float64(st.EarlyHeld), name, "held")
+			counter(descQUICEarly, float64(st.EarlyDropped), name, "dropped")
 		}
 		if sp.serves("h2") || sp.serves(h2c) {
 			counter(descH2Streams, float64(h2s.StreamsTotal), name)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edge-gw/edge/h3"
 	"github.com/edge-gw/edge/handover"
 	"github.com/edge-gw/edge/tlsstore"
 )
@@ -45,6 +46,7 @@ type Prepared struct {
 	s     *Set
 	specs []*Spec
 	fresh map[string]*Listener // bound by Prepare, for keys not live before
+	quic  map[string]*quicSide // HTTP/3 sides bound by Prepare, for keys that had none
 }
 
 // key is a listener's identity across reloads: its configured address, or, when
@@ -62,23 +64,38 @@ func key(sp *Spec) string {
 func (s *Set) Prepare(specs []*Spec) (*Prepared, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := &Prepared{s: s, specs: specs, fresh: map[string]*Listener{}}
+	p := &Prepared{s: s, specs: specs, fresh: map[string]*Listener{}, quic: map[string]*quicSide{}}
 	for _, sp := range specs {
-		if _, ok := s.live[key(sp)]; ok {
-			continue
+		if sp.servesH3() {
+			sp.h3TLS = h3.TLSConfig(sp.TLS)
 		}
-		l, err := bind(sp, s.m, s.tickets)
-		if err != nil {
-			p.Abort()
-			return nil, fmt.Errorf("listener %q: cannot listen on %s: %w", sp.Name, sp.Address, err)
+		l, ok := s.live[key(sp)]
+		if !ok {
+			var err error
+			if l, err = bind(sp, s.m, s.tickets); err != nil {
+				p.Abort()
+				return nil, fmt.Errorf("listener %q: cannot listen on %s: %w", sp.Name, sp.Address, err)
+			}
+			p.fresh[key(sp)] = l
 		}
-		p.fresh[key(sp)] = l
+		if sp.servesH3() && l.quic.Load() == nil {
+			q, err := l.bindQUIC(sp, s.tickets)
+			if err != nil {
+				p.Abort()
+				return nil, fmt.Errorf("listener %q: cannot listen on UDP %s for h3: %w", sp.Name, l.Addr(), err)
+			}
+			p.quic[key(sp)] = q
+		}
 	}
 	return p, nil
 }
 
 // Abort closes what Prepare bound.
 func (p *Prepared) Abort() {
+	for _, q := range p.quic {
+		q.abort(p.s.tickets)
+	}
+	p.quic = nil
 	for _, l := range p.fresh {
 		l.ln.Close()
 		l.q.Close()
@@ -106,11 +123,12 @@ func (p *Prepared) Commit(drain time.Duration) {
 			s.live[k] = l
 			l.start(s.log)
 			s.log.Info("listener started", "listener", sp.Name, "addr", l.Addr().String(), "protocols", sp.Protocols, "tls", sp.TLS != nil)
-			continue
+		} else {
+			l := s.live[k]
+			l.spec.Store(sp)
+			l.h2.SetConfig(sp.H2Config) // for connections accepted from now on
 		}
-		l := s.live[k]
-		l.spec.Store(sp)
-		l.h2.SetConfig(sp.H2Config) // for connections accepted from now on
+		p.commitQUIC(s.live[k], sp, drain)
 	}
 	for addr, l := range s.live {
 		if keep[addr] {
@@ -124,7 +142,7 @@ func (p *Prepared) Commit(drain time.Duration) {
 			s.log.Info("listener removed: draining", "listener", name, "addr", addr, "timeout", drain.String())
 			ctx, cancel := context.WithTimeout(context.Background(), drain)
 			defer cancel()
-			if err := l.drain(ctx); err != nil {
+			if err := l.drain(ctx, s.tickets); err != nil {
 				s.log.Warn("listener drained with requests cut", "listener", name, "error", err)
 			}
 			if s.tickets != nil {
@@ -132,7 +150,33 @@ func (p *Prepared) Commit(drain time.Duration) {
 			}
 		}()
 	}
-	p.fresh = nil
+	p.fresh, p.quic = nil, nil
+}
+
+// commitQUIC starts, updates or stops l's HTTP/3 side as sp says.
+func (p *Prepared) commitQUIC(l *Listener, sp *Spec, drain time.Duration) {
+	s := p.s
+	cur := l.quic.Load()
+	switch {
+	case sp.servesH3() && cur == nil:
+		q := p.quic[key(sp)]
+		q.start(l, s.log)
+		l.quic.Store(q)
+		s.log.Info("listener serves HTTP/3", "listener", sp.Name, "udp", q.pc.LocalAddr().String())
+	case sp.servesH3():
+		cur.srv.SetConfig(sp.H3Config)
+	case cur != nil:
+		l.quic.Store(nil) // TCP answers stop advertising it at once
+		s.draining.Add(1)
+		go func() {
+			defer s.draining.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), drain)
+			defer cancel()
+			if err := cur.drain(ctx, s.tickets); err != nil {
+				s.log.Warn("listener's HTTP/3 side drained with requests cut", "listener", sp.Name, "error", err)
+			}
+		}()
+	}
 }
 
 // Sockets returns a file of every listening socket, keyed as Prepare finds them again
@@ -150,6 +194,16 @@ func (s *Set) Sockets() ([]handover.Socket, error) {
 			return nil, fmt.Errorf("listener %q: %w", l.spec.Load().Name, err)
 		}
 		out = append(out, handover.Socket{Key: "listener " + k, File: f})
+		if q := l.quic.Load(); q != nil {
+			f, err := q.pc.File()
+			if err != nil {
+				for _, o := range out {
+					o.File.Close()
+				}
+				return nil, fmt.Errorf("listener %q udp: %w", l.spec.Load().Name, err)
+			}
+			out = append(out, handover.Socket{Key: udpKey(l.spec.Load()), File: f})
+		}
 	}
 	return out, nil
 }
@@ -176,7 +230,7 @@ func (s *Set) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	errs := make(chan error, len(all))
 	for _, l := range all {
-		go func() { errs <- l.drain(ctx) }()
+		go func() { errs <- l.drain(ctx, s.tickets) }()
 	}
 	var err error
 	for range all {
@@ -202,6 +256,21 @@ type Info struct {
 	ProxyRefused uint64     `json:"proxy_refused_total"` // closed for their PROXY header
 	ProxyProto   bool       `json:"proxy_protocol"`
 	Certificates []CertInfo `json:"certificates,omitempty"`
+	HTTP3        *UDPInfo   `json:"http3,omitempty"` // the UDP side, when "h3" is served
+}
+
+// UDPInfo is a listener's HTTP/3 side as GET /listeners shows it.
+type UDPInfo struct {
+	Address          string `json:"udp_address"` // bound UDP address
+	AltSvc           string `json:"alt_svc"`     // what TCP answers advertise
+	Connections      int    `json:"connections"` // QUIC connections open now, handshaking included
+	Handshakes       uint64 `json:"handshakes_total"`
+	HandshakesFailed uint64 `json:"handshakes_failed_total"`
+	Refused          uint64 `json:"refused_total"` // over max_conns or max_conns_per_ip
+	Retries          uint64 `json:"retries_total"` // Initials answered with Retry
+	EarlyHeld        uint64 `json:"early_held_total"`
+	EarlyDropped     uint64 `json:"early_dropped_total"`
+	Requests         uint64 `json:"requests_total"`
 }
 
 // CertInfo is one certificate a TLS listener serves.
@@ -234,6 +303,12 @@ func (l *Listener) info() Info {
 		ProxyRefused: l.stats.proxyRefused.Load(), ProxyProto: sp.ProxyProtocol}
 	if sp.TLS != nil {
 		in.MinVersion = versionName(sp.TLS.MinVersion)
+	}
+	if q := l.quic.Load(); q != nil {
+		st := q.srv.Stats()
+		in.HTTP3 = &UDPInfo{Address: q.pc.LocalAddr().String(), AltSvc: string(q.altSvc), Connections: st.ConnsOpen,
+			Handshakes: st.HandshakesOK, HandshakesFailed: st.HandshakesFailed, Refused: st.Refused, Retries: st.Retries,
+			EarlyHeld: st.EarlyHeld, EarlyDropped: st.EarlyDropped, Requests: st.Requests}
 	}
 	for _, c := range sp.certList() {
 		in.Certificates = append(in.Certificates, CertInfo{Names: c.Names, NotAfter: c.NotAfter.UTC(),

@@ -179,11 +179,7 @@ func (l *accessLog) log(ctx *fasthttp.RequestCtx, e *entry) {
 		b = appendText(b, req.Header.Method())
 		b = append(b, ' ')
 		b = appendText(b, req.Header.RequestURI())
-		if e.proto == ProtoH2 {
-			b = append(b, ` HTTP/2.0" `...)
-		} else {
-			b = append(b, ` HTTP/1.1" `...)
-		}
+		b = append(append(append(b, ' '), serverProtocol(e.proto)...), `" `...)
 		b = strconv.AppendInt(b, int64(resp.StatusCode()), 10)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, bodySize(resp), 10)
@@ -310,8 +306,11 @@ func (l *accessLog) appendTemplate(b []byte, ctx *fasthttp.RequestCtx, e *entry,
 }
 
 func serverProtocol(p Proto) string {
-	if p == ProtoH2 {
+	switch p {
+	case ProtoH2:
 		return "HTTP/2.0"
+	case ProtoH3:
+		return "HTTP/3.0"
 	}
 	return "HTTP/1.1"
 }

@@ -148,6 +148,8 @@ func (p *Proxy) buildCache(s *Snapshot, prev *Snapshot, rt *route) error {
 			Statuses:           cc.Statuses,
 			AllowAuthorization: cc.AllowCookie,
 			AllowCookie:        cc.AllowCookie,
+			Targeted:           cc.Targeted,
+			KeepTargeted:       cc.ForwardTargeted,
 		},
 		maxEntry:    int(cc.MaxEntry),
 		lockTimeout: cc.LockTimeout,
@@ -227,8 +229,9 @@ func cachedRoute(s *Snapshot, name string) *route {
 // cacheScratch is the per-request working memory of serveCached, pooled so that a hit
 // allocates nothing: the key and the entry buffers grow once and are reused.
 type cacheScratch struct {
-	key []byte
-	e   *cache.Entry
+	key   []byte
+	e     *cache.Entry
+	conds clientConds // the client's conditional and range headers (cache_range.go)
 }
 
 var cacheScratchPool = sync.Pool{New: func() any {
@@ -256,6 +259,7 @@ func (p *Proxy) serveCached(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, pe
 	req := &ctx.Request
 	if rc.rule.CheckRequest(&req.Header) != nil {
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
+		p.invalidateAfter(ctx, rc) // an unsafe method's answer invalidates (cache_rfc.go)
 		rc.finish(ctx, resBypass)
 		return
 	}
@@ -295,7 +299,7 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 	}
 	switch state {
 	case cache.Hit:
-		rc.answer(ctx, e, now, resHit)
+		rc.answer(ctx, e, now, resHit, cs.conds.load(hdr))
 		return
 	case cache.Stale:
 		// Answered at once, never waiting for the origin: while an entry is inside its
@@ -304,7 +308,7 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 		if rc.c.TryStartRefresh(kh, now) {
 			p.startRefresh(ctx, s, rt, cs, kh, peer, client, sc.door)
 		}
-		rc.answer(ctx, e, now, resStale)
+		rc.answer(ctx, e, now, resStale, cs.conds.load(hdr))
 		return
 	}
 	// Miss or Revalidate: concurrent requests for the key make one origin request.
@@ -314,10 +318,10 @@ func (p *Proxy) lookupOrFetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, 
 		now = time.Now()
 		switch state = rc.c.Lookup(e, cs.key, hdr, now); state {
 		case cache.Hit:
-			rc.answer(ctx, e, now, resHit)
+			rc.answer(ctx, e, now, resHit, cs.conds.load(hdr))
 			return
 		case cache.Stale:
-			rc.answer(ctx, e, now, resStale)
+			rc.answer(ctx, e, now, resStale, cs.conds.load(hdr))
 			return
 		}
 		// The leader's answer was not cacheable, or it took longer than lock_timeout: go
@@ -339,6 +343,9 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		req.Header.SetMethodBytes(strGET)
 	}
 	ep := rc.c.Epoch()
+	// The origin gets neither the client's conditionals nor its Range (the cache needs
+	// the whole answer): they shape the answer afterwards.
+	cs.conds.keep(&req.Header)
 	if state == cache.Revalidate {
 		e.PrepareRevalidation(&req.Header)
 	} else {
@@ -353,11 +360,8 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 			if head {
 				req.Header.SetMethodBytes(strHEAD)
 			}
-			// The conditionals are now the cache's own (PrepareRevalidation replaced the
-			// client's): drop them so answer sends the full entry.
-			cache.StripConditional(&req.Header)
 			resp.Reset()
-			rc.answer(ctx, e, now, resRevalidated)
+			rc.answer(ctx, e, now, resRevalidated, &cs.conds)
 			return
 		}
 		// The 304 cannot renew the entry (it vanished, or the origin names another
@@ -365,6 +369,26 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 		// X-Forwarded-For once more; the path is rare enough not to keep a copy.
 		cache.StripConditional(&req.Header)
 		resp.Reset()
+		p.forwardRoute(ctx, s, rt, peer, client, sc)
+	}
+	if originError(resp) && e.ServesOnError(time.Now()) {
+		// stale-if-error (or the route's stale): the stored answer replaces the error.
+		t.Done()
+		if head {
+			req.Header.SetMethodBytes(strHEAD)
+		}
+		cache.StripConditional(&req.Header) // the revalidation's, not the client's
+		resp.Reset()
+		rc.answer(ctx, e, time.Now(), resStale, &cs.conds)
+		return
+	}
+	if resp.IsBodyStream() && len(cs.conds.rng) > 0 && !head {
+		// Too large to store (it streams): rather than the whole body, the client's
+		// range comes from the origin after all. Reset closes the stream, and with it
+		// the upstream connection it was read from.
+		resp.Reset()
+		cache.StripConditional(&req.Header) // a revalidation's own conditionals too
+		cs.conds.restoreRange(&req.Header)
 		p.forwardRoute(ctx, s, rt, peer, client, sc)
 	}
 	res := resBypass
@@ -379,6 +403,7 @@ func (p *Proxy) fetch(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cs *cach
 	if head {
 		req.Header.SetMethodBytes(strHEAD)
 	}
+	shape(resp, &cs.conds, !head, false)
 	rc.finish(ctx, res)
 }
 
@@ -407,15 +432,12 @@ func edgeFailure(resp *fasthttp.Response) bool {
 	return false
 }
 
-// answer writes entry e as the response (resp must be fresh) with X-Cache and Age. A
-// client's conditional request that the entry satisfies gets 304. No allocation.
-func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.Time, res cacheResult) {
+// answer writes entry e as the response (resp must be fresh) with X-Cache and Age,
+// shaped by the client's conds: 304, 206 or 416 (cache_range.go). No allocation.
+func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.Time, res cacheResult, conds *clientConds) {
 	resp := &ctx.Response
 	e.WriteTo(resp, now)
-	if e.Status() == fasthttp.StatusOK && e.NotModified(&ctx.Request.Header) {
-		resp.SetStatusCode(fasthttp.StatusNotModified)
-		resp.ResetBody()
-	}
+	shape(resp, conds, ctx.IsGet(), true)
 	resp.Header.SetCanonical(hdrXCache, xCacheValues[res])
 	rc.results[res].Inc()
 }
@@ -423,6 +445,7 @@ func (rc *routeCache) answer(ctx *fasthttp.RequestCtx, e *cache.Entry, now time.
 // finish marks an answer that came from the origin (or from edge's failure mapping).
 func (rc *routeCache) finish(ctx *fasthttp.RequestCtx, res cacheResult) {
 	cache.StripSurrogate(&ctx.Response.Header)
+	rc.rule.StripTargeted(&ctx.Response.Header)
 	ctx.Response.Header.SetCanonical(hdrXCache, xCacheValues[res])
 	rc.results[res].Inc()
 }

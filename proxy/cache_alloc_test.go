@@ -38,6 +38,22 @@ func TestCacheZeroAllocs(t *testing.T) {
 	f("HEAD hit", handlerCtx("HEAD", "/item/42?x=1"), 200)
 	f("conditional hit (304)", handlerCtx("GET", "/item/42?x=1", "If-None-Match", `"v1"`), 304)
 
+	// A POST answered 200 invalidates /item/42 (RFC 9111 §4.4) without allocating.
+	post := handlerCtx("POST", "/item/42?x=1")
+	if n := allocs(t, px, post, 200); n != 0 {
+		t.Errorf("POST invalidating its target: %v allocs per request, want 0", n)
+	}
+	if got := string(post.Response.Header.Peek("X-Cache")); got != "BYPASS" {
+		t.Errorf("POST: X-Cache %q, want BYPASS", got)
+	}
+	get := handlerCtx("GET", "/item/42?x=1")
+	var req fasthttp.Request
+	get.Request.CopyTo(&req)
+	serveOnce(px, get, &req)
+	if got := string(get.Response.Header.Peek("X-Cache")); got != "MISS" {
+		t.Errorf("GET after the POST: X-Cache %q, want MISS", got)
+	}
+
 	pk := benchProxy(t, cacheConfig(o.Addr, "ttl = \"1m\"\nkey = [\"header:X-Lang\", \"host\", \"ip\"]"))
 	ctx := handlerCtx("GET", "/item/42", "X-Lang", "en")
 	if n := allocs(t, pk, ctx, 200); n != 0 {

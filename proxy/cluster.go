@@ -16,6 +16,7 @@ package proxy
 //	kind     key                          value                       ttl
 //	ban      ip:<addr or cidr> | user:<id>  source byte ('a'|'p') + reason  the ban's; 0: none
 //	purge    url:<uri> | route:<name> | tag:<tag>   empty             clusterPurgeTTL
+//	         uri:<uri> (an invalidation after a write, cache_rfc.go)
 //	soldout  <item>                       empty                       clusterSoldOutTTL; Delete = restocked
 //	degrade  <route>                      JSON {"reason","until"}     until the switch ends; Delete = off
 //
@@ -384,6 +385,16 @@ func (p *Proxy) clusterPurged(what, value string) {
 	p.publish(kindPurge, what+":"+value, nil, clusterPurgeTTL)
 }
 
+// clusterInvalidated shares an invalidation after an unsafe request (cache_rfc.go) with
+// the other nodes. Only in a cluster does it allocate; a URI too long for one gossip
+// message is invalidated on this node only.
+func (p *Proxy) clusterInvalidated(uri []byte) {
+	if p.clusterState.c.Load() == nil || len(uri)+4 > cluster.MaxKeyLen {
+		return
+	}
+	p.publish(kindPurge, "uri:"+string(uri), nil, clusterPurgeTTL)
+}
+
 // applyPurge runs a purge made on another node on this node's cache.
 func (p *Proxy) applyPurge(e cluster.Entry) {
 	p.clusterState.received.Add(1)
@@ -402,6 +413,9 @@ func (p *Proxy) applyPurge(e cluster.Entry) {
 		inst.c.PurgeRoute(value)
 	case "tag":
 		inst.c.PurgeTag(value)
+	case "uri": // an invalidation, not an operator's purge: not counted as one
+		inst.c.InvalidateURI([]byte(value))
+		return
 	default:
 		return
 	}

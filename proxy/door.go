@@ -17,12 +17,13 @@ type Proto uint8
 const (
 	ProtoHTTP1 Proto = iota // HTTP/1.x
 	ProtoH2                 // HTTP/2 (h2 over TLS, or h2c)
+	ProtoH3                 // HTTP/3 over QUIC
 	protoCount
 )
 
-var protoNames = [protoCount]string{ProtoHTTP1: "http/1.1", ProtoH2: "h2"}
+var protoNames = [protoCount]string{ProtoHTTP1: "http/1.1", ProtoH2: "h2", ProtoH3: "h3"}
 
-// String is the protocol's name in metrics: "http/1.1" or "h2".
+// String is the protocol's name in metrics: "http/1.1", "h2" or "h3".
 func (p Proto) String() string { return protoNames[p] }
 
 // door is a listener as the funnel sees it: what the listener changes about a request.
@@ -184,7 +185,7 @@ func saneHost(h []byte) bool {
 type doorCollector struct{ d *doorState }
 
 var doorDesc = prometheus.NewDesc("edge_listener_requests_total",
-	"Requests by the listener they came through (\"default\" is the top-level listen) and protocol (http/1.1, h2).",
+	"Requests by the listener they came through (\"default\" is the top-level listen) and protocol (http/1.1, h2, h3).",
 	[]string{"listener", "protocol"}, nil)
 
 func (c doorCollector) Describe(ch chan<- *prometheus.Desc) { ch <- doorDesc }

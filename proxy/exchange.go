@@ -35,7 +35,10 @@ import (
 //
 // pp, when not nil, is a PROXY header: the exchange then takes a connection of its own,
 // writes pp first on it and closes it afterwards (proxyproto.go).
-func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, pp []byte) error {
+//
+// The upstream's interim (1xx) answers before the final one are relayed to the client
+// of interim as they arrive (interim.go); with interim nil they are dropped.
+func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, pp []byte, interim *fasthttp.RequestCtx) error {
 	if wait <= 0 {
 		return fasthttp.ErrTimeout
 	}
@@ -44,7 +47,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 	// slashes merged, no escapes decoded (the route matched the same bytes).
 	req.URI().DisablePathNormalizing = true
 	for attempt := 1; ; attempt++ {
-		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, sr, skipBody, pp)
+		retry, err := exchangeOnce(hc, req, resp, deadline, wait, timeout, sr, skipBody, pp, interim)
 		if err == nil {
 			return nil
 		}
@@ -59,7 +62,7 @@ func exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Res
 
 // exchangeOnce is one attempt on one connection. retry is true when the attempt failed
 // on a connection that had been used before, after which a fresh one may succeed.
-func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, skipBody bool, pp []byte) (retry bool, err error) {
+func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, wait, timeout time.Duration, sr streamRule, skipBody bool, pp []byte, interim *fasthttp.RequestCtx) (retry bool, err error) {
 	if pp != nil {
 		// A connection whose PROXY header names this client serves no other: its pool
 		// keeps none idle, so this one is new, and it is closed after the answer.
@@ -101,24 +104,21 @@ func exchangeOnce(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 	}
 	resp.SkipBody = skipBody
 	br := hc.AcquireReader(conn)
-	if sr.above > 0 && !skipBody {
-		if err = readHead(resp, br); err == nil && sr.streamable(resp) {
-			keep := !req.ConnectionClose() && !resp.ConnectionClose()
-			startStream(resp, br, conn, timeout, func(reuse bool) { // owns cc and br from here
-				hc.ReleaseReader(br)
-				if reuse && keep {
-					hc.ReleaseConn(cc)
-				} else {
-					hc.CloseConn(cc)
-				}
-			})
-			return false, nil
-		}
-		if err == nil {
-			err = readBody(resp, br, hc.MaxResponseBodySize)
-		}
-	} else {
-		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+	err = readHead(resp, br, interim)
+	if err == nil && sr.above > 0 && !skipBody && sr.streamable(resp) {
+		keep := !req.ConnectionClose() && !resp.ConnectionClose()
+		startStream(resp, br, conn, timeout, func(reuse bool) { // owns cc and br from here
+			hc.ReleaseReader(br)
+			if reuse && keep {
+				hc.ReleaseConn(cc)
+			} else {
+				hc.CloseConn(cc)
+			}
+		})
+		return false, nil
+	}
+	if err == nil && !skipBody {
+		err = readBody(resp, br, hc.MaxResponseBodySize)
 	}
 	hc.ReleaseReader(br)
 	if err != nil {

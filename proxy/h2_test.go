@@ -162,22 +162,28 @@ func TestH2FunnelParity(t *testing.T) {
 	})
 	e := startSeckill(t, funnelConfig(o.Addr))
 	e.setStock(t, "42", 5)
-	h1 := &http.Client{Timeout: 5 * time.Second}
 	h2addr := serveH2C(t, e.px.ListenerHandler("inner", ProtoH2))
-	h2c := h2cClient()
+	checkFunnelParity(t, e, h2cClient(), "http://"+h2addr, "HTTP/2")
+}
 
+// checkFunnelParity runs every layer of the funnel of e (funnelConfig, item 42 with a
+// stock of 5) over HTTP/1.1 and over alt (name: its protocol, for messages) at base,
+// and checks each answers as it should, edge's own answers byte for byte alike.
+func checkFunnelParity(t *testing.T, e *seckillEdge, alt *http.Client, base, name string) {
+	t.Helper()
+	h1 := &http.Client{Timeout: 5 * time.Second}
 	type step struct {
 		name, method, path, body string
 		headers                  []string
 		want                     func(a seen) string // "" when a is right
 	}
-	same := func(h1a, h2a seen) string {
-		if fmt.Sprint(h1a) != fmt.Sprint(h2a) {
-			return fmt.Sprintf("h1 %+v\nh2 %+v", h1a, h2a)
+	same := func(h1a, alta seen) string {
+		if fmt.Sprint(h1a) != fmt.Sprint(alta) {
+			return fmt.Sprintf("HTTP/1.1 %+v\n%s %+v", h1a, name, alta)
 		}
 		return ""
 	}
-	// Each step runs over HTTP/1.1 with user u1 and over HTTP/2 with user u2, so that
+	// Each step runs over HTTP/1.1 with user u1 and over alt with user u2, so that
 	// per-user state (limits, tokens) starts equal for both.
 	steps := []step{
 		{"proxied", "GET", "/plain", "", nil, func(a seen) string {
@@ -247,7 +253,7 @@ func TestH2FunnelParity(t *testing.T) {
 			client *http.Client
 			base   string
 			user   string
-		}{{h1, "http://" + e.addr, "u1"}, {h2c, "http://" + h2addr, "u2"}} {
+		}{{h1, "http://" + e.addr, "u1"}, {alt, base, "u2"}} {
 			hs := append([]string(nil), s.headers...)
 			for j := range hs {
 				if hs[j] == "U" {
@@ -257,12 +263,12 @@ func TestH2FunnelParity(t *testing.T) {
 			path := strings.ReplaceAll(s.path, "P", c.user)
 			got[i] = exchangeWith(t, c.client, s.method, c.base+path, s.body, hs...)
 			if msg := s.want(got[i]); msg != "" {
-				t.Errorf("%s over %s: %s", s.name, []string{"HTTP/1.1", "HTTP/2"}[i], msg)
+				t.Errorf("%s over %s: %s", s.name, []string{"HTTP/1.1", name}[i], msg)
 			}
 		}
 		if s.name == "limit 429" || s.name == "blacklist" { // edge's own answers: byte for byte
 			if msg := same(got[0], got[1]); msg != "" {
-				t.Errorf("%s differs:\n%s", s.name, msg)
+				t.Errorf("%s differs over %s:\n%s", s.name, name, msg)
 			}
 		}
 	}
@@ -278,8 +284,8 @@ func TestH2FunnelParity(t *testing.T) {
 		return a.status, body.Token
 	}
 	c1, t1 := token(h1, "http://"+e.addr, "s1")
-	c2, t2 := token(h2c, "http://"+h2addr, "s2")
-	c3, t3 := token(h2c, "http://"+h2addr, "s2")
+	c2, t2 := token(alt, base, "s2")
+	c3, t3 := token(alt, base, "s2")
 	if c1 != 200 || c2 != 200 || c3 != 200 || t1 == "" || t2 == "" || t2 != t3 || t1 == t2 {
 		t.Errorf("tokens: %d %q, %d %q, %d %q", c1, t1, c2, t2, c3, t3)
 	}

@@ -21,6 +21,9 @@ var hopHeaders = [][]byte{
 	// HTTP2-Settings only means something next to Upgrade: h2c (RFC 7540 §3.2.1), which
 	// edge never honours; a client's copy must not reach an upstream that might.
 	[]byte("Http2-Settings"),
+	// Expect: 100-continue is answered by edge's server before the body is read, so
+	// the upstream gets the whole body and no expectation to answer again.
+	[]byte("Expect"),
 }
 
 var (

@@ -238,9 +238,12 @@ var errNoIdemStore = errors.New("idempotency store not connected")
 // first runs, 422 key_reused for the same key on another request. Keys are scoped per
 // route and per user (user_key, else the client IP).
 //
-// Only an answer of the origin below 500 is recorded; a 5xx, a forwarding failure or an
-// answer of the edge itself (token check, cells without a key) releases the claim, so
-// the client may retry. When the store is down or full the route fails closed (503
+// Only an answer of the origin below 500 is recorded, and edge's 502/504 after the
+// request may have reached the origin (it timed out, or the exchange broke): that
+// origin may have acted, so its repeats replay the 502/504 rather than forward the key
+// again. An origin's own 5xx, a request that never reached an origin (connect failure,
+// full pool) or an answer of the edge itself (token check, cells without a key)
+// releases the claim, so the client may retry. When the store is down or full the route fails closed (503
 // store_unavailable) or, with fail_open, forwards without the guarantee.
 //
 // It allocates the scope and key string the store keeps (and, for a first request, the
@@ -328,8 +331,12 @@ func (p *Proxy) serveIdempotent(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route
 		sc.e.upstream = ""
 		p.serveTarget(ctx, s, rt, peer, client, sc)
 		// sc.e.upstream is set only when the request went to an origin server: an answer
-		// without it is the edge's own.
-		if ctx.Response.StatusCode() >= 500 || sc.e.upstream == "" {
+		// without it is the edge's own. A 502/504 of edge after the request may have
+		// reached the origin (sc.reached: a timeout, a broken exchange) is recorded like
+		// an answer, so no repeat forwards the key a second time.
+		reached := sc.reached && sc.e.upstream != ""
+		sc.reached = false
+		if !reached && (ctx.Response.StatusCode() >= 500 || sc.e.upstream == "") {
 			ri.m[idemNotRecorded].Inc()
 			_ = store.Abort(context.Background(), res.Claim)
 			return

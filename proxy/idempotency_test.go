@@ -319,6 +319,30 @@ func TestIdempotencyFailuresAreNotRecorded(t *testing.T) {
 	}
 }
 
+// TestIdempotencyTimeoutIsRecorded: a request that timed out (504) may have reached the
+// origin and been acted on: its key keeps edge's 504, replayed, and is never forwarded
+// again, while the origin did finish the first.
+func TestIdempotencyTimeoutIsRecorded(t *testing.T) {
+	o := startOrderOrigin(t)
+	e := startEdge(t, strings.Replace(idemConfig(o.Addr, "", ""), `timeout = "3s"`, `timeout = "300ms"`, 1))
+	release := o.hold()
+	r := e.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "kt")
+	if r.StatusCode() != 504 || isReplay(r) {
+		t.Fatalf("first = %d replayed=%v, want edge's 504", r.StatusCode(), isReplay(r))
+	}
+	release()
+	waitUntil(t, 5*time.Second, "the origin to finish the first order", func() bool { return o.n.Load() == 1 })
+	for i := range 2 {
+		r = e.post(t, "/orders/new", "x", "X-User-Id", "u1", "Idempotency-Key", "kt")
+		if r.StatusCode() != 504 || !isReplay(r) || string(r.Body()) != `{"error":"gateway_timeout"}` {
+			t.Errorf("repeat %d = %d %s replayed=%v, want the 504 replayed", i, r.StatusCode(), r.Body(), isReplay(r))
+		}
+	}
+	if n := o.n.Load(); n != 1 {
+		t.Errorf("origin acted on %d orders, want 1", n)
+	}
+}
+
 func TestIdempotencyKeysAndMethods(t *testing.T) {
 	o := startOrderOrigin(t)
 	e := startEdge(t, idemConfig(o.Addr, "", `required = true`))

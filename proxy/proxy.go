@@ -215,27 +215,37 @@ func (p *Proxy) NewServer(cfg *config.Config) *Server {
 			StreamRequestBody:             true,
 			DisableHeaderNamesNormalizing: false,
 			CloseOnShutdown:               true,
+			// fasthttp logs each request it cannot read; without this, with the request's
+			// bytes (its cookies and Authorization) in the line (docs/security.md).
+			SecureErrorLogMessage: true,
 		},
 	}
 }
 
 // ErrorHandler answers requests fasthttp could not read, in JSON.
 func (p *Proxy) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	var small *fasthttp.ErrSmallBuffer
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		errBodyTooLarge.write(ctx)
-	case errors.As(err, &small):
-		errHeaderTooBig.write(ctx)
-	case isTimeout(err):
-		errRequestTimout.write(ctx)
-	default:
-		errBadRequest.write(ctx)
-	}
+	readFailure(err).write(ctx)
 	ctx.SetConnectionClose()
 	if s := p.snap.Load(); s != nil {
 		s.noRoute.count(uint32(ctx.ConnID()), ctx.Response.StatusCode())
 	}
+}
+
+// readFailure is the answer to a request that could not be read because of err: too
+// large, too slow, or (nil or anything else) malformed.
+func readFailure(err error) *answer {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case err == nil:
+		return errBadRequest
+	case errors.Is(err, fasthttp.ErrBodyTooLarge), err == errChunkOverhead:
+		return errBodyTooLarge
+	case errors.As(err, &small):
+		return errHeaderTooBig
+	case isTimeout(err):
+		return errRequestTimout
+	}
+	return errBadRequest
 }
 
 func isTimeout(err error) bool {
@@ -268,6 +278,9 @@ type scratch struct {
 	// bigBody is set when the request body is over max_body_size and still a stream
 	// (upload.go).
 	bigBody bool
+	// bodyErr is why holdBody could not read the body (a broken chunk, a timeout); the
+	// request is then answered by readFailure.
+	bodyErr error
 	body    []byte // where holdBody reads a body before the request takes a copy
 	pp      []byte // a PROXY header for an upstream with proxy_protocol (proxyproto.go)
 	// roomAdmit and roomPlace are the cookies a waiting room set for an admitted request,
@@ -276,6 +289,13 @@ type scratch struct {
 	// memoKey is the compression memo key of a cached answer served (compress.go); 0:
 	// none.
 	memoKey uint64
+	// interim is the request whose client gets the origin's 1xx answers (interim.go):
+	// the one serve runs; nil for a background refresh.
+	interim *fasthttp.RequestCtx
+	// reached is set by forwardRoute when an attempt failed after the request may have
+	// reached an origin server (a timeout, a broken exchange): the origin may have acted
+	// on it, though the answer is edge's 502/504 (idempotency.go keeps the key for it).
+	reached bool
 
 	stripe uint32 // the stripe of per-request counters this scratch adds to (metrics.go)
 }
@@ -291,10 +311,20 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	p.metrics.inflight.Add(1)
 	sc := scratchPool.Get().(*scratch)
 	d := s.door(doorID)
-	sc.door = d
-	if ctx.Request.IsBodyStream() {
+	sc.door, sc.interim = d, ctx
+	// A head two parsers could read differently is refused before its body is read
+	// (framing.go).
+	var refuse *answer
+	if proto == ProtoHTTP1 {
+		refuse = framingFault(&ctx.Request.Header)
+	}
+	if refuse == nil && ctx.Request.IsBodyStream() {
 		switch {
-		case proto == ProtoHTTP1 || !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
+		case proto == ProtoHTTP1:
+			limitChunked(ctx, s.Config.MaxBodySize, s.Config.MaxHeaderSize)
+			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
+			dropTrailers(&ctx.Request.Header)
+		case !ctx.IsConnect() && !h2up.IsGRPC(&ctx.Request.Header):
 			sc.bigBody = !holdBody(ctx, sc, s.Config.MaxBodySize)
 		case !ctx.IsConnect(): // a gRPC call's stream (a tunnel has its own idle limit)
 			grpcIdle(ctx, s.Config.IdleTimeout)
@@ -308,7 +338,13 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	if l := p.log.Load(); l != nil {
 		sc.e.timeUp = l.upstreamTime
 	}
-	if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
+	if refuse != nil || sc.bodyErr != nil {
+		if refuse == nil {
+			refuse = readFailure(sc.bodyErr)
+		}
+		refuse.write(ctx)
+		ctx.SetConnectionClose() // where the next request would start is unknowable
+	} else if s.blacklist == nil || !p.blocked(ctx, s, client) { // blocked answers 403 itself
 		if d.acme && bytes.HasPrefix(ctx.Path(), acmeChallengePrefix) && p.answerACME(ctx) {
 			// answered: an ACME HTTP-01 validation (acme.go)
 		} else if d.redirect {
@@ -341,7 +377,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, doorID int, proto Proto) {
 	}
 	p.metrics.served.inc(sc.stripe)
 	sc.e = entry{}
-	sc.door, sc.bigBody, sc.memoKey = nil, false, 0
+	sc.door, sc.bigBody, sc.memoKey, sc.bodyErr, sc.interim, sc.reached = nil, false, 0, nil, nil, false
 	scratchPool.Put(sc)
 	p.metrics.inflight.Add(-1)
 }
@@ -482,7 +518,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			if srv.proxyProto != "" {
 				pp = proxyHeader(ctx, srv.proxyProto, client, peer, sc)
 			}
-			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp))
+			f = classify(exchange(srv.hc, req, &ctx.Response, deadline, budget, pl.timeout, sc.stream, pp, sc.interim))
 		}
 		if sc.e.timeUp {
 			sc.e.upTime += time.Since(t0)
@@ -499,6 +535,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, clie
 			return o
 		}
 		last = f
+		sc.reached = sc.reached || f == failTimeout || f == failBroken
 		pl.errs[f].Inc()
 		if f != failBusy { // a full local pool says nothing about the server
 			srv.health.failure()

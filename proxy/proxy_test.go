@@ -48,6 +48,9 @@ func startEdge(t testing.TB, src string) *testEdge {
 		t.Fatal(err)
 	}
 	e := &testEdge{addr: ln.Addr().String(), px: px, srv: px.NewServer(cfg), reg: reg}
+	// Idle worker goroutines go after a second (fasthttp's default is 10 s), so tests that
+	// compare goroutine counts with a baseline settle quickly.
+	e.srv.MaxIdleWorkerDuration = time.Second
 	go e.srv.Serve(ln)
 	t.Cleanup(func() { e.srv.Shutdown(); px.Close() })
 	return e

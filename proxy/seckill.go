@@ -509,13 +509,15 @@ func (p *Proxy) issueToken(ctx *fasthttp.RequestCtx, s *Snapshot, rt *route, cli
 	}
 	b := sk.backend
 	now := time.Now()
-	if b.flags.soldOut(item, now.UnixNano()) {
+	g := b.current()
+	// A user whose last token request here timed out may hold a unit: past the flag, the
+	// store returns that token.
+	if b.flags.soldOut(item, now.UnixNano()) && (g == nil || !g.Unsure(item, user, now)) {
 		p.seckillState.localShed.Add(1)
 		m.soldOut.Inc()
 		errSoldOut.write(ctx)
 		return
 	}
-	g := b.current()
 	if g == nil {
 		m.errors.Inc()
 		errStoreUnavailable.write(ctx)

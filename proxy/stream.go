@@ -25,11 +25,19 @@ import (
 // streamAbove is the Content-Length above which a body is streamed rather than held.
 const streamAbove = 1 << 20
 
-var strEventStream = []byte("text/event-stream")
+var (
+	strEventStream    = []byte("text/event-stream")
+	errTooManyInterim = errors.New("too many interim responses from the upstream")
+)
 
-// readHead reads the status line and headers of the final answer, skipping up to 5
-// interim (1xx other than 101) answers, as fasthttp's ReadLimitBody does.
-func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+// maxInterim bounds the interim answers before a final one, as fasthttp's client does:
+// an origin may send 102 Processing every few seconds during a long operation.
+const maxInterim = 100
+
+// readHead reads the status line and headers of the final answer after up to
+// maxInterim interim (1xx other than 101) answers, which it relays to interim's client
+// (interim.go).
+func readHead(resp *fasthttp.Response, br *bufio.Reader, interim *fasthttp.RequestCtx) error {
 	resp.ResetBody()
 	for n := 0; ; n++ {
 		if err := resp.Header.Read(br); err != nil {
@@ -38,9 +46,10 @@ func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
 		if code := resp.StatusCode(); code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
 			return nil
 		}
-		if n >= 5 {
-			return errors.New("too many interim responses")
+		if n >= maxInterim {
+			return errTooManyInterim
 		}
+		relayInterim(interim, &resp.Header)
 	}
 }
 

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -287,28 +290,117 @@ func TestCloseTunnels(t *testing.T) {
 
 // BenchmarkWebSocketEcho: round trips of a 64-byte message through edge (/edge) and
 // straight to the origin (/direct), with the same client and origin.
+// BenchmarkWebSocketEcho measures 64-byte WebSocket echo round trips from one client
+// connection (sequential: latency) and from 16 connections per core (parallel:
+// throughput on the shared cores), to the origin directly, through edge, and through
+// nginx (when installed) proxying the same origin, so the cost of the extra hop can be
+// read against the reference proxy's.
 func BenchmarkWebSocketEcho(b *testing.B) {
 	o := startWSOrigin(b)
 	e := startEdge(b, wsConfig(o.addr, ""))
 	msg := []byte(strings.Repeat("x", 64))
-	for _, target := range []struct{ name, url string }{{"direct", "ws://" + o.addr + "/ws/echo"}, {"edge", "ws://" + e.addr + "/ws/echo"}} {
-		b.Run(target.name, func(b *testing.B) {
-			ctx := context.Background()
-			c, _, err := websocket.Dial(ctx, target.url, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+	targets := []struct{ name, url string }{{"direct", "ws://" + o.addr + "/ws/echo"}, {"edge", "ws://" + e.addr + "/ws/echo"}}
+	if addr := startWSNginx(b, o.addr); addr != "" {
+		targets = append(targets, struct{ name, url string }{"nginx", "ws://" + addr + "/ws/echo"})
+	}
+	echo := func(b *testing.B, c *websocket.Conn) bool {
+		ctx := context.Background()
+		if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+			b.Error(err)
+			return false
+		}
+		if _, _, err := c.Read(ctx); err != nil {
+			b.Error(err)
+			return false
+		}
+		return true
+	}
+	dial := func(b *testing.B, url string) *websocket.Conn {
+		c, _, err := websocket.Dial(context.Background(), url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	for _, target := range targets {
+		b.Run("sequential/"+target.name, func(b *testing.B) {
+			c := dial(b, target.url)
 			defer c.CloseNow()
 			b.ResetTimer()
 			for range b.N {
-				if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := c.Read(ctx); err != nil {
-					b.Fatal(err)
+				if !echo(b, c) {
+					return
 				}
 			}
 		})
+	}
+	for _, target := range targets {
+		b.Run("parallel/"+target.name, func(b *testing.B) {
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				c := dial(b, target.url)
+				defer c.CloseNow()
+				for pb.Next() {
+					if !echo(b, c) {
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// startWSNginx starts nginx proxying WebSocket upgrades to origin, as its documentation
+// configures it, and returns its address; "" when nginx is not installed.
+func startWSNginx(b *testing.B, origin string) string {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		bin = "/usr/sbin/nginx"
+		if _, err := os.Stat(bin); err != nil {
+			return ""
+		}
+	}
+	dir := b.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := fmt.Sprintf(`worker_processes 1; daemon off; pid %[1]s/nginx.pid; error_log %[1]s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  server {
+    listen %[2]s;
+    location / {
+      proxy_pass http://%[3]s;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 60s;
+    }
+  }
+}
+`, dir, addr, origin)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("nginx did not listen on %s", addr)
+		}
 	}
 }
 

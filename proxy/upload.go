@@ -41,6 +41,10 @@ func holdBody(ctx *fasthttp.RequestCtx, sc *scratch, limit int64) bool {
 			break
 		}
 		if err != nil {
+			if overLimit(ctx) {
+				err = errChunkOverhead
+			}
+			sc.bodyErr = err
 			req.SetBodyStream(failingBody{err}, -1)
 			sc.body = b[:0]
 			return false
@@ -81,6 +85,7 @@ func takeBigBody(ctx *fasthttp.RequestCtx, rt *route) bool {
 	if w, ok := ctx.Conn().(interface{ StreamBody() }); ok {
 		w.StreamBody() // read_timeout bounds a held request; a streamed one gets idle_timeout per read
 	}
+	limitChunked(ctx, limit, 0) // from here, the route's limit bounds the framing too
 	ub := &uploadBody{src: bodySource(&ctx.Request), left: limit}
 	ctx.Request.SetBodyStream(ub, int(cl))
 	return true
@@ -119,6 +124,49 @@ func (u *uploadBody) Read(p []byte) (int, error) {
 		u.conn.SetWriteDeadline(time.Now().Add(u.idle))
 	}
 	return n, err
+}
+
+// readLimiter is the byte limit the connection (package watchdog) puts on the request
+// being read.
+type readLimiter interface {
+	LimitRead(n int64)
+	ReadLimited() bool
+}
+
+// chunkSlack is what a chunked body may take off the connection beyond twice its size
+// limit: room for the trailer section and the last read buffer.
+const chunkSlack = 64 << 10
+
+// errChunkOverhead: a chunked body whose framing (sizes, extensions, trailers) took more
+// bytes than limitChunked allows. Answered 413.
+var errChunkOverhead = errors.New("chunked body framing over its byte limit")
+
+// limitChunked bounds the bytes the chunked HTTP/1.1 body of ctx may take off the
+// connection while it is read, for a body of at most limit bytes (-1: unbounded):
+// 2×limit + headerSize + chunkSlack. Chunk sizes, extensions and trailers are read inside
+// fasthttp's chunk parser, where no body limit sees them, so without this a client could
+// send an endless chunk extension; 2×limit lets through chunks down to about 5 data
+// bytes each (RFC 9112 §7.1.1: a server ought to limit extensions). A body with a
+// Content-Length, or a connection that is not watched (HTTP/2), is left alone.
+func limitChunked(ctx *fasthttp.RequestCtx, limit, headerSize int64) {
+	if ctx.Request.Header.ContentLength() != -1 {
+		return
+	}
+	rl, ok := ctx.Conn().(readLimiter)
+	if !ok {
+		return
+	}
+	if limit < 0 {
+		rl.LimitRead(-1)
+		return
+	}
+	rl.LimitRead(2*limit + headerSize + chunkSlack)
+}
+
+// overLimit reports whether the body of ctx failed because it went past limitChunked.
+func overLimit(ctx *fasthttp.RequestCtx) bool {
+	rl, ok := ctx.Conn().(readLimiter)
+	return ok && rl.ReadLimited()
 }
 
 // failingBody is a body whose reading failed already.

@@ -18,6 +18,9 @@ const (
 	DefaultReclaimBatch   = 512
 )
 
+// maxUnsure bounds, per item, the users a Gate remembers as unsure (see itemState.unsure).
+const maxUnsure = 4096
+
 // GateOptions configures NewGate.
 type GateOptions struct {
 	// TTL is how long an issued token stays valid (at least 1s). Default DefaultTTL.
@@ -72,6 +75,7 @@ type Gate struct {
 	requests atomic.Uint64
 	calls    atomic.Uint64
 	shed     atomic.Uint64
+	unsure   atomic.Int64 // unsure users over all items (itemState.unsure)
 }
 
 // itemState is this node's view of one item: its sold-out flag and its batcher.
@@ -85,6 +89,26 @@ type itemState struct {
 	gen      uint64  // bumped by each local event that may add stock; guards stale flags
 	pending  []*call // requests waiting for the next batch
 	inflight int     // batches being run
+
+	// unsure holds users whose last Issue here ended in ErrUnavailable, until their token,
+	// if the store did issue one, expires. The store may have given them a unit whose
+	// token never reached them, so they pass the sold-out flag: asking again must return
+	// that token (a repeat), not 410.
+	unsure unsureSet
+	// consuming holds users whose last Check here ended in ErrUnavailable, until their
+	// token expires. The store may have consumed the token while its answer was lost;
+	// edge then forwarded no order, so the user's retry with the same token, answered
+	// ErrUsed by the store, is that same order's first forward: Check lets it through,
+	// once.
+	consuming unsureSet
+}
+
+// unsureSet maps users to the unix nanosecond until which an outcome the store did not
+// report may still hold for them: at most maxUnsure users, guarded by the itemState's mu;
+// n is the map's length, read without the lock on hot paths.
+type unsureSet struct {
+	m map[string]int64
+	n atomic.Int32
 }
 
 // call is one Issue request travelling through a batch.
@@ -157,15 +181,43 @@ func (g *Gate) Issue(ctx context.Context, item, user string, now time.Time) (Gra
 	st := g.lookup(item)
 	recheck := false
 	if st != nil {
+		// The store may hold a unit for an unsure user: its call must reach the store, past
+		// this flag and past the flag a queued batch finds raised when it leaves.
+		unsure := g.unsure.Load() != 0 && st.isUnsure([]byte(user), now)
 		var shed bool
-		if shed, recheck = st.shedding(now.UnixNano(), g.recheck); shed {
+		if shed, recheck = st.shedding(now.UnixNano(), g.recheck); shed && !unsure {
 			g.shed.Add(1)
 			return Grant{}, ErrSoldOut
 		}
+		recheck = recheck || unsure
 	}
 	// Round the expiry up to the second the token carries, so it never ends early.
 	exp := time.Unix((now.Add(g.ttl).UnixNano()+int64(time.Second)-1)/int64(time.Second), 0)
 	c := &call{t: Ticket{User: user, Token: g.signer.Sign(item, user, exp), Expires: exp}, now: now, recheck: recheck}
+	grant, err := g.await(ctx, item, st, c)
+	if st != nil {
+		g.unsure.Add(st.note(user, exp, err))
+	}
+	return grant, err
+}
+
+// Unsure reports whether user's last Issue for item on this Gate ended without the store's
+// answer (ErrUnavailable), less than a token TTL ago: the store may hold a unit for the
+// user whose token never reached them, so a sold-out flag kept outside the Gate must let
+// the user through to Issue, which then returns that token as a repeat. Without such users
+// anywhere it costs one atomic load and allocates nothing.
+func (g *Gate) Unsure(item, user []byte, now time.Time) bool {
+	if g.unsure.Load() == 0 {
+		return false
+	}
+	g.mu.RLock()
+	st := g.items[string(item)]
+	g.mu.RUnlock()
+	return st != nil && st.isUnsure(user, now)
+}
+
+// await runs c, alone or in a batch, and returns its answer.
+func (g *Gate) await(ctx context.Context, item string, st *itemState, c *call) (Grant, error) {
 	if st == nil || g.batchMax <= 1 {
 		g.direct(ctx, item, st, c)
 		return c.grant()
@@ -348,6 +400,72 @@ func (st *itemState) shedding(now int64, recheck time.Duration) (shed, won bool)
 	return !won, won
 }
 
+// isUnsure reports whether user's last Issue here ended without the store's answer, less
+// than a token TTL ago. Without unsure users it costs one atomic load.
+func (st *itemState) isUnsure(user []byte, now time.Time) bool {
+	if st.unsure.n.Load() == 0 {
+		return false
+	}
+	st.mu.Lock()
+	exp, ok := st.unsure.m[string(user)]
+	st.mu.Unlock()
+	return ok && now.UnixNano() < exp
+}
+
+// note records the outcome of user's Issue whose token would expire at exp: no answer from
+// the store (ErrUnavailable) makes the user unsure; any answer of the store ends that. It
+// returns the change in the number of unsure users.
+func (st *itemState) note(user string, exp time.Time, err error) int64 {
+	return st.record(&st.unsure, user, exp, errors.Is(err, ErrUnavailable))
+}
+
+// record adds user to set until exp when unknown, else drops it, and returns the change
+// in set's size. Without users in set and with a known outcome it costs one atomic load.
+func (st *itemState) record(set *unsureSet, user string, exp time.Time, unknown bool) int64 {
+	if !unknown && set.n.Load() == 0 {
+		return 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	before := len(set.m)
+	defer func() { set.n.Store(int32(len(set.m))) }()
+	switch {
+	case !unknown:
+		delete(set.m, user)
+	case set.m == nil:
+		set.m = map[string]int64{user: exp.UnixNano()}
+	default:
+		if len(set.m) >= maxUnsure {
+			// Make room from users whose tokens have expired: reclaim returns their units.
+			now := time.Now().UnixNano()
+			for u, e := range set.m {
+				if e <= now {
+					delete(set.m, u)
+				}
+			}
+		}
+		if _, ok := set.m[user]; ok || len(set.m) < maxUnsure {
+			set.m[user] = exp.UnixNano()
+		}
+	}
+	return int64(len(set.m) - before)
+}
+
+// take removes user from set and reports whether it was there, unexpired at now.
+func (st *itemState) take(set *unsureSet, user string, now time.Time) bool {
+	if set.n.Load() == 0 {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	exp, ok := set.m[user]
+	if ok {
+		delete(set.m, user)
+		set.n.Store(int32(len(set.m)))
+	}
+	return ok && now.UnixNano() < exp
+}
+
 // clear drops the sold-out flag after a local event that may have added stock.
 func (st *itemState) clear() {
 	st.mu.Lock()
@@ -380,6 +498,13 @@ func (g *Gate) forget(st *itemState) {
 	g.mu.Lock()
 	if g.items[st.item] == st {
 		delete(g.items, st.item)
+		st.mu.Lock()
+		g.unsure.Add(-int64(len(st.unsure.m)))
+		st.unsure.m = nil
+		st.unsure.n.Store(0)
+		st.consuming.m = nil
+		st.consuming.n.Store(0)
+		st.mu.Unlock()
 	}
 	g.mu.Unlock()
 }
@@ -441,11 +566,34 @@ func (g *Gate) Release(ctx context.Context, item, user string) (bool, error) {
 // (ErrForged, ErrExpired, ErrOtherUser, ErrOtherItem otherwise, without a store call) and is
 // then consumed once in the store (ErrUsed the second time, ErrNotHolder when the store does
 // not hold it, ErrUnavailable).
+//
+// A Check that ended in ErrUnavailable may have consumed the token with its answer lost;
+// the order it was for was not admitted. So the next Check of that user and item on this
+// Gate within the token's TTL that the store answers ErrUsed is admitted instead, once:
+// it is that order's first admission, not a second order. A retry that reaches another
+// node still gets ErrUsed.
 func (g *Gate) Check(ctx context.Context, token, item, user string, now time.Time) error {
 	if err := g.signer.VerifyString(token, item, user, now); err != nil {
 		return err
 	}
-	return g.store.Consume(ctx, item, user, token)
+	err := g.store.Consume(ctx, item, user, token)
+	st := g.lookup(item)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		if st == nil {
+			st = g.create(item)
+		}
+		if st != nil {
+			st.record(&st.consuming, user, now.Add(g.ttl), true)
+		}
+	case errors.Is(err, ErrUsed):
+		if st != nil && st.take(&st.consuming, user, now) {
+			return nil // the store consumed it for this order's lost attempt
+		}
+	case st != nil:
+		st.record(&st.consuming, user, now, false)
+	}
+	return err
 }
 
 // Reclaim returns the units of expired unused tokens to stock, for every item this node

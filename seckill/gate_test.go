@@ -3,6 +3,7 @@ package seckill
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,71 @@ func TestGateShedsSoldOut(t *testing.T) {
 	issue("f", nil, 7, 3) // the reclaim cleared the flag
 	if g.IssueRequests() != 10 {
 		t.Fatalf("IssueRequests = %d, want 10", g.IssueRequests())
+	}
+}
+
+// lossyStore runs Issue on a real Memory store and then, while lose is set, reports the
+// store unavailable: the unit was taken but the answer lost, as when Redis answers after
+// the timeout.
+type lossyStore struct {
+	Store
+	lose atomic.Bool
+}
+
+func (s *lossyStore) Issue(ctx context.Context, item string, now time.Time, batch []Ticket) error {
+	if err := s.Store.Issue(ctx, item, now, batch); err != nil || !s.lose.Load() {
+		return err
+	}
+	return fmt.Errorf("issue: %w: answer lost", ErrUnavailable)
+}
+
+// A buyer whose Issue ended without the store's answer may hold a unit: asking again after
+// the item sold out reaches the store and returns that token, instead of 410 from the flag.
+func TestGateUnsureBuyerPassesSoldOutFlag(t *testing.T) {
+	ctx := context.Background()
+	store := &lossyStore{Store: NewMemory(MemoryOptions{})}
+	g := newGate(t, store, GateOptions{TTL: time.Minute, SoldOutRecheck: -1})
+	now := time.Now()
+	if err := g.SetStock(ctx, "hot", 1); err != nil {
+		t.Fatal(err)
+	}
+	store.lose.Store(true)
+	if _, err := g.Issue(ctx, "hot", "a", now); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Issue(a) with the answer lost = %v, want ErrUnavailable", err)
+	}
+	store.lose.Store(false)
+	if _, err := g.Issue(ctx, "hot", "b", now); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("Issue(b) = %v, want ErrSoldOut from the store", err)
+	}
+	if _, err := g.Issue(ctx, "hot", "c", now); !errors.Is(err, ErrSoldOut) || g.ShedSoldOut() != 1 {
+		t.Fatalf("Issue(c) = %v, %d shed; want ErrSoldOut from the flag", err, g.ShedSoldOut())
+	}
+	grant, err := g.Issue(ctx, "hot", "a", now)
+	if err != nil || !grant.Repeat || grant.Token == "" || g.ShedSoldOut() != 1 {
+		t.Fatalf("Issue(a) again = %+v, %v, %d shed; want a's token as a repeat, from the store", grant, err, g.ShedSoldOut())
+	}
+	if item, _ := g.Item(ctx, "hot"); item.Stock != 0 || item.Issued != 1 {
+		t.Fatalf("item %+v, want 0 left and 1 issued", item)
+	}
+	// Now a knows its token: like any holder, it is answered by the flag again.
+	if _, err := g.Issue(ctx, "hot", "a", now); !errors.Is(err, ErrSoldOut) || g.ShedSoldOut() != 2 {
+		t.Fatalf("Issue(a) a third time = %v, %d shed; want ErrSoldOut from the flag", err, g.ShedSoldOut())
+	}
+	// Unsure users are forgotten once their token would have expired (reclaim returns the unit).
+	store.lose.Store(true)
+	if err := g.SetStock(ctx, "cold", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Issue(ctx, "cold", "d", now); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Issue(d) = %v", err)
+	}
+	store.lose.Store(false)
+	if _, err := g.Issue(ctx, "cold", "e", now); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("Issue(e) = %v", err)
+	}
+	shed := g.ShedSoldOut()
+	if _, err := g.Issue(ctx, "cold", "d", now.Add(2*time.Minute)); !errors.Is(err, ErrSoldOut) || g.ShedSoldOut() != shed+1 {
+		t.Fatalf("Issue(d) after its token's TTL = %v, want ErrSoldOut from the flag", err)
 	}
 }
 

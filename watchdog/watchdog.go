@@ -161,13 +161,29 @@ type Conn struct {
 	// streaming is set by StreamBody and cleared by the next Write: reads are then each
 	// under the idle limit instead of the request's read limit.
 	streaming bool
+	// limited is set by LimitRead and cleared by the next Write: reads then take at most
+	// left more bytes off the connection.
+	limited bool
+	left    int64
 }
+
+// ErrReadLimit is what a Read returns once the request being read has taken the bytes
+// LimitRead allowed it.
+var ErrReadLimit = errors.New("request read past its byte limit")
 
 // Read reads like the inner connection, under the idle limit when no request has begun,
 // else under the read limit counted from the request's first byte.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.free.Load() {
 		return c.Conn.Read(p)
+	}
+	if c.limited {
+		if c.left == 0 {
+			return 0, ErrReadLimit
+		}
+		if int64(len(p)) > c.left {
+			p = p[:c.left] // what lies past the limit (a pipelined request) waits
+		}
 	}
 	var dl int64
 	if c.reqStart == 0 || c.streaming {
@@ -187,6 +203,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if n > 0 && c.reqStart == 0 {
 		c.reqStart = c.l.clock()
 	}
+	if c.limited {
+		c.left -= int64(n)
+	}
 	return n, err
 }
 
@@ -196,7 +215,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.free.Load() {
 		return c.Conn.Write(p)
 	}
-	c.reqStart, c.streaming = 0, false
+	c.reqStart, c.streaming, c.limited = 0, false, false
 	if c.l.t.Write <= 0 {
 		return c.Conn.Write(p)
 	}
@@ -211,6 +230,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 // is bounded by the idle limit, so a long upload that keeps sending is never cut by the
 // read limit, and one that stalls still is. Called by the goroutine reading c.
 func (c *Conn) StreamBody() { c.streaming = true }
+
+// LimitRead says the rest of the request being read may take at most n more bytes off
+// the connection (n < 0: no limit); a Read past them returns ErrReadLimit, and bytes
+// past them that a Read could have taken (the next, pipelined request) stay for after
+// the response. Writing the response ends the limit. A bound for what a parser consumes
+// without handing it on, such as chunk extensions. Called by the goroutine reading c.
+func (c *Conn) LimitRead(n int64) { c.limited, c.left = n >= 0, n }
+
+// ReadLimited reports whether the request being read has taken all the bytes LimitRead
+// allowed it.
+func (c *Conn) ReadLimited() bool { return c.limited && c.left == 0 }
 
 // Unwatch stops watching c: its reads and writes are no longer cut off, and from then
 // on one Read and one Write may run at once. A connection handed over to something

@@ -260,3 +260,55 @@ func TestUnwatchAndCloseWrite(t *testing.T) {
 		t.Errorf("peer after CloseWrite read %q, %v; want EOF", b, err)
 	}
 }
+
+// TestLimitRead: reads stop at the limit (what lies past it stays unread), the next one
+// fails with ErrReadLimit, and writing the response lifts the limit.
+func TestLimitRead(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listen(inner, Timeouts{Read: 5 * time.Second, Idle: 5 * time.Second})
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "0123456789abcdef")
+		io.Copy(io.Discard, c) // until the test closes its side
+	}()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := nc.(*Conn)
+	c.LimitRead(10)
+	buf := make([]byte, 64)
+	got := ""
+	for len(got) < 10 {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read within the limit: %v", err)
+		}
+		got += string(buf[:n])
+	}
+	if got != "0123456789" || c.ReadLimited() != true {
+		t.Fatalf("read %q, limited %v; want the first 10 bytes and the limit reached", got, c.ReadLimited())
+	}
+	if n, err := c.Read(buf); n != 0 || !errors.Is(err, ErrReadLimit) {
+		t.Fatalf("read past the limit = %d, %v; want ErrReadLimit", n, err)
+	}
+	if _, err := c.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	if c.ReadLimited() {
+		t.Error("still limited after the response was written")
+	}
+	n, err := io.ReadAtLeast(c, buf, 6)
+	if err != nil || string(buf[:n]) != "abcdef" {
+		t.Errorf("read after the response = %q, %v; want the bytes past the limit, abcdef", buf[:n], err)
+	}
+}

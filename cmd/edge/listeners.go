@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edge-gw/edge/config"
 	"github.com/edge-gw/edge/h2"
+	"github.com/edge-gw/edge/h3"
 	"github.com/edge-gw/edge/listener"
 	"github.com/edge-gw/edge/proxy"
 	"github.com/edge-gw/edge/tlsstore"
@@ -102,14 +104,40 @@ func listenerSpecs(cfg *config.Config, certs map[string]*tlsstore.Certs, px *pro
 			if sp.Certs != nil {
 				store = tlsstore.NewStore(sp.Certs)
 			}
+			alpn := slices.DeleteFunc(slices.Clone(l.Protocols), func(p string) bool { return p == config.ProtoH3 }) // UDP's, not an ALPN offer on TCP
 			if e := ap.manager(cfg, l); e != nil {
-				sp.TLS = acmeTLS(store, e, min, l.Protocols)
+				sp.TLS = acmeTLS(store, e, min, alpn)
 				sp.ACME = e.certs
 			} else {
-				sp.TLS = tlsstore.ServerConfig(store, min, l.Protocols)
+				sp.TLS = tlsstore.ServerConfig(store, min, alpn)
 			}
+			sp.H3Handler = px.ListenerHandler(l.Name, proxy.ProtoH3)
+			sp.H3Config = h3Config(cfg, l)
 		}
 		specs = append(specs, &sp)
 	}
 	return specs
+}
+
+// h3Config is the HTTP/3 side of listener l: its http3 block, and the top-level body
+// and header limits.
+func h3Config(cfg *config.Config, l *config.Listener) h3.Config {
+	c := h3.Config{
+		MaxStreams:       int64(l.HTTP3.MaxStreams),
+		MaxConns:         l.HTTP3.MaxConns,
+		MaxConnsPerIP:    l.HTTP3.MaxConnsPerIP,
+		HandshakeTimeout: l.HandshakeTimeout,
+		IdleTimeout:      l.HTTP3.IdleTimeout,
+		RetryThreshold:   l.HTTP3.RetryThreshold,
+		EarlyData:        l.HTTP3.EarlyData,
+		MaxBodySize:      cfg.MaxBodySize,
+		MaxHeaderBytes:   int(cfg.MaxHeaderSize),
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = cfg.IdleTimeout
+	}
+	if c.RetryThreshold == 0 { // retry_threshold = 0: every new connection
+		c.RetryThreshold = -1
+	}
+	return c
 }

@@ -11,10 +11,11 @@ const module = "github.com/edge-gw/edge"
 // allowed lists, per package, the edge packages it may import directly. A package
 // not listed is a leaf: it may import no edge package at all.
 var allowed = map[string][]string{
-	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2", "stream", "shard", "acme", "handover", "admin/status"},
-	"listener":        {"h2", "rawsock", "tlsstore", "watchdog", "proxyproto", "handover"},
+	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2", "h3", "stream", "shard", "acme", "handover", "admin/status"},
+	"listener":        {"h2", "h3", "rawsock", "tlsstore", "watchdog", "proxyproto", "handover"},
 	"stream":          {"proxyproto", "shard", "tunnel", "handover"},
 	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto", "compress"},
+	"h3":              {"h2"}, // h2.SkipResponseHeader: one list of connection-specific fields
 	"bench":           {},
 	"internal/layout": {},
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -45,6 +46,9 @@ func Start(t testing.TB, h fasthttp.RequestHandler) *Origin {
 			h(ctx)
 		},
 		NoDefaultServerHeader: true,
+		// Idle worker goroutines go after a second (fasthttp's default is 10 s), so tests
+		// that compare goroutine counts with a baseline settle quickly.
+		MaxIdleWorkerDuration: time.Second,
 	}
 	o.ln = &countingListener{Listener: ln, n: &o.Conns}
 	go o.srv.Serve(o.ln)

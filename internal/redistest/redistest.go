@@ -262,12 +262,15 @@ func cli(args ...string) (string, error) {
 	return text, nil
 }
 
-// Cluster is a Redis Cluster of three masters and no replicas, all on loopback.
+// Cluster is a Redis Cluster of three masters, all on loopback, with the replicas
+// AddReplica added (none at first).
 type Cluster struct {
 	// Addrs are the masters' addresses, for a client's list of seed addresses.
 	Addrs []string
 	// Servers are the three processes, in the order of Addrs.
 	Servers []*Server
+	// Replicas are the servers AddReplica started, in order.
+	Replicas []*Server
 }
 
 // StartCluster starts three cluster-enabled redis-servers, joins them with
@@ -329,4 +332,75 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// AddReplica starts one more cluster-enabled redis-server, joins it to the cluster as a
+// replica of Servers[i] (`redis-cli --cluster add-node … --cluster-slave`) and waits until
+// its link to the master is up, so that a failover of that master has a replica to
+// promote. The replica is appended to Replicas and killed when the test ends.
+func (c *Cluster) AddReplica(t testing.TB, i int) *Server {
+	t.Helper()
+	master := c.Servers[i]
+	id := master.Do("CLUSTER", "MYID")
+	r := start(t, true)
+	if out, err := cli("--cluster", "add-node", r.Addr, master.Addr, "--cluster-slave", "--cluster-master-id", id); err != nil {
+		t.Fatalf("cannot add %s as a replica of %s: %v\n%s", r.Addr, master.Addr, err, out)
+	}
+	deadline := time.Now().Add(4 * startTimeout)
+	for {
+		out, err := cli("-h", "127.0.0.1", "-p", strconv.Itoa(r.Port), "info", "replication")
+		if err == nil && strings.Contains(out, "role:slave") && strings.Contains(out, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s of %s not in sync within %v: %s", r.Addr, master.Addr, 4*startTimeout, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Replicas = append(c.Replicas, r)
+	return r
+}
+
+// MasterOf returns the server that is master of key's slot now, as the cluster's first
+// live node sees it (a master among Servers or a promoted replica among Replicas), or nil.
+func (c *Cluster) MasterOf(t testing.TB, key string) *Server {
+	t.Helper()
+	all := append(append([]*Server(nil), c.Servers...), c.Replicas...)
+	for _, s := range all {
+		s.mu.Lock()
+		up := s.proc != nil
+		s.mu.Unlock()
+		if !up {
+			continue
+		}
+		slot, err := strconv.Atoi(s.Do("CLUSTER", "KEYSLOT", key))
+		if err != nil {
+			t.Fatalf("CLUSTER KEYSLOT %s: %v", key, err)
+		}
+		// CLUSTER NODES: "<id> <ip:port@bus> <flags> <master> … <slot ranges>"
+		for _, line := range strings.Split(s.Do("CLUSTER", "NODES"), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+				continue
+			}
+			addr, _, _ := strings.Cut(f[1], "@")
+			for _, r := range f[8:] {
+				lo, hi, ok := strings.Cut(r, "-")
+				if !ok {
+					hi = lo
+				}
+				a, err1 := strconv.Atoi(lo)
+				b, err2 := strconv.Atoi(hi)
+				if err1 == nil && err2 == nil && a <= slot && slot <= b {
+					for _, m := range all {
+						if m.Addr == addr {
+							return m
+						}
+					}
+				}
+			}
+		}
+		return nil
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package redistest
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestServerLifecycle(t *testing.T) {
@@ -48,5 +49,35 @@ func TestCluster(t *testing.T) {
 		if !strings.Contains(info, "cluster_known_nodes:3") {
 			t.Fatalf("node %s does not know 3 nodes:\n%s", s.Addr, info)
 		}
+	}
+}
+
+// A replica added to the master of a key takes over when that master is killed, and keeps
+// the key.
+func TestClusterReplicaTakesOver(t *testing.T) {
+	c := StartCluster(t)
+	first := c.MasterOf(t, "k")
+	if first == nil {
+		t.Fatal("no master for k")
+	}
+	first.Do("SET", "k", "v")
+	i := 0
+	for c.Servers[i] != first {
+		i++
+	}
+	r := c.AddReplica(t, i)
+	if got := r.Do("GET", "k"); !strings.Contains(got, "MOVED") && got != "v" {
+		t.Fatalf("replica GET k = %q", got)
+	}
+	first.Kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.MasterOf(t, "k") != r {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not master of k within 20s", r.Addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := r.Do("GET", "k"); got != "v" {
+		t.Fatalf("GET k on the promoted replica = %q, want v", got)
 	}
 }

@@ -59,3 +59,37 @@ listener "acme-empty" {
     acme {}
   }
 }
+
+listener "h3-plain" {
+  address   = "127.0.0.1:8446"
+  protocols = ["http/1.1", "h3"]
+  http3 {
+    retry_threshold = -1
+  }
+}
+
+listener "h3-alone" {
+  address   = "127.0.0.1:8447"
+  protocols = ["h3"]
+  tls {
+    certificate {
+      cert_file = "a.pem"
+      key_file  = "a.key"
+    }
+  }
+  http3 {
+    max_streams = 0
+    bogus       = 1
+  }
+}
+
+listener "http3-without-h3" {
+  address = "127.0.0.1:8448"
+  tls {
+    certificate {
+      cert_file = "a.pem"
+      key_file  = "a.key"
+    }
+  }
+  http3 {}
+}

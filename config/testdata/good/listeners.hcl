@@ -20,6 +20,13 @@ listener "https" {
     initial_window_size    = "1MB"
     ping_interval          = "5s"
   }
+  protocols = ["h2", "http/1.1", "h3"]
+  http3 {
+    max_streams      = 50
+    max_conns_per_ip = 20
+    retry_threshold  = 0
+    early_data       = true
+  }
 }
 
 listener "http" {
