@@ -47,10 +47,13 @@ lint: ## gofmt, go vet and staticcheck must all be clean
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+FUZZPARALLEL ?= 1
+fuzz: ## run every fuzz target (func Fuzz* in any _test.go) for FUZZTIME (default 30s) each, FUZZPARALLEL workers (default 1)
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+	  pkg=$$(dirname $$file); \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+	    echo "== $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg; \
 	  done; \
 	done
 

@@ -180,6 +180,8 @@ func TestUnits(t *testing.T) {
 	rate("10/s", -1)
 	rate("10r/d", -1)
 	rate("r/s", -1)
+	rate("NaNr/s", -1)    // NaN passed "n <= 0" (found by FuzzValue)
+	rate("5e-324r/h", -1) // divides down to 0 per second (found by FuzzValue)
 
 	key := func(in string, want KeyPart, wantErr bool) {
 		t.Helper()

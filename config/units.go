@@ -41,7 +41,7 @@ func ParseRate(s string) (Rate, error) {
 		return Rate{}, bad
 	}
 	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 || n > 1e9 {
+	if err != nil || !(n > 0) || n > 1e9 { // !(n > 0) also refuses NaN
 		return Rate{}, bad
 	}
 	switch unit {
@@ -51,6 +51,9 @@ func ParseRate(s string) (Rate, error) {
 	case "h":
 		n /= 3600
 	default:
+		return Rate{}, bad
+	}
+	if n == 0 { // a denormal divided down to nothing: a bucket that never refills
 		return Rate{}, bad
 	}
 	return Rate{PerSecond: n, Text: s}, nil

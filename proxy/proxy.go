@@ -467,6 +467,13 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, c
 // before a response was complete), at most maxTries servers, all within the
 // pool's timeout. Each attempt feeds passive health detection.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, s *Snapshot, pl *pool, peer, client netip.Addr, sc *scratch) outcome {
+	if len(ctx.Request.Header.Host()) == 0 {
+		// HTTP/1.0 lets a client leave Host out (framingFault leaves that to fasthttp,
+		// which refuses it in HTTP/1.1 only); the HTTP/1.1 exchange upstream cannot.
+		// The request is at fault, not the servers: nothing counts against them.
+		errBadRequest.write(ctx)
+		return outcomeNone
+	}
 	p.metrics.forwarded.inc(sc.stripe)
 	if sc.upgrade != nil {
 		return p.sendUpgrade(ctx, s, pl, peer, client, sc)

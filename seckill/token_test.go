@@ -93,16 +93,60 @@ func TestAppendToken(t *testing.T) {
 	}
 }
 
+// FuzzVerify signs a token for any item and user, then checks that it verifies for
+// them (through both Verify and VerifyString) until its expiry and never after, and
+// that nothing else passes: the token with any one byte changed, cut or lengthened,
+// the token for another item or user, a token of another secret, and arbitrary text.
 func FuzzVerify(f *testing.F) {
 	s := newSigner(f)
+	foreign, err := NewSigner([]byte(strings.Repeat("y", MinSecretLen)))
+	if err != nil {
+		f.Fatal(err)
+	}
 	now := time.Unix(1_800_000_000, 0)
-	f.Add(s.Sign("42", "alice", now.Add(time.Minute)), "42", "alice")
-	f.Add(strings.Repeat("A", TokenLen), "", "")
-	f.Fuzz(func(t *testing.T, token, item, user string) {
-		// Only Sign makes tokens that verify; anything else is rejected without a panic.
-		if err := s.VerifyString(token, item, user, now); err == nil {
-			if token != "" && s.VerifyString(token, item+"x", user, now) == nil {
-				t.Fatalf("token %q verifies for two items", token)
+	f.Add("42", "alice", uint8(0), uint8(1), foreign.Sign("42", "alice", now.Add(time.Minute))) // well formed, of another secret
+	f.Add("", "", uint8(51), uint8(0x20), strings.Repeat("A", TokenLen))
+	f.Add("item/with/slashes", "\x00user", uint8(200), uint8(0xff), "")
+	f.Fuzz(func(t *testing.T, item, user string, pos, flip uint8, junk string) {
+		if len(item) > 0xffff {
+			return
+		}
+		exp := now.Add(time.Minute)
+		tok := s.Sign(item, user, exp)
+		verify := func(tok, item, user string, at time.Time) error {
+			err := s.VerifyString(tok, item, user, at)
+			if berr := s.Verify([]byte(tok), []byte(item), []byte(user), at); berr != err {
+				t.Fatalf("Verify %v, VerifyString %v", berr, err)
+			}
+			return err
+		}
+		if len(tok) != TokenLen || verify(tok, item, user, now) != nil {
+			t.Fatalf("token %q for %q, %q does not verify", tok, item, user)
+		}
+		if err := verify(tok, item, user, exp); err != ErrExpired {
+			t.Fatalf("token at its expiry: %v, want ErrExpired", err)
+		}
+		if flip == 0 {
+			flip = 1
+		}
+		i := int(pos) % len(tok)
+		mutated := []byte(tok)
+		mutated[i] ^= flip
+		for name, bad := range map[string][3]string{
+			"changed":      {string(mutated), item, user},
+			"cut":          {tok[:i], item, user},
+			"lengthened":   {tok + tok[i:i+1], item, user},
+			"other item":   {tok, item + "x", user},
+			"other user":   {tok, item, user + "x"},
+			"moved byte":   {tok, item + user[:min(1, len(user))], user[min(1, len(user)):]},
+			"other secret": {foreign.Sign(item, user, exp), item, user},
+			"arbitrary":    {junk, item, user},
+		} {
+			if name == "arbitrary" && junk == tok || name == "moved byte" && user == "" {
+				continue
+			}
+			if err := verify(bad[0], bad[1], bad[2], now); err == nil {
+				t.Fatalf("%s: token %q verifies for item %q, user %q", name, bad[0], bad[1], bad[2])
 			}
 		}
 	})

@@ -36,7 +36,9 @@ const (
 	MinSecretLen = 32
 )
 
-var cookieEncoding = base64.RawURLEncoding
+// cookieEncoding is strict: a place cookie's 26 bytes leave 2 spare bits in its last
+// character, which a lenient decoder ignores, so one cookie would have several spellings.
+var cookieEncoding = base64.RawURLEncoding.Strict()
 
 // signer signs and verifies a room's cookies. It is immutable apart from its pool and safe
 // for concurrent use; verifying does not allocate.
