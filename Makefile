@@ -66,7 +66,7 @@ soak: ## mixed sale workload against a real edge for SOAK (default 10m): samples
 	@scripts/ensure-deps
 	$(GO) test -count=1 -timeout 24h -run '^TestSoak$$' -v ./soak -soak.d=$(SOAK) -soak.out=$(CURDIR)/bench/results
 
-abuse: ## full-size abuse cases (50,000 idle connections, 10,000 slow readers, 16 KB heads, 1M limiter and cache keys) against a real edge; writes bench/results/abuse-<date>.md
+abuse: ## full-size abuse cases (50,000 idle connections and 10,000 slow readers, as many as the descriptor limit and tcp_mem allow; 16 KB heads, 1M limiter and cache keys) against a real edge; writes bench/results/abuse-<date>.md
 	@scripts/ensure-deps
 	$(GO) test -count=1 -timeout 30m -run '^TestAbuse$$' -v ./soak -abuse.full -abuse.out=$(CURDIR)/bench/results
 
