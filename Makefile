@@ -53,7 +53,7 @@ fuzz: ## run every fuzz target (func Fuzz* in any _test.go) for FUZZTIME (defaul
 	  pkg=$$(dirname $$file); \
 	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
 	    echo "== $$pkg $$target"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg; \
+	    GO=$(GO) scripts/fuzz-one $$pkg $$target $(FUZZTIME) $(FUZZPARALLEL); \
 	  done; \
 	done
 

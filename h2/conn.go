@@ -125,22 +125,23 @@ func (b *bucket) take(now int64) bool {
 	return true
 }
 
-// addrConn is the net.Conn handed to RequestCtx.Init2: it reports the connection's
-// addresses and refuses I/O, so a handler cannot write around the framing.
-type addrConn struct {
-	local, remote net.Addr
+// AddrConn is the net.Conn handed to RequestCtx.Init2 for a request of a multiplexed
+// connection (a stream of HTTP/2 here, of HTTP/3 in package h3): it reports the
+// connection's addresses and refuses I/O, so a handler cannot write around the framing.
+type AddrConn struct {
+	Local, Remote net.Addr
 }
 
-var errNoConnIO = errors.New("h2: the connection of an HTTP/2 stream cannot be used directly")
+var errNoConnIO = errors.New("the connection of a multiplexed stream (HTTP/2, HTTP/3) cannot be used directly")
 
-func (a *addrConn) Read([]byte) (int, error)         { return 0, errNoConnIO }
-func (a *addrConn) Write([]byte) (int, error)        { return 0, errNoConnIO }
-func (a *addrConn) Close() error                     { return nil }
-func (a *addrConn) LocalAddr() net.Addr              { return a.local }
-func (a *addrConn) RemoteAddr() net.Addr             { return a.remote }
-func (a *addrConn) SetDeadline(time.Time) error      { return nil }
-func (a *addrConn) SetReadDeadline(time.Time) error  { return nil }
-func (a *addrConn) SetWriteDeadline(time.Time) error { return nil }
+func (a *AddrConn) Read([]byte) (int, error)         { return 0, errNoConnIO }
+func (a *AddrConn) Write([]byte) (int, error)        { return 0, errNoConnIO }
+func (a *AddrConn) Close() error                     { return nil }
+func (a *AddrConn) LocalAddr() net.Addr              { return a.Local }
+func (a *AddrConn) RemoteAddr() net.Addr             { return a.Remote }
+func (a *AddrConn) SetDeadline(time.Time) error      { return nil }
+func (a *AddrConn) SetReadDeadline(time.Time) error  { return nil }
+func (a *AddrConn) SetWriteDeadline(time.Time) error { return nil }
 
 // conn is one HTTP/2 connection. Goroutines: the reader (ServeConn's own), one worker per
 // running stream (kept for the next stream while few are idle), and the timer's callback.
@@ -150,7 +151,7 @@ type conn struct {
 	srv  *Server
 	cfg  *Config
 	nc   net.Conn
-	addr *addrConn // its own allocation: a pooled ctx still pointing at it pins nothing else
+	addr *AddrConn // its own allocation: a pooled ctx still pointing at it pins nothing else
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	fr   *http2.Framer
@@ -208,7 +209,7 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	cfg := s.cfg.Load() // this connection's config for its whole life, whatever SetConfig does
 	c := &conn{srv: s, cfg: cfg, nc: nc}
-	c.addr = &addrConn{local: nc.LocalAddr(), remote: nc.RemoteAddr()}
+	c.addr = &AddrConn{Local: nc.LocalAddr(), Remote: nc.RemoteAddr()}
 	c.br = bufio.NewReaderSize(nc, bufSize)
 	c.bw = bufio.NewWriterSize(nc, bufSize)
 	c.fr = http2.NewFramer(c.bw, c.br)
@@ -909,7 +910,7 @@ func (c *conn) openStreamLocked(id uint32) *stream {
 	if pi := c.cfg.PingInterval; pi > 0 {
 		c.armLocked(now, now+int64(pi))
 	}
-	st.view = streamConn{addrConn: c.addr, c: c, st: st}
+	st.view = streamConn{AddrConn: c.addr, c: c, st: st}
 	st.ctx.Init2(&st.view, c.srv.logger, false)
 	c.streams = append(c.streams, st)
 	c.srv.stats.streamsTotal.Add(1)

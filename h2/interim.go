@@ -16,9 +16,9 @@ import (
 //	}
 
 // streamConn is the net.Conn a stream's RequestCtx sees: the connection's addresses
-// (its I/O is refused, as addrConn's) and WriteInterim.
+// (its I/O is refused, as AddrConn's) and WriteInterim.
 type streamConn struct {
-	*addrConn
+	*AddrConn
 	c  *conn
 	st *stream
 }

@@ -22,7 +22,7 @@ type connKey struct{}
 // buffers that fill it. Nothing of it is kept once the request is answered.
 type exchange struct {
 	ctx           fasthttp.RequestCtx
-	addr          addrConn
+	addr          h2.AddrConn
 	local, remote net.TCPAddr
 	buf           []byte
 	name          []byte
@@ -159,7 +159,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	defer release(x)
 	// fasthttp (RemoteIP) and the funnel read client addresses as *net.TCPAddr only.
 	x.local, x.remote = tcpAddr(qc.LocalAddr()), tcpAddr(qc.RemoteAddr())
-	x.addr = addrConn{local: &x.local, remote: &x.remote}
+	x.addr = h2.AddrConn{Local: &x.local, Remote: &x.remote}
 	ctx := &x.ctx
 	ctx.Init2(&x.addr, s.logger, false)
 	req := &ctx.Request
@@ -395,26 +395,9 @@ func itoa(n int64) string {
 func release(x *exchange) {
 	x.ctx.Request.Reset()
 	x.ctx.Response.Reset()
-	x.addr, x.local, x.remote = addrConn{}, net.TCPAddr{}, net.TCPAddr{}
+	x.addr, x.local, x.remote = h2.AddrConn{}, net.TCPAddr{}, net.TCPAddr{}
 	if cap(x.buf) > bigBuffer {
 		x.buf = nil
 	}
 	exchangePool.Put(x)
 }
-
-// addrConn is the net.Conn handed to RequestCtx.Init2: it reports the QUIC
-// connection's addresses and refuses I/O, so a handler cannot write around HTTP/3.
-type addrConn struct {
-	local, remote net.Addr
-}
-
-var errNoConnIO = errors.New("h3: the connection of an HTTP/3 stream cannot be used directly")
-
-func (a *addrConn) Read([]byte) (int, error)         { return 0, errNoConnIO }
-func (a *addrConn) Write([]byte) (int, error)        { return 0, errNoConnIO }
-func (a *addrConn) Close() error                     { return nil }
-func (a *addrConn) LocalAddr() net.Addr              { return a.local }
-func (a *addrConn) RemoteAddr() net.Addr             { return a.remote }
-func (a *addrConn) SetDeadline(time.Time) error      { return nil }
-func (a *addrConn) SetReadDeadline(time.Time) error  { return nil }
-func (a *addrConn) SetWriteDeadline(time.Time) error { return nil }
