@@ -139,9 +139,20 @@ func TestBinaryHTTP3(t *testing.T) {
 	}
 
 	_, metrics := get(t, "http://"+e.AdminAddr+"/metrics")
+	// Three handshakes: the HTTP/3 client's and quicSerial's two. quicSerial closes as soon
+	// as its own side is done, which may be before edge has read its Finished: edge then
+	// counts that one as an error, so only the total is exact.
+	hs := func(result string) int {
+		n := 0
+		fmt.Sscan(strings.TrimPrefix(grep(metrics, `edge_quic_handshakes_total{listener="quic",result="`+result+`"} `),
+			`edge_quic_handshakes_total{listener="quic",result="`+result+`"} `), &n)
+		return n
+	}
+	if ok, failed := hs("ok"), hs("error"); ok < 1 || ok+failed != 3 {
+		t.Errorf("edge_quic_handshakes_total ok %d + error %d, want 3 with at least the client's ok", ok, failed)
+	}
 	for _, want := range []string{
 		`edge_listener_requests_total{listener="quic",protocol="h3"} 2`,
-		`edge_quic_handshakes_total{listener="quic",result="ok"} 3`,
 		`edge_listener_connections{kind="http3",listener="quic"}`,
 		`edge_quic_retries_total{listener="quic"} 0`,
 	} {
