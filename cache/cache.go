@@ -349,7 +349,7 @@ func (c *Cache) Store(key []byte, req *fasthttp.RequestHeader, resp *fasthttp.Re
 		c.tooLarge.Add(1)
 		return ErrTooLarge
 	}
-	return c.put(key, req, resp.StatusCode(), &resp.Header, body, false, 0, nil, rule, now, epoch)
+	return c.put(key, req, resp.StatusCode(), &resp.Header, nil, body, false, 0, nil, rule, now, epoch)
 }
 
 // Renew applies a 304 answer to a conditional request (see Entry.PrepareRevalidation):
@@ -386,7 +386,9 @@ func (c *Cache) Renew(e *Entry, key []byte, req *fasthttp.RequestHeader, resp304
 		}
 	}
 	big := e.flags&flagBig != 0
-	if err := c.put(key, req, e.status, h, e.body, big, e.nonce, e.tags, rule, now, epoch); err != nil {
+	// The 304's Date replaces the stored one with the rest of its fields; without one,
+	// put stores the time it arrived, which is also when Age starts again.
+	if err := c.put(key, req, e.status, h, resp304.Header.Peek(fasthttp.HeaderDate), e.body, big, e.nonce, e.tags, rule, now, epoch); err != nil {
 		return err
 	}
 	c.renewed.Add(1)

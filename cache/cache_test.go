@@ -59,15 +59,18 @@ func TestRoundTrip(t *testing.T) {
 		wire, _, _ := strings.Cut(out.String(), "\r\n\r\n")
 		wire += "\r\n"
 		for _, want := range []string{"Content-Type: text/html", "X-App: a", "X-App: b", "Age: 13", `Etag: "v1"`,
-			fmt.Sprintf("Content-Length: %d", len(body))} {
+			fmt.Sprintf("Content-Length: %d", len(body)), "Date: Wed, 02 Jan 2030 03:04:05 GMT"} {
 			if !strings.Contains(wire, want+"\r\n") {
 				t.Errorf("%s: replayed header lacks %q:\n%s", uri, want, wire)
 			}
 		}
-		for _, bad := range []string{"X-Hop", "Keep-Alive", "Surrogate-Key", "Surrogate-Control", "Connection: X", "Age: 3\r", "2030 03:04:05"} {
+		for _, bad := range []string{"X-Hop", "Keep-Alive", "Surrogate-Key", "Surrogate-Control", "Connection: X", "Age: 3\r"} {
 			if strings.Contains(wire, bad) {
 				t.Errorf("%s: replayed header has %q:\n%s", uri, bad, wire)
 			}
+		}
+		if n := strings.Count(wire, "\r\nDate: "); n != 1 {
+			t.Errorf("%s: %d Date fields, want the stored one only:\n%s", uri, n, wire)
 		}
 	}
 	f("/small", []byte("hello"))
@@ -198,11 +201,26 @@ func TestRenew304KeepsBody(t *testing.T) {
 	if got := string(e2.Header("X-Version")); got != "2" {
 		t.Errorf("X-Version %q after 304, want 2", got)
 	}
+	if got := string(e2.Header("Date")); got != "Wed, 02 Jan 2030 03:05:05 GMT" {
+		t.Errorf("Date %q after 304, want the 304's", got)
+	}
+	var out fasthttp.Response
+	e2.WriteTo(&out, at.Add(99*time.Second))
+	if wire := out.Header.String(); strings.Count(wire, "Date: ") != 1 || !strings.Contains(wire, "Date: Wed, 02 Jan 2030 03:05:05 GMT\r\n") {
+		t.Errorf("renewed answer's Date is not the 304's:\n%s", wire)
+	}
 	if got := string(e2.Header("Content-Type")); got != "text/plain" {
 		t.Errorf("Content-Type %q after 304, want the stored one", got)
 	}
 	if n := strings.Count(fmt.Sprint(collect(e2)), "X-Version"); n != 1 {
 		t.Errorf("X-Version appears %d times", n)
+	}
+	later := at.Add(10 * time.Second)
+	if err := c.Renew(e, key, &req.Header, mkResp(304, nil, "ETag", `W/"v1"`, "Cache-Control", "max-age=100"), rule, later, c.Epoch()); err != nil {
+		t.Fatalf("Renew without Date: %v", err)
+	}
+	if got, want := string(e.Header("Date")), string(fasthttp.AppendHTTPDate(nil, later)); got != want {
+		t.Errorf("Date %q after a 304 without one, want the renewal time %q", got, want)
 	}
 	fs.Reset()
 	c.fc.UpdateStats(&fs)

@@ -85,8 +85,9 @@
 //   - Surrogate-Control (max-age, no-store) from the origin takes precedence over
 //     Cache-Control, as CDNs do, and is stripped together with Surrogate-Key.
 //   - Age is the received Age header plus residence time; apparent age from the origin's
-//     Date is not used (clock skew). The stored Date is not replayed: fasthttp's server
-//     writes the current Date on every answer (it offers no way to set another), and Age
-//     carries the entry's age.
+//     Date is not used (clock skew). The origin's Date is stored (or the time of the store
+//     when it sent none, RFC 9110 §6.6.1; a renewal stores the 304's) and every hit sends
+//     it unchanged: Entry.WriteTo parses the stored head into a header held by
+//     keepdate, the one way fasthttp writes a Date other than its clock's.
 //   - Responses are stored only from GET; HEAD is answered from the GET entry.
 package cache

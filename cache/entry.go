@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edge-gw/edge/keepdate"
 	"github.com/valyala/fasthttp"
 )
 
@@ -63,6 +64,7 @@ const (
 type Entry struct {
 	meta []byte // record bytes (fastcache Get dst)
 	big  []byte // body bytes of a big entry (fastcache GetBig dst)
+	head []byte // the response head replay parses
 
 	status                           int
 	flags                            byte
@@ -104,8 +106,8 @@ func ReleaseEntry(e *Entry) {
 }
 
 func (e *Entry) reset() {
-	meta, big := e.meta[:0], e.big[:0]
-	*e = Entry{meta: meta, big: big}
+	meta, big, head := e.meta[:0], e.big[:0], e.head[:0]
+	*e = Entry{meta: meta, big: big, head: head}
 }
 
 // Status is the stored response status.
@@ -190,30 +192,17 @@ func (e *Entry) Header(name string) []byte {
 	return nil
 }
 
-// WriteTo sets status, the stored headers, Age and the body on resp, which should be
-// freshly reset as the server hands it to a handler (headers are added, not replaced; an
-// entry served from the hot set replaces the whole header with the one its first
-// WriteTo built, server defaults included). The body is not copied: resp refers
-// to e's buffer, so e must be neither reused nor released until resp has been written
-// or reset. Date is left to the server (fasthttp writes the current one), which with
-// Age keeps a client's age arithmetic right. It does not allocate once resp's buffers
-// have grown to the entry's size.
+// WriteTo sets status, the stored headers (Date included), Age and the body on resp,
+// replacing whatever header resp had. The body is not copied: resp refers to e's buffer,
+// so e must be neither reused nor released until resp has been written or reset. The
+// Date that goes out is the stored one, the origin's (see replay), and Age says how long
+// the cache has held it (RFC 9111 §5.1). It does not allocate once resp's buffers have
+// grown to the entry's size.
 func (e *Entry) WriteTo(resp *fasthttp.Response, now time.Time) {
 	if e.hot != nil {
 		e.hot.hdr.CopyTo(&resp.Header) // the header the replay below built the first time
 	} else {
-		resp.SetStatusCode(e.status)
-		// Stored names are canonical already (Store keeps them as fasthttp parsed them):
-		// normalizing them again is wasted work on every hit.
-		resp.Header.DisableNormalizing()
-		b := e.headers
-		for range e.nHeaders {
-			var k, v []byte
-			k, b = readU16Bytes(b)
-			v, b = readU16Bytes(b)
-			resp.Header.AddBytesKV(k, v)
-		}
-		resp.Header.EnableNormalizing()
+		e.replay(&resp.Header)
 		if e.promote != nil {
 			e.publish(&resp.Header)
 		}
@@ -221,6 +210,51 @@ func (e *Entry) WriteTo(resp *fasthttp.Response, now time.Time) {
 	var num [20]byte
 	resp.Header.SetBytesV(fasthttp.HeaderAge, strconv.AppendInt(num[:0], int64(e.Age(now)/time.Second), 10))
 	resp.SetBodyRaw(e.body)
+}
+
+// replay sets h to the entry's status and stored headers, its stored Date included.
+// fasthttp takes a Date field only from the wire, so the head is written out as the
+// origin could have sent it and parsed into h held by keepdate, which then writes that
+// Date. A record without a Date (stored by an older edge) or that fasthttp will not parse
+// again is replayed through the setters instead, and the server's Date goes out.
+func (e *Entry) replay(h *fasthttp.ResponseHeader) {
+	if b := e.headers; e.nHeaders > 0 {
+		if k, _ := readU16Bytes(b); bytes.Equal(k, strHDate) {
+			keepdate.Hold(h)
+			if keepdate.Parse(h, e.appendHead(e.head[:0])) == nil {
+				return
+			}
+		}
+	}
+	h.Reset()
+	h.SetStatusCode(e.status)
+	// Stored names are canonical already (Store keeps them as fasthttp parsed them):
+	// normalizing them again is wasted work.
+	h.DisableNormalizing()
+	for k, v := range e.Headers() {
+		h.AddBytesKV(k, v)
+	}
+	h.EnableNormalizing()
+}
+
+// appendHead appends the entry's response head, as the origin could have sent it, to
+// dst, and keeps the buffer for the next hit.
+func (e *Entry) appendHead(dst []byte) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(e.status), 10)
+	dst = append(dst, "\r\n"...)
+	for k, v := range e.Headers() {
+		dst = append(append(append(append(dst, k...), ": "...), v...), "\r\n"...)
+	}
+	if e.status >= 200 && e.status != fasthttp.StatusNoContent && e.status != fasthttp.StatusNotModified {
+		// Without a length fasthttp would read the body as running to the close.
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, int64(len(e.body)), 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	e.head = dst
+	return dst
 }
 
 // PrepareRevalidation turns req (a copy of the client's request, about to be sent to the

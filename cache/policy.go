@@ -400,6 +400,7 @@ var (
 	strHCacheControl     = []byte(fasthttp.HeaderCacheControl)
 	strHSurrogateControl = []byte("Surrogate-Control")
 	strHSurrogateKey     = []byte("Surrogate-Key")
+	strHDate             = []byte("Date")
 	strHSetCookie        = []byte(fasthttp.HeaderSetCookie)
 	strHExpires          = []byte(fasthttp.HeaderExpires)
 	strHAge              = []byte(fasthttp.HeaderAge)

@@ -11,7 +11,9 @@ import (
 
 // put encodes and stores one response. body is copied; when big is true the body already
 // lives under the data key of nonce and only the record is rewritten (304 renewal).
-func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fasthttp.ResponseHeader,
+// date is the Date to store when h's own is not the one (a renewal builds h through
+// fasthttp's setters, which drop Date); nil means h's.
+func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fasthttp.ResponseHeader, date []byte,
 	body []byte, big bool, nonce uint64, oldTags []byte, rule *Rule, now time.Time, epoch uint64) error {
 	f, err := rule.Evaluate(status, h, now)
 	if err != nil {
@@ -104,7 +106,19 @@ func (c *Cache) put(key []byte, req *fasthttp.RequestHeader, status int, h *fast
 	b = appendU16Bytes(b, lm)
 	countAt := len(b)
 	b = append(b, 0, 0)
-	nh := 0
+	// Date goes first, and always: the origin's (date, or h's own), else the time the
+	// answer arrived, as RFC 9110 §6.6.1 asks of a cache that stores an answer without one.
+	// Hits send it unchanged (WriteTo) and Age says how long it was kept.
+	if len(date) == 0 {
+		date = h.Peek(fasthttp.HeaderDate)
+	}
+	var received [32]byte
+	if len(date) == 0 || len(date) > 0xff {
+		date = fasthttp.AppendHTTPDate(received[:0], now)
+	}
+	b = appendU16Bytes(b, strHDate)
+	b = appendU16Bytes(b, date)
+	nh := 1
 	for k, v := range h.All() {
 		if dropHeader(k, enc.conn) || (!rule.KeepTargeted && rule.IsTargeted(k)) {
 			continue
@@ -192,7 +206,7 @@ func lower(b []byte) {
 
 // dropped lists the headers never replayed from the cache: hop-by-hop ones (RFC 9110
 // §7.6.1), cookies, the surrogate headers meant for the cache, and the ones recomputed on
-// every answer (Age, Date, Content-Length, X-Cache).
+// every answer (Age, Content-Length, X-Cache). Date is stored apart, first (put).
 var dropped = [][]byte{
 	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"),
 	[]byte("Proxy-Authenticate"), []byte("Proxy-Authorization"), []byte("TE"),

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"time"
 
+	"github.com/edge-gw/edge/keepdate"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,16 +38,25 @@ const maxInterim = 100
 // readHead reads the status line and headers of the final answer after up to
 // maxInterim interim (1xx other than 101) answers, which it relays to interim's client
 // (interim.go).
+//
+// The answer goes out with the upstream's Date, not one of edge's (keepdate): a proxy
+// forwards the origin's header fields, and a cached copy must carry the same Date as the
+// answer it was stored from. An answer without a Date gets the time it arrived (RFC 9110
+// §6.6.1). A failed read leaves resp's header reset, so whatever edge answers instead
+// gets the server's Date.
 func readHead(resp *fasthttp.Response, br *bufio.Reader, interim *fasthttp.RequestCtx) error {
 	resp.ResetBody()
+	keepdate.Hold(&resp.Header)
 	for n := 0; ; n++ {
 		if err := resp.Header.Read(br); err != nil {
+			resp.Header.Reset()
 			return err
 		}
 		if code := resp.StatusCode(); code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
-			return nil
+			return keepdate.Ensure(&resp.Header, time.Now())
 		}
 		if n >= maxInterim {
+			resp.Header.Reset()
 			return errTooManyInterim
 		}
 		relayInterim(interim, &resp.Header)

@@ -14,8 +14,9 @@ var allowed = map[string][]string{
 	"cmd/edge":        {"proxy", "config", "admin", "cluster", "workers", "listener", "tlsstore", "h2", "h3", "stream", "shard", "acme", "handover", "admin/status"},
 	"listener":        {"h2", "h3", "rawsock", "tlsstore", "watchdog", "proxyproto", "handover"},
 	"stream":          {"proxyproto", "shard", "tunnel", "handover"},
-	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto", "compress"},
-	"h3":              {"h2"}, // h2.SkipResponseHeader: one list of connection-specific fields
+	"proxy":           {"config", "admin", "limiter", "cache", "shard", "blacklist", "seckill", "cluster", "breaker", "idempotency", "watchdog", "rawsock", "tunnel", "h2up", "waitroom", "proxyproto", "compress", "keepdate"},
+	"h3":              {"h2"},       // h2.SkipResponseHeader: one list of connection-specific fields
+	"cache":           {"keepdate"}, // stored answers go out with their own Date
 	"bench":           {},
 	"internal/layout": {},
 }
