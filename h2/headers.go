@@ -45,6 +45,7 @@ type hdrState struct {
 	regular  bool // a regular field was seen: pseudo-headers may no longer come
 	pseudo   uint8
 	connect  bool
+	https    bool   // :scheme is https
 	protocol string // the :protocol pseudo-header (extended CONNECT)
 	size     uint32
 	tooBig   bool
@@ -134,6 +135,20 @@ func validAuthority(s string) bool {
 	return validTarget(s)
 }
 
+// sameEntity reports whether a host field names the entity :authority names: the same
+// host and port but for letter case, a port the scheme implies (80, or 443 for https)
+// written on one side only counting as the same.
+func sameEntity(host, authority string, https bool) bool {
+	if strings.EqualFold(host, authority) {
+		return true
+	}
+	port := ":80"
+	if https {
+		port = ":443"
+	}
+	return strings.EqualFold(strings.TrimSuffix(host, port), strings.TrimSuffix(authority, port))
+}
+
 // parseContentLength parses a content-length value; -1 if it is not a plain number.
 func parseContentLength(s string) int64 {
 	if s == "" || len(s) > 18 {
@@ -199,6 +214,8 @@ func (c *conn) onField(f hpack.HeaderField) {
 			}
 			h.connect = value == "CONNECT"
 			rh.SetMethod(value)
+		case psScheme:
+			h.https = value == "https"
 		case psPath:
 			if value == "" || (value[0] != '/' && value != "*") || !validTarget(value) {
 				h.bad = true
@@ -257,7 +274,7 @@ func (c *conn) onField(f hpack.HeaderField) {
 			// RFC 9113 §8.3.1: a host naming another entity than :authority makes the
 			// request malformed (a proxy in front may have gone by either); the same one
 			// is redundant, and :authority is kept.
-			h.bad = !strings.EqualFold(value, b2s(st.ctx.Request.Header.Host()))
+			h.bad = !sameEntity(value, b2s(st.ctx.Request.Header.Host()), h.https)
 			return
 		}
 	}

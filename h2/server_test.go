@@ -151,6 +151,22 @@ func TestHeadersBothWays(t *testing.T) {
 	if got := parseEcho(t, body); status != 200 || got["host"] != "host.example" {
 		t.Errorf("host: %d %v", status, got)
 	}
+	// A host that writes out (or leaves out) the port the scheme implies names the
+	// same entity; :authority is what goes on.
+	id := uint32(5)
+	for _, c := range [][3]string{
+		{"https", "auth.example", "auth.example:443"},
+		{"https", "auth.example:443", "AUTH.example"},
+		{"http", "auth.example", "auth.example:80"},
+		{"http", "[::1]:80", "[::1]"},
+	} {
+		r.headers(id, true, ":method", "GET", ":scheme", c[0], ":path", "/p", ":authority", c[1], "host", c[2])
+		status, body = r.expectStatus(id)
+		if got := parseEcho(t, body); status != 200 || got["host"] != c[1] {
+			t.Errorf(":scheme %s :authority %s host %s: %d %v, want 200 and host %s", c[0], c[1], c[2], status, got, c[1])
+		}
+		id += 2
+	}
 }
 
 func TestConcurrentStreams(t *testing.T) {
@@ -260,6 +276,8 @@ func TestMalformed(t *testing.T) {
 	f("unknown pseudo", true, with(":foo", "1")...)
 	f("newline in value", true, with("x-a", "a\nb")...)
 	f("host other than :authority", true, with("host", "other.example")...)
+	f("host with another port", true, with("host", "x:8080")...)
+	f("host with the other scheme's port", true, with("host", "x:443")...)
 	f("content-length with END_STREAM", true, with("content-length", "3")...)
 	// content-length not matching DATA.
 	r.headers(id, false, with("content-length", "3")...)
