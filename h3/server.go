@@ -203,15 +203,22 @@ func (a acceptor) Accept(ctx context.Context) (*quic.Conn, error) {
 	return c, err
 }
 
+// watchHandshake counts c's handshake once it completed or the connection ended. A
+// connection that completed its handshake and ended at once (a client that asked one
+// thing and left) has both channels ready, and select picks either: the handshake is
+// checked again, so that only one that never completed counts as failed.
 func (s *Server) watchHandshake(c *quic.Conn) {
 	select {
 	case <-c.HandshakeComplete():
-		s.stats.handshakesOK.Add(1)
-		if c.ConnectionState().Used0RTT {
-			s.stats.early.Add(1)
-		}
 	case <-c.Context().Done():
-		s.stats.handshakesFailed.Add(1)
+		if !handshakeDone(c) {
+			s.stats.handshakesFailed.Add(1)
+			return
+		}
+	}
+	s.stats.handshakesOK.Add(1)
+	if c.ConnectionState().Used0RTT {
+		s.stats.early.Add(1)
 	}
 }
 
