@@ -241,20 +241,17 @@ func (c *conn) onField(f hpack.HeaderField) {
 	if h.kind == hkTrailers {
 		return // trailers are checked but not forwarded
 	}
-	st := h.st
-	switch name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+	if ConnectionSpecific(name, value) {
 		h.bad = true
 		return
+	}
+	st := h.st
+	switch name {
 	case "x-edge-protocol": // ProtocolHeader is h2's to set, never the client's
 		return
-	case "te":
-		if value != "trailers" {
-			h.bad = true
-			return
-		}
-		// Kept: gRPC requires it end to end (servers such as gRPC C-core refuse a call
-		// without it) and h2up forwards it; an HTTP/1.1 forward drops it as hop-by-hop.
+	// te: trailers is kept: gRPC requires it end to end (servers such as gRPC C-core
+	// refuse a call without it) and h2up forwards it; an HTTP/1.1 forward drops it as
+	// hop-by-hop.
 	case "cookie":
 		// RFC 9113 §8.2.3: crumbs are joined with "; " for HTTP/1.1.
 		if len(st.cookie) > 0 {
@@ -357,4 +354,41 @@ func (c *conn) decodeBlock(block []byte) *goErr {
 		}
 	}
 	return nil
+}
+
+// Request field checks shared with HTTP/3, whose field sections follow the same rules
+// (RFC 9114 §4.2 and §4.3 repeat RFC 9113 §8.2 and §8.3).
+
+// ValidFieldName reports whether name may be a field name on the wire: a token without
+// uppercase letters.
+func ValidFieldName(name string) bool { return validName(name) }
+
+// ValidFieldValue reports whether value may be a field value: no NUL, CR or LF, no
+// leading or trailing space or tab.
+func ValidFieldValue(value string) bool { return validValue(value) }
+
+// ValidMethod reports whether a :method is a token.
+func ValidMethod(method string) bool { return validMethod(method) }
+
+// ValidPath reports whether a :path can be forwarded as an HTTP/1.1 request target.
+func ValidPath(path string) bool {
+	return path != "" && (path[0] == '/' || path == "*") && validTarget(path)
+}
+
+// ValidAuthority reports whether an :authority can be forwarded as Host.
+func ValidAuthority(authority string) bool { return validAuthority(authority) }
+
+// SameEntity reports whether a host field names what :authority names (see sameEntity).
+func SameEntity(host, authority string, https bool) bool { return sameEntity(host, authority, https) }
+
+// ConnectionSpecific reports the request fields that make an HTTP/2 or HTTP/3 request
+// malformed (RFC 9113 §8.2.2, RFC 9114 §4.2): te is allowed only as "trailers".
+func ConnectionSpecific(name, value string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	case "te":
+		return value != "trailers"
+	}
+	return false
 }

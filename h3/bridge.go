@@ -1,92 +1,102 @@
 package h3
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
-	"net/http"
-	"strings"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/edge-gw/edge/h2"
 	"github.com/quic-go/quic-go"
 	"github.com/valyala/fasthttp"
 )
 
-// connKey is the request-context key of a request's *quic.Conn.
-type connKey struct{}
-
-// exchange is the pooled state of one request: the ctx handed to the handler and the
-// buffers that fill it. Nothing of it is kept once the request is answered.
+// exchange is the pooled state of one request stream: the ctx handed to the handler and
+// the buffers that fill and answer it. Nothing of it is kept once the request is
+// answered.
 type exchange struct {
 	ctx           fasthttp.RequestCtx
 	addr          h2.AddrConn
 	local, remote net.TCPAddr
-	buf           []byte
+	br            *bufio.Reader // the request stream
+	block         []byte        // a HEADERS frame's payload
+	buf           []byte        // the request body; a streamed answer's pieces
+	out           []byte        // the answer's frames
 	name          []byte
+	dec           fieldDecoder
+	f             fields
 }
 
-var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+var exchangePool = sync.Pool{New: func() any {
+	return &exchange{br: bufio.NewReaderSize(nil, 4<<10)}
+}}
 
 // bigBuffer: buffers grown past it are dropped rather than pooled.
 const bigBuffer = 64 << 10
 
+// smallBody: an answer body up to this size is copied behind its HEADERS frame and sent
+// in one write; a larger one is written as it is.
+const smallBody = 16 << 10
+
+func release(x *exchange) {
+	x.ctx.Request.Reset()
+	x.ctx.Response.Reset()
+	x.addr, x.local, x.remote = h2.AddrConn{}, net.TCPAddr{}, net.TCPAddr{}
+	x.br.Reset(nil)
+	for _, b := range []*[]byte{&x.block, &x.buf, &x.out, &x.dec.scratch} {
+		if cap(*b) > bigBuffer {
+			*b = nil
+		}
+	}
+	exchangePool.Put(x)
+}
+
 // safeMethod reports the methods RFC 9110 §9.2.1 calls safe: those a replayed 0-RTT
 // request may run.
-func safeMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+func safeMethod(m []byte) bool {
+	switch string(m) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions, fasthttp.MethodTrace:
 		return true
 	}
 	return false
 }
 
 const (
-	bodyTooLarge = `{"error":"body_too_large"}`
-	bodyTooEarly = `{"error":"too_early"}`
-	bodyMethod   = `{"error":"method_not_allowed"}`
+	bodyTooLarge       = `{"error":"body_too_large"}`
+	bodyHeaderTooLarge = `{"error":"header_too_large"}`
+	bodyTooEarly       = `{"error":"too_early"}`
+	bodyMethod         = `{"error":"method_not_allowed"}`
 )
 
-func answer(w http.ResponseWriter, status int, body string) {
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	w.WriteHeader(status)
-	io.WriteString(w, body)
-}
-
-// job is one request handed from quic-go's stream goroutine to a worker.
+// job is one request stream handed to a worker.
 type job struct {
-	w        http.ResponseWriter
-	r        *http.Request
-	done     chan struct{}
-	panicked any // what serve panicked with, re-raised on the stream's goroutine
+	c   *conn
+	str *quic.Stream
 }
 
-var jobPool = sync.Pool{New: func() any { return &job{done: make(chan struct{}, 1)} }}
+var jobPool = sync.Pool{New: func() any { return new(job) }}
 
 // maxIdleWorkers bounds the workers kept waiting for the next request.
 const maxIdleWorkers = 64
 
-// serveHTTP runs one HTTP/3 request on a worker goroutine. quic-go starts a goroutine
-// per stream, whose stack starts small and grows (by copying) on every request through
-// quic-go's reads, fasthttp and the funnel: a worker kept from one request to the next
-// has grown it once. Measured: about 14% of edge's CPU under HTTP/3 load without them.
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// dispatch serves str on a worker goroutine kept from one request to the next, or a
+// new one. Each request runs on a goroutine of its own (its handler may block on the
+// upstream); a fresh goroutine's stack grew by copying on every request through the
+// reads, fasthttp and the funnel, while a worker has grown it once. Measured: about 14%
+// of edge's CPU under HTTP/3 load without them.
+func (s *Server) dispatch(c *conn, str *quic.Stream) {
 	j := jobPool.Get().(*job)
-	j.w, j.r = w, r
+	j.c, j.str = c, str
 	select {
 	case s.work <- j:
 	default:
 		go s.worker(j)
-	}
-	<-j.done
-	p := j.panicked
-	*j = job{done: j.done}
-	jobPool.Put(j)
-	if p != nil {
-		panic(p)
 	}
 }
 
@@ -128,74 +138,159 @@ func (s *Server) workLoop(j *job) {
 	}
 }
 
+// runJob serves one request stream. A panic in the handler resets the stream (the
+// client sees an error, never a truncated answer taken for a whole one) and is logged;
+// the worker goes on.
 func (s *Server) runJob(j *job) {
+	c, str := j.c, j.str
+	*j = job{}
+	jobPool.Put(j)
 	defer func() {
-		j.panicked = recover()
-		j.done <- struct{}{}
+		if p := recover(); p != nil {
+			str.CancelRead(errInternal)
+			str.CancelWrite(errInternal)
+			if p != errAbort && s.logger != nil {
+				s.logger.Printf("h3: panic serving a request: %v", p)
+			}
+		}
 	}()
-	s.serve(j.w, j.r)
+	s.serve(c, str)
 }
 
-// serve runs one HTTP/3 request through the handler.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	qc, _ := r.Context().Value(connKey{}).(*quic.Conn)
-	if qc == nil {
-		panic("BUG: h3: a request without its QUIC connection")
-	}
+// errAbort ends a request whose answer cannot be completed (a body stream failed).
+var errAbort = errors.New("h3: answer aborted")
+
+// serve reads one request off str, runs it through the handler and writes the answer.
+func (s *Server) serve(c *conn, str *quic.Stream) {
 	cfg := s.cfg.Load()
-	if !handshakeDone(qc) && !safeMethod(r.Method) && !s.holdEarly(qc, r, cfg.HandshakeTimeout) {
-		answer(w, http.StatusTooEarly, bodyTooEarly)
-		return
-	}
-	if r.Method == http.MethodConnect { // no extended CONNECT (RFC 9220) over HTTP/3 yet
-		answer(w, http.StatusMethodNotAllowed, bodyMethod)
-		return
-	}
-	if r.ContentLength > cfg.MaxBodySize {
-		answer(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
-		return
-	}
 	x := exchangePool.Get().(*exchange)
 	defer release(x)
 	// fasthttp (RemoteIP) and the funnel read client addresses as *net.TCPAddr only.
-	x.local, x.remote = tcpAddr(qc.LocalAddr()), tcpAddr(qc.RemoteAddr())
+	x.local, x.remote = tcpAddr(c.qc.LocalAddr()), tcpAddr(c.qc.RemoteAddr())
 	x.addr = h2.AddrConn{Local: &x.local, Remote: &x.remote}
 	ctx := &x.ctx
 	ctx.Init2(&x.addr, s.logger, false)
-	req := &ctx.Request
-	req.Header.DisableNormalizing()
-	req.Header.SetMethod(r.Method)
-	req.Header.SetRequestURI(r.RequestURI)
-	req.Header.SetHost(r.Host)
-	for k, vs := range r.Header {
-		if k == h2.ProtocolHeader || k == "Host" {
-			continue
-		}
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
+	x.br.Reset(str)
+	x.buf = x.buf[:0]
+	status, code := s.readRequest(c, x, cfg)
+	switch {
+	case code != 0:
+		str.CancelRead(code)
+		str.CancelWrite(code)
+		return
+	case status != 0:
+		str.CancelRead(errNoError) // the rest of the request is not needed (RFC 9114 §4.1)
+		s.answer(str, x, status)
+		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		b, err := readBody(x.buf[:0], r.Body, cfg.MaxBodySize)
-		x.buf = b
-		switch {
-		case errors.Is(err, errTooLarge):
-			answer(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
-			return
-		case err != nil: // the client reset the stream, or the connection ended
-			panic(http.ErrAbortHandler)
-		}
-		req.SetBodyRaw(b)
+	req := &ctx.Request
+	if !handshakeDone(c.qc) && !safeMethod(req.Header.Method()) && !s.holdEarly(c.qc, str, cfg.HandshakeTimeout) {
+		s.answer(str, x, statusTooEarly)
+		return
 	}
 	s.stats.requests.Add(1)
 	s.handler(ctx)
-	s.respond(w, x, r.Method == http.MethodHead)
+	s.respond(str, x, req.Header.IsHead())
+}
+
+// readRequest reads the request's frames into x.ctx.Request (RFC 9114 §4.1): HEADERS,
+// DATA up to cfg.MaxBodySize, perhaps trailing HEADERS (checked, dropped), unknown
+// frames skipped. It returns the status of an answer edge gives itself (413, 431, 405),
+// or the error code to reset the stream with; both 0 for a request to run. A frame only
+// allowed on the control stream closes the connection.
+func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, code quic.StreamErrorCode) {
+	req := &x.ctx.Request
+	headers, trailers := false, false
+	var body int64
+	for {
+		typ, err := readVarint(x.br)
+		if err == io.EOF {
+			break
+		}
+		var n uint64
+		if err == nil {
+			n, err = readVarint(x.br)
+		}
+		if err != nil {
+			return 0, errRequestIncomplete
+		}
+		switch typ {
+		case frameHeaders:
+			if trailers {
+				c.closeWith(errFrameUnexpected, "HEADERS after trailers")
+				return 0, errFrameUnexpected
+			}
+			if n > uint64(cfg.MaxHeaderBytes) {
+				if headers {
+					return 0, errMessage // trailers too large
+				}
+				return fasthttp.StatusRequestHeaderFieldsTooLarge, 0
+			}
+			if cap(x.block) < int(n) {
+				x.block = make([]byte, n)
+			}
+			x.block = x.block[:n]
+			if _, err := io.ReadFull(x.br, x.block); err != nil {
+				return 0, errRequestIncomplete
+			}
+			if headers {
+				trailers = true
+				if err := x.dec.decode(x.block, x.f.checkTrailer); err != nil {
+					c.closeWith(errQPACKDecompression, "")
+					return 0, errQPACKDecompression
+				}
+				if x.f.bad {
+					return 0, errMessage
+				}
+				continue
+			}
+			headers = true
+			x.f.reset(&req.Header)
+			if err := x.dec.decode(x.block, x.f.add); err != nil {
+				c.closeWith(errQPACKDecompression, "") // RFC 9204 §2.2.3: a connection error
+				return 0, errQPACKDecompression
+			}
+			if status, code := x.f.finish(cfg); status != 0 || code != 0 {
+				return status, code
+			}
+		case frameData:
+			if !headers || trailers {
+				c.closeWith(errFrameUnexpected, "DATA before HEADERS or after trailers")
+				return 0, errFrameUnexpected
+			}
+			if body += int64(n); body > cfg.MaxBodySize {
+				return fasthttp.StatusRequestEntityTooLarge, 0
+			}
+			start := len(x.buf)
+			x.buf = slices.Grow(x.buf, int(n))[:start+int(n)]
+			if _, err := io.ReadFull(x.br, x.buf[start:]); err != nil {
+				return 0, errRequestIncomplete
+			}
+		case frameCancelPush, frameSettings, framePushPromis, frameGoAway, frameMaxPushID:
+			c.closeWith(errFrameUnexpected, "a control frame on a request stream")
+			return 0, errFrameUnexpected
+		default: // unknown and reserved types are ignored (RFC 9114 §9)
+			if _, err := x.br.Discard(int(min(n, 1<<31))); err != nil {
+				return 0, errRequestIncomplete
+			}
+		}
+	}
+	if !headers {
+		return 0, errRequestIncomplete
+	}
+	if x.f.cl >= 0 && x.f.cl != body {
+		return 0, errMessage // RFC 9114 §4.1.2: a Content-Length that the body belies
+	}
+	if body > 0 {
+		req.SetBodyRaw(x.buf)
+	}
+	return 0, 0
 }
 
 // holdEarly waits, for a request received before its connection's handshake
 // completed, until it completes; false if it did not (the connection failed, the
 // client gave up, or twice the handshake timeout passed).
-func (s *Server) holdEarly(qc *quic.Conn, r *http.Request, timeout time.Duration) bool {
+func (s *Server) holdEarly(qc *quic.Conn, str *quic.Stream, timeout time.Duration) bool {
 	s.stats.earlyHeld.Add(1)
 	t := time.NewTimer(2 * timeout)
 	defer t.Stop()
@@ -203,7 +298,7 @@ func (s *Server) holdEarly(qc *quic.Conn, r *http.Request, timeout time.Duration
 	case <-qc.HandshakeComplete():
 		return true
 	case <-qc.Context().Done():
-	case <-r.Context().Done():
+	case <-str.Context().Done():
 	case <-t.C:
 	}
 	s.stats.earlyDropped.Add(1)
@@ -227,49 +322,35 @@ func handshakeDone(qc *quic.Conn) bool {
 	}
 }
 
-var errTooLarge = errors.New("h3: request body over max_body_size")
-
-// readBody appends r to dst, up to limit bytes.
-func readBody(dst []byte, r io.Reader, limit int64) ([]byte, error) {
-	for {
-		if int64(len(dst)) > limit {
-			return dst, errTooLarge
-		}
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := r.Read(dst[len(dst):min(cap(dst), len(dst)+int(limit)+1)])
-		dst = dst[:len(dst)+n]
-		if err == io.EOF {
-			if int64(len(dst)) > limit {
-				return dst, errTooLarge
-			}
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
+// answer sends one of the answers h3 gives itself: a JSON error.
+func (s *Server) answer(str *quic.Stream, x *exchange, status int) {
+	resp := &x.ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("application/json")
+	switch status {
+	case fasthttp.StatusRequestEntityTooLarge:
+		resp.SetBodyString(bodyTooLarge)
+	case fasthttp.StatusRequestHeaderFieldsTooLarge:
+		resp.SetBodyString(bodyHeaderTooLarge)
+	case statusTooEarly:
+		resp.SetBodyString(bodyTooEarly)
+	case fasthttp.StatusMethodNotAllowed:
+		resp.SetBodyString(bodyMethod)
 	}
+	s.respond(str, x, false)
 }
 
-// respond writes ctx.Response as the HTTP/3 answer: status, the headers minus the
-// connection-specific ones (h2.SkipResponseHeader), content-length, then the body,
-// buffered or read from its stream and flushed piece by piece.
-func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
+// respond writes ctx.Response as the HTTP/3 answer: HEADERS with the status, the
+// fields minus the connection-specific ones (h2.SkipResponseHeader), content-length and
+// date; then the body in DATA frames, buffered or read from its stream, each piece
+// written as it is read; then the end of the stream.
+func (s *Server) respond(str *quic.Stream, x *exchange, head bool) {
 	resp := &x.ctx.Response
 	status := resp.StatusCode()
-	h := w.Header()
-	// Every value of the answer in one array: one allocation, not one per field.
-	vals := make([]string, 0, 16)
-	add := func(key string, v string) {
-		i := len(vals)
-		vals = append(vals, v)
-		if old, ok := h[key]; ok {
-			h[key] = append(old, v)
-		} else {
-			h[key] = vals[i : i+1 : i+1] // capacity 1: an append copies
-		}
-	}
+	blk := append(x.block[:0], 0, 0) // Required Insert Count 0, Base 0
+	blk = appendStatus(blk, status)
+	hasDate := false
 	for k, v := range resp.Header.All() {
 		x.name = append(x.name[:0], k...)
 		for i, c := range x.name {
@@ -280,64 +361,70 @@ func (s *Server) respond(w http.ResponseWriter, x *exchange, head bool) {
 		if h2.SkipResponseHeader(x.name) {
 			continue
 		}
-		key, ok := commonNames[string(x.name)]
-		if !ok {
-			key = http.CanonicalHeaderKey(string(k))
-		}
-		add(key, string(v))
+		hasDate = hasDate || string(x.name) == "date"
+		blk = appendField(blk, x.name, v)
 	}
 	noBody := head || status == 204 || status == 304 || status < 200 || resp.SkipBody
 	streamed := resp.IsBodyStream()
+	var body []byte
+	if !streamed { // Body would read a stream whole
+		body = resp.Body()
+	}
+	var num [20]byte
 	switch {
 	case status == 204 || status == 304 || status < 200:
-	case streamed:
+	case streamed || noBody && len(body) == 0:
 		if cl := resp.Header.ContentLength(); cl >= 0 {
-			add("Content-Length", itoa(int64(cl)))
-		}
-	case noBody && len(resp.Body()) == 0:
-		if cl := resp.Header.ContentLength(); cl >= 0 {
-			add("Content-Length", itoa(int64(cl)))
+			blk = appendField(blk, strContentLength, strconv.AppendInt(num[:0], int64(cl), 10))
 		}
 	default:
-		add("Content-Length", itoa(int64(len(resp.Body()))))
+		blk = appendField(blk, strContentLength, strconv.AppendInt(num[:0], int64(len(body)), 10))
 	}
-	if _, ok := h["Date"]; !ok {
-		h["Date"] = date(time.Now())
+	if !hasDate {
+		blk = appendField(blk, strDate, date(time.Now()))
 	}
-	w.WriteHeader(status)
+	x.block = blk
+	out := appendFrameHeader(x.out[:0], frameHeaders, uint64(len(blk)))
+	out = append(out, blk...)
 	switch {
 	case noBody:
+		x.out = out
+		str.Write(out)
 	case streamed:
-		s.sendStream(w, x, resp.BodyStream())
-	default:
-		// HEADERS first, so the body goes to the stream as it is: before them, http3
-		// copies a body under 4 KiB into a buffer of its own (to count it for a
-		// Content-Length, which is set above).
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
+		x.out = out
+		if _, err := str.Write(out); err == nil {
+			s.sendStream(str, x, resp.BodyStream())
 		}
-		w.Write(resp.Body())
-	}
-	if streamed {
 		resp.CloseBodyStream()
+	case len(body) <= smallBody:
+		out = appendFrameHeader(out, frameData, uint64(len(body)))
+		x.out = append(out, body...)
+		str.Write(x.out)
+	default:
+		x.out = appendFrameHeader(out, frameData, uint64(len(body)))
+		if _, err := str.Write(x.out); err == nil {
+			str.Write(body)
+		}
 	}
+	str.Close()
 }
 
-// sendStream copies a body stream to the client as it is read, flushing each piece.
-func (s *Server) sendStream(w http.ResponseWriter, x *exchange, r io.Reader) {
-	if cap(x.buf) < 32<<10 {
-		x.buf = make([]byte, 32<<10)
+// sendStream copies a body stream to the client as it is read, a DATA frame per read.
+func (s *Server) sendStream(str *quic.Stream, x *exchange, r io.Reader) {
+	const piece, room = 32 << 10, 9 // room: the largest frame header of a piece
+	if cap(x.out) < room+piece {
+		x.out = make([]byte, room+piece)
 	}
-	buf := x.buf[:32<<10]
-	f, _ := w.(http.Flusher)
+	buf := x.out[:room+piece]
 	for {
-		n, err := r.Read(buf)
+		n, err := r.Read(buf[room:])
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			var h [room]byte
+			fh := appendFrameHeader(h[:0], frameData, uint64(n))
+			start := room - len(fh)
+			copy(buf[start:], fh)
+			if _, werr := str.Write(buf[start : room+n]); werr != nil {
 				return
-			}
-			if f != nil {
-				f.Flush()
 			}
 		}
 		if err == io.EOF {
@@ -345,59 +432,41 @@ func (s *Server) sendStream(w http.ResponseWriter, x *exchange, r io.Reader) {
 		}
 		if err != nil {
 			// The client must not take a truncated body for a whole one.
-			panic(http.ErrAbortHandler)
+			panic(errAbort)
 		}
 	}
 }
 
-// commonNames maps the lowercase names of common response header fields to the
-// canonical keys http.Header wants, so that copying them allocates no name.
-var commonNames = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept-Ranges", "Access-Control-Allow-Credentials",
-		"Access-Control-Allow-Headers", "Access-Control-Allow-Methods", "Access-Control-Allow-Origin",
-		"Access-Control-Expose-Headers", "Access-Control-Max-Age", "Age", "Alt-Svc", "Cache-Control",
-		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Location",
-		"Content-Range", "Content-Security-Policy", "Content-Type", "Date", "Etag", "Expires",
-		"Last-Modified", "Link", "Location", "Retry-After", "Server", "Set-Cookie",
-		"Strict-Transport-Security", "Vary", "Via", "Www-Authenticate", "X-Cache",
-		"X-Content-Type-Options", "X-Frame-Options", "X-Request-Id"} {
-		m[strings.ToLower(k)] = k
-	}
-	return m
-}()
+var (
+	strContentLength = []byte("content-length")
+	strDate          = []byte("date")
+)
 
 // dateNow is the Date value of the latest second an answer was sent in.
 var dateNow atomic.Pointer[dateValue]
 
 type dateValue struct {
 	unix int64
-	v    []string // one value, capacity 1: shared read-only by the answers of that second
+	v    []byte // shared read-only by the answers of that second
 }
 
 // date returns the Date header value (RFC 9110 §6.6.1) of now, formatted once per
 // second rather than once per answer.
-func date(now time.Time) []string {
+func date(now time.Time) []byte {
 	sec := now.Unix()
 	if d := dateNow.Load(); d != nil && d.unix == sec {
 		return d.v
 	}
-	d := &dateValue{unix: sec, v: []string{string(fasthttp.AppendHTTPDate(nil, now))}}
+	d := &dateValue{unix: sec, v: fasthttp.AppendHTTPDate(nil, now)}
 	dateNow.Store(d)
 	return d.v
 }
 
-func itoa(n int64) string {
-	var b [20]byte
-	return string(fasthttp.AppendUint(b[:0], int(n)))
-}
+// s2b views a string's bytes; they must not be written.
+func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
-func release(x *exchange) {
-	x.ctx.Request.Reset()
-	x.ctx.Response.Reset()
-	x.addr, x.local, x.remote = h2.AddrConn{}, net.TCPAddr{}, net.TCPAddr{}
-	if cap(x.buf) > bigBuffer {
-		x.buf = nil
-	}
-	exchangePool.Put(x)
-}
+// b2s views bytes as a string; they must not change while it is used.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// statusTooEarly is 425 (RFC 8470 §5.2), which fasthttp names not.
+const statusTooEarly = 425

@@ -5,13 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 )
@@ -38,13 +36,14 @@ type Server struct {
 	cfg     atomic.Pointer[Config]
 	retry   *rate.Limiter
 
-	tr  *quic.Transport
-	ln  *quic.EarlyListener
-	srv *http3.Server
+	tr *quic.Transport
+	ln *quic.EarlyListener
 
-	mu    sync.Mutex
-	open  int
-	perIP map[netip.Addr]int
+	mu      sync.Mutex
+	open    int
+	perIP   map[netip.Addr]int
+	conns   map[*conn]struct{} // connections being served (conn.go)
+	closing bool               // Shutdown has begun
 
 	work     chan *job     // requests for idle workers (bridge.go)
 	idle     atomic.Int64  // workers waiting on work
@@ -61,7 +60,8 @@ type Server struct {
 // serves every request; logger is what ctx.Logger() writes to (nil: fasthttp's
 // default). Nothing is served until Serve.
 func New(pc net.PacketConn, base *tls.Config, cfg Config, handler fasthttp.RequestHandler, logger fasthttp.Logger) (*Server, error) {
-	s := &Server{handler: handler, logger: logger, perIP: map[netip.Addr]int{}, work: make(chan *job), quit: make(chan struct{})}
+	s := &Server{handler: handler, logger: logger, perIP: map[netip.Addr]int{}, conns: map[*conn]struct{}{},
+		work: make(chan *job), quit: make(chan struct{})}
 	c := cfg.withDefaults()
 	s.cfg.Store(&c)
 	s.retry = rate.NewLimiter(retryLimit(c.RetryThreshold), max(c.RetryThreshold, 0))
@@ -78,14 +78,6 @@ func New(pc net.PacketConn, base *tls.Config, cfg Config, handler fasthttp.Reque
 		return nil, err
 	}
 	s.ln = ln
-	s.srv = &http3.Server{
-		Handler:        http.HandlerFunc(s.serveHTTP),
-		MaxHeaderBytes: c.MaxHeaderBytes,
-		IdleTimeout:    c.IdleTimeout,
-		ConnContext: func(ctx context.Context, qc *quic.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, qc)
-		},
-	}
 	return s, nil
 }
 
@@ -119,19 +111,51 @@ func (s *Server) SetConfig(cfg Config) {
 
 // Serve answers connections until Shutdown; it returns nil then.
 func (s *Server) Serve() error {
-	err := s.srv.ServeListener(acceptor{s.ln, s})
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	for {
+		qc, err := s.ln.Accept(context.Background())
+		if err != nil {
+			if errors.Is(err, quic.ErrServerClosed) {
+				return nil
+			}
+			return err
+		}
+		go s.watchHandshake(qc)
+		go s.serveConn(qc)
 	}
-	return err
 }
 
 // Shutdown stops taking connections, sends GOAWAY on every open one and waits until
-// their requests finish or ctx ends, then closes what is left and the transport. The
+// their clients close them (as they do once their requests are answered) or ctx ends,
+// then closes what is left and the transport. The
 // UDP socket stays open (it is the caller's).
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
 	s.ln.Close()
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	// Clients close a connection once its requests are answered after a GOAWAY (RFC
+	// 9114 §5.2); closing it from here before that could drop answers not yet sent.
+	var err error
+	for _, c := range conns {
+		select {
+		case <-c.qc.Context().Done():
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	for _, c := range conns {
+		c.closeWith(errNoError, "")
+	}
 	s.tr.Close()
 	s.quitOnce.Do(func() { close(s.quit) })
 	return err
@@ -186,21 +210,6 @@ func clientIP(a net.Addr) netip.Addr {
 		return ip.Unmap()
 	}
 	return netip.Addr{}
-}
-
-// acceptor hands the QUIC listener's connections to the HTTP/3 server, counting the
-// outcome of each handshake.
-type acceptor struct {
-	*quic.EarlyListener
-	s *Server
-}
-
-func (a acceptor) Accept(ctx context.Context) (*quic.Conn, error) {
-	c, err := a.EarlyListener.Accept(ctx)
-	if err == nil {
-		go a.s.watchHandshake(c)
-	}
-	return c, err
 }
 
 // watchHandshake counts c's handshake once it completed or the connection ended. A
