@@ -153,6 +153,7 @@ func (s *Server) runJob(j *job) {
 				s.logger.Printf("h3: panic serving a request: %v", p)
 			}
 		}
+		c.done()
 	}()
 	s.serve(c, str)
 }
@@ -266,7 +267,7 @@ func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, cod
 			if _, err := io.ReadFull(x.br, x.buf[start:]); err != nil {
 				return 0, errRequestIncomplete
 			}
-		case frameCancelPush, frameSettings, framePushPromis, frameGoAway, frameMaxPushID:
+		case frameCancelPush, frameSettings, framePushPromise, frameGoAway, frameMaxPushID:
 			c.closeWith(errFrameUnexpected, "a control frame on a request stream")
 			return 0, errFrameUnexpected
 		default: // unknown and reserved types are ignored (RFC 9114 §9)

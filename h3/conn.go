@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -19,6 +20,9 @@ type conn struct {
 	mu        sync.Mutex
 	ctrl      *quic.SendStream // edge's control stream: SETTINGS, then GOAWAY
 	next      quic.StreamID    // the id after the last request stream taken
+	active    int              // request streams being served
+	idle      *time.Timer      // closes the connection idleAfter its last request
+	idleAfter time.Duration    // its Config's IdleTimeout
 	goingAway bool             // GOAWAY sent: streams from next on are rejected
 
 	peerControl, peerEncoder, peerDecoder atomic.Bool
@@ -46,6 +50,9 @@ func (s *Server) serveConn(qc *quic.Conn) {
 		return
 	}
 	defer s.untrack(c)
+	c.idleAfter = s.cfg.Load().IdleTimeout
+	c.idle = time.AfterFunc(c.idleAfter, func() { c.closeWith(errNoError, "idle") })
+	defer c.idle.Stop()
 	go c.acceptUni()
 	for {
 		str, err := qc.AcceptStream(context.Background())
@@ -61,7 +68,8 @@ func (s *Server) serveConn(qc *quic.Conn) {
 	}
 }
 
-// take notes a new request stream, unless a GOAWAY sent before it names an earlier id.
+// take counts a new request stream as active, unless a GOAWAY sent before it names an
+// earlier id. The connection's idle timer stops while a request is active.
 func (c *conn) take(id quic.StreamID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,7 +79,20 @@ func (c *conn) take(id quic.StreamID) bool {
 	if id >= c.next {
 		c.next = id + 4 // client-initiated bidirectional ids go up by 4
 	}
+	if c.active == 0 {
+		c.idle.Stop()
+	}
+	c.active++
 	return true
+}
+
+// done ends a request stream taken by take; the last one starts the idle timer again.
+func (c *conn) done() {
+	c.mu.Lock()
+	if c.active--; c.active == 0 {
+		c.idle.Reset(c.idleAfter)
+	}
+	c.mu.Unlock()
 }
 
 // goAway sends GOAWAY (RFC 9114 §5.2): the streams taken so far are served, later ones
@@ -166,7 +187,7 @@ func (c *conn) readControl(br *bufio.Reader) {
 		case first && typ != frameSettings:
 			c.closeWith(errMissingSettings, "")
 			return
-		case !first && typ == frameSettings, typ == frameData, typ == frameHeaders, typ == framePushPromis:
+		case !first && typ == frameSettings, typ == frameData, typ == frameHeaders, typ == framePushPromise:
 			c.closeWith(errFrameUnexpected, "")
 			return
 		}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -141,46 +139,7 @@ func rawRequest(ctx context.Context, qc *quic.Conn, method, path string, body []
 		return rawResponse{}, err
 	}
 	str.Close()
-	stop := context.AfterFunc(ctx, func() { str.CancelRead(0) })
-	defer stop()
-	in, err := io.ReadAll(str)
-	if err != nil {
-		return rawResponse{}, err
-	}
-	r := rawResponse{header: map[string]string{}}
-	for len(in) > 0 {
-		typ, n, err := quicvarint.Parse(in)
-		if err != nil {
-			return r, err
-		}
-		in = in[n:]
-		l, n, err := quicvarint.Parse(in)
-		if err != nil || uint64(len(in)-n) < l {
-			return r, errors.New("truncated frame")
-		}
-		payload := in[n : n+int(l)]
-		in = in[n+int(l):]
-		switch typ {
-		case 0x1:
-			next := qpack.NewDecoder().Decode(payload)
-			for {
-				f, err := next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return r, err
-				}
-				if f.Name == ":status" {
-					r.status, _ = strconv.Atoi(f.Value)
-				}
-				r.header[f.Name] = f.Value
-			}
-		case 0x0:
-			r.body = append(r.body, payload...)
-		}
-	}
-	return r, nil
+	return readRaw(ctx, str)
 }
 
 // waitFor polls cond until it holds or 20 s pass.

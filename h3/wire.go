@@ -16,13 +16,13 @@ import (
 
 // Frame types (RFC 9114 §7.2).
 const (
-	frameData       = 0x0
-	frameHeaders    = 0x1
-	frameCancelPush = 0x3
-	frameSettings   = 0x4
-	framePushPromis = 0x5
-	frameGoAway     = 0x7
-	frameMaxPushID  = 0xd
+	frameData        = 0x0
+	frameHeaders     = 0x1
+	frameCancelPush  = 0x3
+	frameSettings    = 0x4
+	framePushPromise = 0x5
+	frameGoAway      = 0x7
+	frameMaxPushID   = 0xd
 )
 
 // Unidirectional stream types (RFC 9114 §6.2, RFC 9204 §4.2).
@@ -41,7 +41,6 @@ const (
 // Error codes (RFC 9114 §8.1, RFC 9204 §6).
 const (
 	errNoError              = 0x100
-	errGeneralProtocol      = 0x101
 	errInternal             = 0x102
 	errStreamCreation       = 0x103
 	errClosedCriticalStream = 0x104
