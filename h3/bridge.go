@@ -29,6 +29,7 @@ type exchange struct {
 	buf           []byte        // the request body; a streamed answer's pieces
 	out           []byte        // the answer's frames
 	name          []byte
+	idle          time.Duration // the connection's idle timeout: each read and write's bound
 	dec           fieldDecoder
 	f             fields
 }
@@ -173,6 +174,12 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 	ctx.Init2(&x.addr, s.logger, false)
 	x.br.Reset(str)
 	x.buf = x.buf[:0]
+	// A request must arrive whole, and its answer be taken, within the idle timeout: a
+	// client keeping its connection alive with pings cannot hold a worker with a stream
+	// it never finishes, nor one whose answer it never reads.
+	x.idle = c.idleAfter
+	str.SetReadDeadline(ctx.Time().Add(x.idle))
+	str.SetWriteDeadline(ctx.Time().Add(x.idle))
 	status, code := s.readRequest(c, x, cfg)
 	switch {
 	case code != 0:
@@ -191,6 +198,7 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 	}
 	s.stats.requests.Add(1)
 	s.handler(ctx)
+	str.SetWriteDeadline(time.Now().Add(x.idle))
 	s.respond(str, x, req.Header.IsHead())
 }
 
@@ -420,6 +428,7 @@ func (s *Server) sendStream(str *quic.Stream, x *exchange, r io.Reader) {
 	for {
 		n, err := r.Read(buf[room:])
 		if n > 0 {
+			str.SetWriteDeadline(time.Now().Add(x.idle))
 			var h [room]byte
 			fh := appendFrameHeader(h[:0], frameData, uint64(n))
 			start := room - len(fh)

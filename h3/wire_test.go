@@ -277,6 +277,35 @@ func TestIdleConnectionClosed(t *testing.T) {
 	}
 }
 
+// A request stream that never finishes, on a connection kept alive by pings, is reset
+// after the idle timeout, and so is one whose answer is never read.
+func TestStalledStreamsReset(t *testing.T) {
+	ts := startServer(t, Config{IdleTimeout: 300 * time.Millisecond}, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBody(make([]byte, 4<<20)) // more than the stream's flow-control window
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	get := section(":method", "GET", ":scheme", "https", ":authority", "localhost", ":path", "/")
+	str, _ := qc.OpenStreamSync(ctx)
+	str.Write(get[:len(get)-2]) // HEADERS, cut short
+	if r, err := readRaw(ctx, str); err == nil || ctx.Err() != nil {
+		t.Fatalf("an unfinished request: %d %v, want the stream reset within the idle timeout", r.status, err)
+	}
+	str, _ = qc.OpenStreamSync(ctx)
+	str.Write(get)
+	str.Close()
+	time.Sleep(time.Second) // read nothing: the answer stalls on flow control
+	if _, err := io.ReadAll(str); err == nil || ctx.Err() != nil {
+		t.Fatalf("an answer never read: %v, want the stream reset", err)
+	}
+	waitFor(t, "the workers free", func() bool { return ts.idle.Load() >= 1 })
+}
+
 // readRaw reads an answer's frames off str.
 func readRaw(ctx context.Context, str *quic.Stream) (rawResponse, error) {
 	stop := context.AfterFunc(ctx, func() { str.CancelRead(0) })
