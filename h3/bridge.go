@@ -30,6 +30,7 @@ type exchange struct {
 	out           []byte        // the answer's frames
 	name          []byte
 	idle          time.Duration // the connection's idle timeout: each read and write's bound
+	streamed      bool          // the request's body is to be streamed (reqbody.go)
 	dec           fieldDecoder
 	f             fields
 }
@@ -174,6 +175,7 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 	ctx.Init2(&x.addr, s.logger, false)
 	x.br.Reset(str)
 	x.buf = x.buf[:0]
+	x.streamed = false
 	// A request must arrive whole, and its answer be taken, within the idle timeout: a
 	// client keeping its connection alive with pings cannot hold a worker with a stream
 	// it never finishes, nor one whose answer it never reads.
@@ -196,15 +198,25 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 		s.answer(str, x, statusTooEarly)
 		return
 	}
+	var body *reqBody
+	if x.streamed { // the body goes with its reader; the exchange keeps a new one
+		body = newReqBody(c, str, x.br, x.f.cl, x.idle, cfg.MaxHeaderBytes)
+		x.br = bufio.NewReaderSize(nil, 4<<10)
+		req.SetBodyStream(&Body{b: body}, int(x.f.cl))
+	}
 	s.stats.requests.Add(1)
 	s.handler(ctx)
 	str.SetWriteDeadline(time.Now().Add(x.idle))
 	s.respond(str, x, req.Header.IsHead())
+	if body != nil {
+		body.close()
+	}
 }
 
 // readRequest reads the request's frames into x.ctx.Request (RFC 9114 §4.1): HEADERS,
 // DATA up to cfg.MaxBodySize, perhaps trailing HEADERS (checked, dropped), unknown
-// frames skipped. It returns the status of an answer edge gives itself (413, 431, 405),
+// frames skipped; or only the HEADERS of a request whose body is to be streamed
+// (x.streamed, reqbody.go). It returns the status of an answer edge gives itself (413, 431, 405),
 // or the error code to reset the stream with; both 0 for a request to run. A frame only
 // allowed on the control stream closes the connection.
 func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, code quic.StreamErrorCode) {
@@ -261,6 +273,13 @@ func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, cod
 			}
 			if status, code := x.f.finish(cfg); status != 0 || code != 0 {
 				return status, code
+			}
+			if streamBody(cfg, &req.Header, x.f.cl) {
+				x.streamed = true
+				return 0, 0
+			}
+			if x.f.cl > cfg.MaxBodySize {
+				return fasthttp.StatusRequestEntityTooLarge, 0
 			}
 		case frameData:
 			if !headers || trailers {

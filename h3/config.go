@@ -1,6 +1,10 @@
 package h3
 
-import "time"
+import (
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
 
 // Config bounds one listener's HTTP/3 side. Zero fields take the defaults. A QUIC
 // connection reads its Server's Config once, when its first packet arrives, and keeps it
@@ -45,8 +49,18 @@ type Config struct {
 	EarlyData bool
 
 	// MaxBodySize bounds a request body, buffered whole before the handler runs; a
-	// larger one is answered 413 {"error":"body_too_large"}. Default 4 MiB.
+	// larger one is answered 413 {"error":"body_too_large"}. Default 4 MiB. Streamed
+	// bodies (StreamRequest) are not bounded by it.
 	MaxBodySize int64
+
+	// StreamRequest picks the requests whose body is streamed to the handler rather than
+	// buffered (edge: a body over MaxBodySize or of unknown length, and gRPC calls, as
+	// over HTTP/1.1 and HTTP/2: proxy.StreamRequest). It sees the request's header once
+	// the HEADERS frame is read; a GET or HEAD without a Content-Length is never asked
+	// (HTTP/3 cannot say that HEADERS end a request, and these have no body). The handler
+	// then reads ctx.Request's body stream as the DATA arrives (reqbody.go); nil: every
+	// body is buffered.
+	StreamRequest func(h *fasthttp.RequestHeader) bool
 
 	// MaxHeaderBytes bounds a request's header section. Default 16 KiB.
 	MaxHeaderBytes int

@@ -14,7 +14,9 @@
 // H3_MISSING_SETTINGS, H3_STREAM_CREATION_ERROR, H3_CLOSED_CRITICAL_STREAM), its QPACK
 // streams are drained and a push stream is refused (RFC 9114 §6.2). A request stream is
 // read whole (RFC 9114 §4.1): HEADERS, DATA up to Config.MaxBodySize, perhaps trailers
-// (checked, not kept), unknown frame types skipped; a frame only the control stream may
+// (checked, not kept), unknown frame types skipped; unless Config.StreamRequest picks
+// the request, whose handler then runs once the HEADERS are read and reads the DATA as
+// it arrives from ctx.Request's body stream (a *Body, reqbody.go). A frame only the control stream may
 // carry closes the connection with H3_FRAME_UNEXPECTED, and a field section QPACK cannot
 // decode (or one naming the dynamic table) with QPACK_DECOMPRESSION_FAILED. Fields are
 // checked as h2 checks them (RFC 9114 §4.2 and §4.3 repeat RFC 9113 §8.2 and §8.3, and the
@@ -30,7 +32,8 @@
 // Time; RemoteAddr and LocalAddr are the QUIC connection's, as *net.TCPAddr values with
 // the UDP addresses' IP and port, since fasthttp's RemoteIP and the funnel read that
 // type): method, request target and Host from the pseudo-headers, the other fields as
-// headers (X-Edge-Protocol, the h2 extended CONNECT marker, dropped), the body. The
+// headers (X-Edge-Protocol, the h2 extended CONNECT marker, dropped), the body or its
+// stream. The
 // handler's ctx.Response becomes the answer: a HEADERS frame with its status, its
 // headers minus the connection-specific ones (h2.SkipResponseHeader: the same list),
 // content-length and, when the handler set none, date; then the body in one DATA frame,

@@ -133,9 +133,8 @@ func (f *fields) checkTrailer(name, value []byte) {
 }
 
 // finish ends the header section: the status of an answer edge gives itself (431 for a
-// section over MaxHeaderBytes, 405 for CONNECT, 413 for a Content-Length over
-// MaxBodySize) or the stream error of a malformed request; both 0 for a request to read
-// on.
+// section over MaxHeaderBytes, 405 for CONNECT) or the stream error of a malformed
+// request; both 0 for a request to read on.
 func (f *fields) finish(cfg *Config) (int, quic.StreamErrorCode) {
 	switch {
 	case f.size > cfg.MaxHeaderBytes:
@@ -151,8 +150,6 @@ func (f *fields) finish(cfg *Config) (int, quic.StreamErrorCode) {
 		return fasthttp.StatusMethodNotAllowed, 0
 	case f.pseudo&(psMethod|psScheme|psPath) != psMethod|psScheme|psPath:
 		return 0, errMessage
-	case f.cl > cfg.MaxBodySize:
-		return fasthttp.StatusRequestEntityTooLarge, 0
 	}
 	if len(f.cookie) > 0 {
 		f.rh.SetBytesKV(strCookie, f.cookie)

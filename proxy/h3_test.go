@@ -19,6 +19,11 @@ import (
 // serveH3 serves HTTP/3 through handler on a fresh UDP port of 127.0.0.1 and returns
 // its address and a quic-go HTTP/3 client that trusts its certificate.
 func serveH3(t testing.TB, handler fasthttp.RequestHandler) (string, *http.Client) {
+	return serveH3With(t, handler, h3.Config{})
+}
+
+// serveH3With is serveH3 with the server's configuration cfg.
+func serveH3With(t testing.TB, handler fasthttp.RequestHandler, cfg h3.Config) (string, *http.Client) {
 	ca := testcert.NewCA(t)
 	leaf := ca.Leaf(t, testcert.Opts{Names: []string{"localhost"}})
 	cert, err := tls.LoadX509KeyPair(leaf.CertFile, leaf.KeyFile)
@@ -31,7 +36,7 @@ func serveH3(t testing.TB, handler fasthttp.RequestHandler) (string, *http.Clien
 	}
 	q := h3.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
 	base := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return q, nil }}
-	srv, err := h3.New(pc, base, h3.Config{}, handler, nil)
+	srv, err := h3.New(pc, base, cfg, handler, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,6 +132,7 @@ func h3Config(cfg *config.Config, l *config.Listener) h3.Config {
 		EarlyData:        l.HTTP3.EarlyData,
 		MaxBodySize:      cfg.MaxBodySize,
 		MaxHeaderBytes:   int(cfg.MaxHeaderSize),
+		StreamRequest:    proxy.StreamRequest(cfg.MaxBodySize),
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = cfg.IdleTimeout
