@@ -22,7 +22,7 @@ import (
 // answered.
 type exchange struct {
 	ctx           fasthttp.RequestCtx
-	addr          h2.AddrConn
+	addr          streamConn // what ctx.Conn() is
 	local, remote net.TCPAddr
 	br            *bufio.Reader // the request stream
 	block         []byte        // a HEADERS frame's payload
@@ -49,7 +49,7 @@ const smallBody = 16 << 10
 func release(x *exchange) {
 	x.ctx.Request.Reset()
 	x.ctx.Response.Reset()
-	x.addr, x.local, x.remote = h2.AddrConn{}, net.TCPAddr{}, net.TCPAddr{}
+	x.addr, x.local, x.remote = streamConn{}, net.TCPAddr{}, net.TCPAddr{}
 	x.br.Reset(nil)
 	for _, b := range []*[]byte{&x.block, &x.buf, &x.out, &x.dec.scratch} {
 		if cap(*b) > bigBuffer {
@@ -170,7 +170,7 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 	defer release(x)
 	// fasthttp (RemoteIP) and the funnel read client addresses as *net.TCPAddr only.
 	x.local, x.remote = tcpAddr(c.qc.LocalAddr()), tcpAddr(c.qc.RemoteAddr())
-	x.addr = h2.AddrConn{Local: &x.local, Remote: &x.remote}
+	x.addr = streamConn{AddrConn: h2.AddrConn{Local: &x.local, Remote: &x.remote}, str: str, x: x}
 	ctx := &x.ctx
 	ctx.Init2(&x.addr, s.logger, false)
 	x.br.Reset(str)
@@ -376,22 +376,7 @@ func (s *Server) answer(str *quic.Stream, x *exchange, status int) {
 func (s *Server) respond(str *quic.Stream, x *exchange, head bool) {
 	resp := &x.ctx.Response
 	status := resp.StatusCode()
-	blk := append(x.block[:0], 0, 0) // Required Insert Count 0, Base 0
-	blk = appendStatus(blk, status)
-	hasDate := false
-	for k, v := range resp.Header.All() {
-		x.name = append(x.name[:0], k...)
-		for i, c := range x.name {
-			if 'A' <= c && c <= 'Z' {
-				x.name[i] = c + 'a' - 'A'
-			}
-		}
-		if h2.SkipResponseHeader(x.name) {
-			continue
-		}
-		hasDate = hasDate || string(x.name) == "date"
-		blk = appendField(blk, x.name, v)
-	}
+	blk, hasDate := x.appendFields(appendStatus(append(x.block[:0], 0, 0), status), &resp.Header, false)
 	noBody := head || status == 204 || status == 304 || status < 200 || resp.SkipBody
 	streamed := resp.IsBodyStream()
 	var body []byte
@@ -435,6 +420,56 @@ func (s *Server) respond(str *quic.Stream, x *exchange, head bool) {
 		}
 	}
 	str.Close()
+}
+
+// appendFields appends h's fields to a field section: names lowercased, minus the
+// connection-specific ones (h2.SkipResponseHeader), and for an interim answer minus
+// content-type (a 1xx has no content; fasthttp's header reports a default one). It
+// reports whether Date was among them.
+func (x *exchange) appendFields(blk []byte, h *fasthttp.ResponseHeader, interim bool) (_ []byte, hasDate bool) {
+	for k, v := range h.All() {
+		x.name = append(x.name[:0], k...)
+		for i, c := range x.name {
+			if 'A' <= c && c <= 'Z' {
+				x.name[i] = c + 'a' - 'A'
+			}
+		}
+		if h2.SkipResponseHeader(x.name) || interim && string(x.name) == "content-type" {
+			continue
+		}
+		hasDate = hasDate || string(x.name) == "date"
+		blk = appendField(blk, x.name, v)
+	}
+	return blk, hasDate
+}
+
+// streamConn is the net.Conn a request's ctx sees: the QUIC connection's addresses (its
+// I/O is refused, as h2.AddrConn's) and WriteInterim, as over HTTP/2 (h2's streamConn).
+type streamConn struct {
+	h2.AddrConn
+	str *quic.Stream
+	x   *exchange
+}
+
+var errInterim = errors.New("h3: interim response not sent: not informational, or the stream is gone")
+
+// WriteInterim sends h, a 1xx other than 101, as a HEADERS frame of the request stream
+// ahead of its answer (RFC 9114 §4.1): its fields lowercased, minus the
+// connection-specific ones and content-type. Call it only from the handler, before it
+// returns.
+func (v *streamConn) WriteInterim(h *fasthttp.ResponseHeader) error {
+	code := h.StatusCode()
+	if code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols || v.str == nil {
+		return errInterim
+	}
+	x := v.x
+	blk, _ := x.appendFields(appendStatus(append(x.block[:0], 0, 0), code), h, true)
+	x.block = blk
+	x.out = append(appendFrameHeader(x.out[:0], frameHeaders, uint64(len(blk))), blk...)
+	if _, err := v.str.Write(x.out); err != nil {
+		return errInterim
+	}
+	return nil
 }
 
 // sendStream copies a body stream to the client as it is read, a DATA frame per read.

@@ -40,8 +40,10 @@
 // or a body stream (SetBodyStream) a DATA frame per read of at most 32 KiB, closed once
 // with CloseBodyStream; then the end of the stream. A read error of a body stream, or a
 // panic in the handler, resets the stream with H3_INTERNAL_ERROR, so a client never
-// takes a truncated body for a whole one. Response trailers and interim (1xx) answers
-// are not sent. The ctx is then reset and pooled: nothing of it is kept.
+// takes a truncated body for a whole one. Response trailers are not sent. Interim
+// answers (1xx other than 101) the handler sends through ctx.Conn()'s WriteInterim, as
+// over HTTP/2, go out as HEADERS frames ahead of the final answer. The ctx is then reset
+// and pooled: nothing of it is kept.
 //
 // # Concurrency
 //

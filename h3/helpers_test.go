@@ -112,9 +112,10 @@ func (ts *testServer) url(path string) string { return "https://" + ts.addr + pa
 
 // rawResponse is an answer read off a request stream.
 type rawResponse struct {
-	status int
-	header map[string]string
-	body   []byte
+	statuses []int // of every HEADERS frame: interim answers', then the final one
+	status   int
+	header   map[string]string
+	body     []byte
 }
 
 // rawRequest sends one request on a new stream of qc, written frame by frame, so that

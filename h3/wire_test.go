@@ -306,6 +306,44 @@ func TestStalledStreamsReset(t *testing.T) {
 	waitFor(t, "the workers free", func() bool { return ts.idle.Load() >= 1 })
 }
 
+// Interim answers a handler sends (ctx.Conn()'s WriteInterim, as over HTTP/2) go out
+// as HEADERS frames ahead of the final answer, without content fields; a final status
+// is refused there.
+func TestInterimAnswers(t *testing.T) {
+	type interimWriter interface {
+		WriteInterim(h *fasthttp.ResponseHeader) error
+	}
+	ts := startServer(t, Config{}, func(ctx *fasthttp.RequestCtx) {
+		w, ok := ctx.Conn().(interimWriter)
+		if !ok {
+			ctx.Error("no WriteInterim", 500)
+			return
+		}
+		var h fasthttp.ResponseHeader
+		h.SetStatusCode(fasthttp.StatusEarlyHints)
+		h.Add("Link", "</app.css>; rel=preload; as=style")
+		h.SetContentType("text/plain")
+		if w.WriteInterim(&h) != nil {
+			ctx.Error("103 refused", 500)
+			return
+		}
+		h.SetStatusCode(200)
+		if w.WriteInterim(&h) == nil {
+			ctx.Error("a 200 went out as interim", 500)
+			return
+		}
+		ctx.WriteString("final")
+	})
+	qc := rawConn(t, ts)
+	r, err := sendRaw(t, qc, section(":method", "GET", ":scheme", "https", ":authority", "localhost", ":path", "/"))
+	if err != nil || len(r.statuses) != 2 || r.statuses[0] != 103 || r.status != 200 || string(r.body) != "final" {
+		t.Fatalf("%v %v %q, want 103 then 200 final", r.statuses, err, r.body)
+	}
+	if r.header["link"] != "</app.css>; rel=preload; as=style" {
+		t.Errorf("link %q", r.header["link"])
+	}
+}
+
 // readRaw reads an answer's frames off str.
 func readRaw(ctx context.Context, str *quic.Stream) (rawResponse, error) {
 	stop := context.AfterFunc(ctx, func() { str.CancelRead(0) })
@@ -340,6 +378,7 @@ func readRaw(ctx context.Context, str *quic.Stream) (rawResponse, error) {
 				}
 				if f.Name == ":status" {
 					r.status, _ = strconv.Atoi(f.Value)
+					r.statuses = append(r.statuses, r.status)
 				}
 				r.header[f.Name] = f.Value
 			}

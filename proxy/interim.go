@@ -12,7 +12,8 @@ import (
 // still working. They are never stored: the cache only ever sees the final answer. Over
 // HTTP/1.1 each is written to the client connection at once (the final answer follows
 // when the handler returns); HTTP/1.0 clients never get one (RFC 9110 §15.2); over
-// HTTP/2 each is a HEADERS frame without END_STREAM (h2's WriteInterim). Hop-by-hop
+// HTTP/2 each is a HEADERS frame without END_STREAM (h2's WriteInterim), over HTTP/3 a
+// HEADERS frame ahead of the final one (h3's WriteInterim). Hop-by-hop
 // headers are dropped, as from any answer. Background refreshes have no client: their
 // interim answers are read and dropped, as are those of a client that went away.
 //
@@ -21,7 +22,7 @@ import (
 // pipelined behind another may then reach the client ahead of that earlier answer.
 // Browsers do not pipeline.
 
-// interimWriter is the view of an HTTP/2 stream's connection that sends a 1xx (h2).
+// interimWriter is the view of an HTTP/2 or HTTP/3 stream's connection that sends a 1xx.
 type interimWriter interface {
 	WriteInterim(h *fasthttp.ResponseHeader) error
 }

@@ -195,12 +195,28 @@ func TestInterimHTTP1(t *testing.T) {
 
 // TestInterimH2: over HTTP/2 the 103 is a HEADERS frame before the final answer's; the
 // final answer is stored and served as a HIT without it.
-func TestInterimH2(t *testing.T) {
+// Over HTTP/2 and HTTP/3 interim answers are HEADERS frames ahead of the final one.
+func TestInterimH2H3(t *testing.T) {
 	o := startInterimOrigin(t)
 	e := startEdge(t, interimConfig(o.addr))
-	h2addr := serveH2C(t, e.px.ListenerHandler("", ProtoH2))
-	client := h2cClient()
-	client.Timeout = 15 * time.Second
+	h2c := h2cClient()
+	h2c.Timeout = 15 * time.Second
+	h3addr, h3c := serveH3(t, e.px.ListenerHandler("", ProtoH3))
+	h3c.Timeout = 15 * time.Second
+	for _, p := range []struct {
+		name  string
+		major int
+		base  string
+		c     *http.Client
+	}{
+		{"h2", 2, "http://" + serveH2C(t, e.px.ListenerHandler("", ProtoH2)), h2c},
+		{"h3", 3, "https://" + h3addr, h3c},
+	} {
+		t.Run(p.name, func(t *testing.T) { testInterimMultiplexed(t, o, p.name, p.major, p.base, p.c) })
+	}
+}
+
+func testInterimMultiplexed(t *testing.T, o *interimOrigin, proto string, major int, base string, client *http.Client) {
 	get := func(uri string) (codes []int, links []string, resp *http.Response, body string) {
 		t.Helper()
 		var mu sync.Mutex
@@ -215,30 +231,31 @@ func TestInterimH2(t *testing.T) {
 			}
 			return nil
 		}}
-		req, _ := http.NewRequest("GET", "http://"+h2addr+uri, nil)
+		req, _ := http.NewRequest("GET", base+uri, nil)
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Fatalf("GET %s over h2: %v", uri, err)
+			t.Fatalf("GET %s over %s: %v", uri, proto, err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.ProtoMajor != 2 {
-			t.Fatalf("GET %s: protocol %s, want HTTP/2", uri, resp.Proto)
+		if resp.ProtoMajor != major {
+			t.Fatalf("GET %s: protocol %s, want %s", uri, resp.Proto, proto)
 		}
 		mu.Lock()
 		defer mu.Unlock()
 		return codes, links, resp, string(b)
 	}
+	item, plain := "/item/"+proto, "/plain/"+proto
 	cases := []struct {
 		name, uri string
 		codes     []int
 		xcache    string
 		body      string
 	}{
-		{"103 on a cache miss", "/item/h2?codes=103&wait=1", []int{103}, "MISS", "final /item/h2 #1"},
-		{"a hit has no 103", "/item/h2?codes=103&wait=1", nil, "HIT", "final /item/h2 #1"},
-		{"100, 102 and 103", "/plain/h2?codes=100.102.103&wait=1", []int{100, 102, 103}, "", "final /plain/h2 #1"},
+		{"103 on a cache miss", item + "?codes=103&wait=1", []int{103}, "MISS", "final " + item + " #1"},
+		{"a hit has no 103", item + "?codes=103&wait=1", nil, "HIT", "final " + item + " #1"},
+		{"100, 102 and 103", plain + "?codes=100.102.103&wait=1", []int{100, 102, 103}, "", "final " + plain + " #1"},
 	}
 	for _, tc := range cases {
 		codes, links, resp, body := get(tc.uri)
@@ -252,7 +269,7 @@ func TestInterimH2(t *testing.T) {
 			t.Errorf("%s: final %d X-Cache %q body %q, want 200 %q %q", tc.name, resp.StatusCode, resp.Header.Get("X-Cache"), body, tc.xcache, tc.body)
 		}
 	}
-	if n := o.fetches("/item/h2"); n != 1 {
-		t.Errorf("origin fetched /item/h2 %d times, want 1", n)
+	if n := o.fetches(item); n != 1 {
+		t.Errorf("origin fetched %s %d times, want 1", item, n)
 	}
 }
