@@ -76,9 +76,10 @@ const (
 	idxDate          = 33
 )
 
-// appendVarInt appends i as an HPACK integer with an n-bit prefix; first carries the
-// representation's high bits (RFC 7541 §5.1).
-func appendVarInt(dst []byte, first byte, n uint8, i uint64) []byte {
+// AppendPrefixInt appends i as an integer with an n-bit prefix; first carries the
+// representation's high bits (RFC 7541 §5.1; QPACK's integers are the same, RFC 9204
+// §4.1.1).
+func AppendPrefixInt(dst []byte, first byte, n uint8, i uint64) []byte {
 	k := uint64(1)<<n - 1
 	if i < k {
 		return append(dst, first|byte(i))
@@ -94,10 +95,10 @@ func appendVarInt(dst []byte, first byte, n uint8, i uint64) []byte {
 // appendString appends s as an HPACK string literal, Huffman-coded when that is shorter.
 func appendString(dst []byte, s string) []byte {
 	if n := hpack.HuffmanEncodeLength(s); n < uint64(len(s)) {
-		dst = appendVarInt(dst, 0x80, 7, n)
+		dst = AppendPrefixInt(dst, 0x80, 7, n)
 		return hpack.AppendHuffmanString(dst, s)
 	}
-	dst = appendVarInt(dst, 0, 7, uint64(len(s)))
+	dst = AppendPrefixInt(dst, 0, 7, uint64(len(s)))
 	return append(dst, s...)
 }
 
@@ -114,7 +115,7 @@ func appendField(dst, name, value []byte) []byte {
 // appendIndexedNameField appends a literal-without-indexing field whose name is static
 // table entry i.
 func appendIndexedNameField(dst []byte, i uint64, value []byte) []byte {
-	dst = appendVarInt(dst, 0, 4, i)
+	dst = AppendPrefixInt(dst, 0, 4, i)
 	return appendString(dst, b2s(value))
 }
 
@@ -139,7 +140,7 @@ func appendStatus(dst []byte, code int) []byte {
 	if code < 100 || code > 999 {
 		code = 500
 	}
-	dst = appendVarInt(dst, 0, 4, idxStatus)
+	dst = AppendPrefixInt(dst, 0, 4, idxStatus)
 	return append(dst, 3, byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10))
 }
 

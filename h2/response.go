@@ -89,6 +89,20 @@ func SkipResponseHeader(name []byte) bool {
 	return false
 }
 
+// ResponseFieldName lowercases the response field name k into buf (reused) and reports
+// whether an HTTP/2 or HTTP/3 answer carries the field: not a connection-specific one
+// (SkipResponseHeader), nor content-type on an interim answer (a 1xx has no content, and
+// fasthttp's header reports a default type).
+func ResponseFieldName(buf, k []byte, interim bool) ([]byte, bool) {
+	buf = append(buf[:0], k...)
+	for i, ch := range buf {
+		if 'A' <= ch && ch <= 'Z' {
+			buf[i] = ch + 'a' - 'A'
+		}
+	}
+	return buf, !SkipResponseHeader(buf) && !(interim && string(buf) == "content-type")
+}
+
 // What appendFields encodes a header for.
 const (
 	fieldsFinal    = iota // a final answer
@@ -101,13 +115,8 @@ const (
 // is also kept in st.sent (a streamed answer's trailers must not repeat them).
 func (st *stream) appendFields(b []byte, h *fasthttp.ResponseHeader, mode int) (_ []byte, date bool) {
 	for k, v := range h.All() {
-		st.lower = append(st.lower[:0], k...)
-		for i, ch := range st.lower {
-			if 'A' <= ch && ch <= 'Z' {
-				st.lower[i] = ch + 'a' - 'A'
-			}
-		}
-		if SkipResponseHeader(st.lower) || mode == fieldsInterim && string(st.lower) == "content-type" {
+		var keep bool
+		if st.lower, keep = ResponseFieldName(st.lower, k, mode == fieldsInterim); !keep {
 			continue
 		}
 		if string(st.lower) == "date" {

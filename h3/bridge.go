@@ -422,19 +422,12 @@ func (s *Server) respond(str *quic.Stream, x *exchange, head bool) {
 	str.Close()
 }
 
-// appendFields appends h's fields to a field section: names lowercased, minus the
-// connection-specific ones (h2.SkipResponseHeader), and for an interim answer minus
-// content-type (a 1xx has no content; fasthttp's header reports a default one). It
-// reports whether Date was among them.
+// appendFields appends h's fields to a field section, as h2 does: names lowercased,
+// minus those h2.ResponseFieldName leaves out. It reports whether Date was among them.
 func (x *exchange) appendFields(blk []byte, h *fasthttp.ResponseHeader, interim bool) (_ []byte, hasDate bool) {
 	for k, v := range h.All() {
-		x.name = append(x.name[:0], k...)
-		for i, c := range x.name {
-			if 'A' <= c && c <= 'Z' {
-				x.name[i] = c + 'a' - 'A'
-			}
-		}
-		if h2.SkipResponseHeader(x.name) || interim && string(x.name) == "content-type" {
+		var keep bool
+		if x.name, keep = h2.ResponseFieldName(x.name, k, interim); !keep {
 			continue
 		}
 		hasDate = hasDate || string(x.name) == "date"

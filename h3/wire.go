@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/edge-gw/edge/h2"
 	"golang.org/x/net/http2/hpack"
 )
 
@@ -183,21 +184,6 @@ func readPrefixInt(p []byte, n uint) (uint64, []byte, error) {
 	}
 }
 
-// appendPrefixInt appends v with an n-bit prefix whose other bits are flags.
-func appendPrefixInt(b []byte, flags byte, n uint, v uint64) []byte {
-	mask := uint64(1)<<n - 1
-	if v < mask {
-		return append(b, flags|byte(v))
-	}
-	b = append(b, flags|byte(mask))
-	v -= mask
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
-}
-
 // fieldDecoder decodes a static-only QPACK field section into name, value pairs. The
 // strings it hands out point into its scratch buffer or the static table and are valid
 // until the next decode.
@@ -289,18 +275,18 @@ func (w *huffWriter) Write(p []byte) (int, error) {
 // appendStatus appends the QPACK field line of :status code.
 func appendStatus(b []byte, code int) []byte {
 	if code >= 0 && code < len(statusIndex) && statusIndex[code] != 0 {
-		return appendPrefixInt(b, 0xc0, 6, uint64(statusIndex[code])) // indexed, static
+		return h2.AppendPrefixInt(b, 0xc0, 6, uint64(statusIndex[code])) // indexed, static
 	}
-	b = appendPrefixInt(b, 0x50, 4, 24) // literal with static name reference ":status"
-	b = appendPrefixInt(b, 0, 7, 3)
+	b = h2.AppendPrefixInt(b, 0x50, 4, 24) // literal with static name reference ":status"
+	b = h2.AppendPrefixInt(b, 0, 7, 3)
 	return append(b, byte('0'+code/100%10), byte('0'+code/10%10), byte('0'+code%10))
 }
 
 // appendField appends a field line with a literal name (lowercase) and value, neither
 // Huffman-coded.
 func appendField(b []byte, name, value []byte) []byte {
-	b = appendPrefixInt(b, 0x20, 3, uint64(len(name)))
+	b = h2.AppendPrefixInt(b, 0x20, 3, uint64(len(name)))
 	b = append(b, name...)
-	b = appendPrefixInt(b, 0, 7, uint64(len(value)))
+	b = h2.AppendPrefixInt(b, 0, 7, uint64(len(value)))
 	return append(b, value...)
 }

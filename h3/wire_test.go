@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-gw/edge/h2"
 	"github.com/quic-go/qpack"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -23,7 +24,7 @@ func TestStaticTableMatchesQPACK(t *testing.T) {
 		t.Fatalf("%d static entries, RFC 9204 Appendix A has 99", len(staticEntries))
 	}
 	for i, e := range staticEntries {
-		blk := appendPrefixInt([]byte{0, 0}, 0xc0, 6, uint64(i))
+		blk := h2.AppendPrefixInt([]byte{0, 0}, 0xc0, 6, uint64(i))
 		f, err := qpack.NewDecoder().Decode(blk)()
 		if err != nil || f.Name != e.name || f.Value != e.value {
 			t.Errorf("index %d: ours %q: %q, qpack's %q: %q (%v)", i, e.name, e.value, f.Name, f.Value, err)
@@ -240,6 +241,17 @@ func TestClientControlStream(t *testing.T) {
 	}
 }
 
+// pingingConn dials ts as a client that keeps its connection alive with pings.
+func pingingConn(t *testing.T, ctx context.Context, ts *testServer) *quic.Conn {
+	t.Helper()
+	qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return qc
+}
+
 // A connection kept alive by its client's pings is closed IdleTimeout after its last
 // request ended, and not while a request runs longer than that.
 func TestIdleConnectionClosed(t *testing.T) {
@@ -252,11 +264,7 @@ func TestIdleConnectionClosed(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qc.CloseWithError(0, "")
+	qc := pingingConn(t, ctx, ts)
 	get := section(":method", "GET", ":scheme", "https", ":authority", "localhost", ":path", "/slow")
 	go func() { time.Sleep(time.Second); close(release) }()
 	start := time.Now()
@@ -285,11 +293,7 @@ func TestStalledStreamsReset(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, ts.addr, ts.tlsConfig(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qc.CloseWithError(0, "")
+	qc := pingingConn(t, ctx, ts)
 	get := section(":method", "GET", ":scheme", "https", ":authority", "localhost", ":path", "/")
 	str, _ := qc.OpenStreamSync(ctx)
 	str.Write(get[:len(get)-2]) // HEADERS, cut short
