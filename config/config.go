@@ -59,8 +59,18 @@ type Config struct {
 	// WaitingRooms are the waiting_room "NAME" blocks: fair queues in front of routes
 	// (waitroom.go).
 	WaitingRooms []*WaitingRoom
+	// TLSTickets is the tls_tickets block (edge): session-ticket keys shared by every
+	// edge given the same secret; nil: each process has random keys of its own.
+	TLSTickets *TLSTickets
 
 	ListenRange hcl.Range // where listen was set, for reload messages
+}
+
+// TLSTickets is the tls_tickets block. Every edge with the same secret derives the same
+// session-ticket keys for the same hour, so a client resumes its TLS session on any of
+// them, and across restarts (tlsstore.Tickets.SetSecret).
+type TLSTickets struct {
+	Secret string // secret: at least 32 bytes; use env("…"); required
 }
 
 // AccessLog is the access_log block. Without the block nothing is logged.

@@ -15,6 +15,9 @@ func TestListenerBlocks(t *testing.T) {
 	if c.Listen != "" || len(c.Listeners) != 4 {
 		t.Fatalf("listen %q, %d listeners", c.Listen, len(c.Listeners))
 	}
+	if c.TLSTickets == nil || c.TLSTickets.Secret != "a ticket secret of 32 bytes or more" {
+		t.Errorf("tls_tickets: %+v", c.TLSTickets)
+	}
 	https, http, internal := c.Listeners[0], c.Listeners[1], c.Listeners[2]
 	if a := c.Listeners[3].TLS.ACME; a == nil || len(a.Domains) != 2 || a.Email != "ops@example.com" ||
 		a.Storage != "state_dir" || !strings.HasPrefix(a.Directory, "https://acme-staging") || len(c.Listeners[3].TLS.Certificates) != 0 {

@@ -147,6 +147,9 @@ func (c *Config) decodeTop(b *body) {
 	if blk := b.block("overload"); blk != nil {
 		c.Overload = decodeOverload(b.child(blk, "overload"), blk)
 	}
+	if blk := b.block("tls_tickets"); blk != nil {
+		c.TLSTickets = decodeTLSTickets(b.child(blk, "tls_tickets"), blk)
+	}
 	c.crossCheck(b.ps, names)
 	c.checkListeners(b.ps)
 	c.checkStreams(b.ps, names)
@@ -819,6 +822,21 @@ func decodeCluster(b *body) *Cluster {
 	}
 	b.finish()
 	return c
+}
+
+// decodeTLSTickets reads the tls_tickets block: a secret every edge of a cluster shares,
+// from which they all derive the same session-ticket keys.
+func decodeTLSTickets(b *body, blk *hclsyntax.Block) *TLSTickets {
+	t := &TLSTickets{}
+	if r, ok := b.str("secret", &t.Secret); ok {
+		if len(t.Secret) < 32 {
+			b.ps.add(r, "tls_tickets secret must be at least 32 bytes, got %d", len(t.Secret))
+		}
+	} else {
+		b.ps.add(blk.DefRange(), "tls_tickets needs secret = env(\"EDGE_TLS_TICKET_SECRET\") (at least 32 bytes, the same on every edge)")
+	}
+	b.finish()
+	return t
 }
 
 // crossCheck validates references between blocks.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edge-gw/edge/internal/tcptest"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -375,7 +376,7 @@ func startWorld(t *testing.T) *world {
 		ctx.SetContentType("application/json")
 		fmt.Fprintf(ctx, `{"path":%q}`, path)
 	})
-	echo := startEcho(t)
+	echo := tcptest.Echo(t)
 	ca := testcert.NewCA(t)
 	leaf := ca.Leaf(t, testcert.Opts{Names: []string{"shop.test"}, NotAfter: time.Now().Add(30 * 24 * time.Hour)})
 
@@ -549,29 +550,6 @@ func (w *world) address(t *testing.T, path, field, name string) string {
 	}
 	t.Fatalf("GET %s has no %q: %s", path, name, raw)
 	return ""
-}
-
-// startEcho serves a TCP echo on a loopback port until the test ends.
-func startEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // startLoad sends a light, steady mix of requests until the test ends: cache hits,

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/edge-gw/edge/internal/tcptest"
 	"io"
 	"net"
 	"os"
@@ -77,34 +78,19 @@ func TestPeekThenForward(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]string{} // upstream → the name its TLS server saw
 	upstream := func(label string) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
 		cfg := &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			mu.Lock()
 			seen[label] = h.ServerName
 			mu.Unlock()
 			return &cert, nil
 		}}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					tc := tls.Server(c, cfg)
-					line := make([]byte, 4)
-					if _, err := io.ReadFull(tc, line); err == nil {
-						tc.Write([]byte(label + ":" + string(line)))
-					}
-				}()
+		return tcptest.Serve(t, func(c net.Conn) {
+			tc := tls.Server(c, cfg)
+			line := make([]byte, 4)
+			if _, err := io.ReadFull(tc, line); err == nil {
+				tc.Write([]byte(label + ":" + string(line)))
 			}
-		}()
-		return ln.Addr().String()
+		})
 	}
 	router, err := NewSNIRouter([]SNIRoute{
 		{"api.shop.example.com", upstream("api")},
@@ -115,44 +101,30 @@ func TestPeekThenForward(t *testing.T) {
 	}
 
 	// The stream: peek, pick, dial, forward the ClientHello, relay both ways.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				name, hello, err := PeekServerName(c, 0, 5*time.Second)
-				if err != nil {
-					t.Errorf("peek: %v", err)
-					return
-				}
-				target, ok := router.Pick(name)
-				if !ok {
-					return
-				}
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					t.Errorf("dial: %v", err)
-					return
-				}
-				defer up.Close()
-				up.Write(hello)
-				go io.Copy(up, c)
-				io.Copy(c, up)
-			}()
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		name, hello, err := PeekServerName(c, 0, 5*time.Second)
+		if err != nil {
+			t.Errorf("peek: %v", err)
+			return
 		}
-	}()
+		target, ok := router.Pick(name)
+		if !ok {
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			t.Errorf("dial: %v", err)
+			return
+		}
+		defer up.Close()
+		up.Write(hello)
+		go io.Copy(up, c)
+		io.Copy(c, up)
+	})
 
 	f := func(serverName, want, wantSeen string) {
 		t.Helper()
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: serverName, RootCAs: pool})
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: serverName, RootCAs: pool})
 		if err != nil {
 			t.Errorf("%s: %v", serverName, err)
 			return

@@ -1,8 +1,13 @@
 package tlsstore
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
+	"errors"
 	"sync"
 	"time"
 )
@@ -31,7 +36,9 @@ const (
 //
 // Keys live in memory only: a restart makes every outstanding ticket fall
 // back to a full handshake, as does a client resuming on another edge
-// process, which has keys of its own.
+// process, which has keys of its own; unless the keys derive from a secret
+// the edges share (SetSecret), which every one of them turns into the same
+// key for the same period of time.
 //
 // Tickets survives reloads: create one per process (or per listener) and
 // register the long-lived configs with it. Its methods are safe for
@@ -40,9 +47,10 @@ type Tickets struct {
 	every time.Duration
 	keep  int
 
-	mu   sync.Mutex
-	keys [][32]byte // newest first, at most keep
-	cfgs map[*tls.Config]struct{}
+	mu     sync.Mutex
+	keys   [][32]byte // newest first, at most keep (with a secret: the next period's second)
+	secret []byte     // SetSecret's; nil: random keys
+	cfgs   map[*tls.Config]struct{}
 }
 
 // NewTickets returns a Tickets holding one fresh key. every <= 0 means
@@ -78,30 +86,89 @@ func (t *Tickets) Unregister(cfg *tls.Config) {
 	delete(t.cfgs, cfg)
 }
 
-// Rotate makes one new key the encrypting one, drops the oldest beyond keep
-// and sets the keys on every registered config.
-func (t *Tickets) Rotate() {
-	k := newTicketKey()
+// MinSecret is the shortest secret SetSecret takes.
+const MinSecret = 32
+
+// SetSecret makes the keys derive from secret, so that every edge given the same secret
+// has the same keys at the same time and a client resumes its session on any of them
+// (behind an L4 balancer, or after a restart): the key of period n, n = ⌊Unix time /
+// every⌋, is HMAC-SHA256(secret, "edge tls session ticket key" ‖ n). The current
+// period's key encrypts; the next period's (an edge whose clock runs ahead may have
+// moved on) and the keep−1 before are accepted. A nil secret goes back to random keys;
+// one shorter than MinSecret is refused and nothing changes.
+//
+// Exposure: whoever learns the secret can make every key, past and future, not only
+// the ones of a day; treat it as the certificates' private keys are treated, and change
+// it (every edge at once) if it may have leaked.
+func (t *Tickets) SetSecret(secret []byte) error {
+	if secret != nil && len(secret) < MinSecret {
+		return errShortSecret
+	}
+	t.mu.Lock()
+	same := bytes.Equal(secret, t.secret) && (secret == nil) == (t.secret == nil)
+	if secret != nil {
+		secret = bytes.Clone(secret)
+	}
+	t.secret = secret
+	t.mu.Unlock()
+	if !same {
+		t.Rotate()
+	}
+	return nil
+}
+
+var errShortSecret = errors.New("tlsstore: the session ticket secret must be at least 32 bytes")
+
+// Rotate sets new keys on every registered config: with a secret, those of the present
+// period; without, one new random key ahead of the keep−1 newest.
+func (t *Tickets) Rotate() { t.rotateAt(time.Now()) }
+
+func (t *Tickets) rotateAt(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	keys := make([][32]byte, 0, t.keep)
-	keys = append(keys, k)
-	keys = append(keys, t.keys[:min(len(t.keys), t.keep-1)]...)
+	keys := make([][32]byte, 0, t.keep+1)
+	if t.secret != nil {
+		n := t.period(now)
+		keys = append(keys, derivedKey(t.secret, n), derivedKey(t.secret, n+1))
+		for i := int64(1); i < int64(t.keep); i++ {
+			keys = append(keys, derivedKey(t.secret, n-i))
+		}
+	} else {
+		keys = append(keys, newTicketKey())
+		keys = append(keys, t.keys[:min(len(t.keys), t.keep-1)]...)
+	}
 	t.keys = keys
 	for cfg := range t.cfgs {
 		cfg.SetSessionTicketKeys(keys)
 	}
 }
 
-// Run calls Rotate every `every` until stop is closed.
+// period is the number of the rotation period now falls in.
+func (t *Tickets) period(now time.Time) int64 { return now.UnixNano() / int64(t.every) }
+
+// derivedKey is the key of period n under secret.
+func derivedKey(secret []byte, n int64) (k [32]byte) {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("edge tls session ticket key"))
+	m.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+	copy(k[:], m.Sum(nil))
+	return k
+}
+
+// Run calls Rotate at the start of every period (periods are counted from the Unix
+// epoch, so edges sharing a secret rotate together) until stop is closed.
 func (t *Tickets) Run(stop <-chan struct{}) {
-	tick := time.NewTicker(t.every)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
 	for {
+		now := time.Now()
+		next := time.Unix(0, (t.period(now)+1)*int64(t.every))
+		timer.Reset(next.Sub(now))
 		select {
 		case <-stop:
 			return
-		case <-tick.C:
+		case <-timer.C:
 			t.Rotate()
 		}
 	}

@@ -131,3 +131,71 @@ func TestNewTicketsDefaults(t *testing.T) {
 		t.Errorf("after many rotations: %d keys (want %d), distinct newest %v", len(tk.keys), DefaultTicketKeep, tk.keys[0] != tk.keys[1])
 	}
 }
+
+// Edges given the same secret resume each other's sessions, in the same period and
+// across a period boundary whichever side has moved on; other secrets and random keys
+// do not; a short secret is refused.
+func TestSharedTicketSecret(t *testing.T) {
+	ca := testcert.NewCA(t)
+	store := NewStore(mustLoad(t, ca.Leaf(t, testcert.Opts{Names: []string{"shared.test"}})))
+	secret := []byte("0123456789abcdef0123456789abcdef-shared")
+	const every, keep = time.Hour, 3
+	t0 := time.Unix(0, 0).Add(1000*every + every/2)
+	edge := func(secret []byte, at time.Time) (string, *Tickets) {
+		tickets := NewTickets(every, keep)
+		if secret != nil {
+			if err := tickets.SetSecret(secret); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tickets.rotateAt(at)
+		cfg := ServerConfig(store, tls.VersionTLS12, nil)
+		tickets.Register(cfg)
+		return serve(t, cfg), tickets
+	}
+	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		// resumesOn gets a ticket from a and reports whether b resumes with it.
+		resumesOn := func(a, b string) bool {
+			t.Helper()
+			c := &tls.Config{ServerName: "shared.test", RootCAs: ca.Pool, MinVersion: version, MaxVersion: version,
+				ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+			if _, err := handshake(t, a, c); err != nil {
+				t.Fatal(err)
+			}
+			st, err := handshake(t, b, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.DidResume
+		}
+		name := tls.VersionName(version)
+		a, _ := edge(secret, t0)
+		b, _ := edge(secret, t0)
+		ahead, _ := edge(secret, t0.Add(every))          // its clock is in the next period
+		later, _ := edge(secret, t0.Add((keep-1)*every)) // the oldest period it still takes
+		tooLate, _ := edge(secret, t0.Add(keep*every))
+		other, _ := edge([]byte("another secret, 32 bytes or more!!"), t0)
+		random, _ := edge(nil, t0)
+		for _, c := range []struct {
+			what     string
+			from, to string
+			want     bool
+		}{
+			{"same secret, same period", a, b, true},
+			{"to an edge a period ahead", a, ahead, true},
+			{"from an edge a period ahead", ahead, a, true},
+			{"keep−1 periods later", a, later, true},
+			{"keep periods later", a, tooLate, false},
+			{"another secret", a, other, false},
+			{"random keys", a, random, false},
+			{"from random keys", random, a, false},
+		} {
+			if got := resumesOn(c.from, c.to); got != c.want {
+				t.Errorf("%s, %s: resumed %v, want %v", name, c.what, got, c.want)
+			}
+		}
+	}
+	if err := NewTickets(every, keep).SetSecret([]byte("short")); err == nil {
+		t.Error("a 5-byte secret was taken")
+	}
+}

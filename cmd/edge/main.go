@@ -138,6 +138,7 @@ func run(path string, log *slog.Logger) error {
 	}
 
 	tickets := tlsstore.NewTickets(0, 0)
+	rl.tickets = tickets
 	set := listener.NewSet(listener.NewMetrics(reg), tickets, log)
 	rl.listeners = set
 	streams := stream.NewSet(log)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/edge-gw/edge/tlsstore"
 	"log/slog"
 	"net/http"
 	"os"
@@ -36,6 +37,9 @@ type reloader struct {
 	streams *stream.Set
 	// acme are the ACME managers of the listeners' acme blocks.
 	acme *acmeSet
+	// tickets are the TLS session-ticket keys of every listener; the tls_tickets block
+	// makes them derive from a secret the cluster shares.
+	tickets *tlsstore.Tickets
 
 	reloads     *prometheus.CounterVec
 	lastOK      prometheus.Gauge
@@ -163,7 +167,19 @@ func (r *reloader) startFront(cfg *config.Config) error {
 		return err
 	}
 	f.commit(cfg)
+	r.setTickets(cfg)
 	return nil
+}
+
+// setTickets applies cfg's tls_tickets block: keys from its secret, or random ones.
+func (r *reloader) setTickets(cfg *config.Config) {
+	var secret []byte
+	if cfg.TLSTickets != nil {
+		secret = []byte(cfg.TLSTickets.Secret)
+	}
+	if err := r.tickets.SetSecret(secret); err != nil { // config checked the length
+		r.log.Error("tls_tickets: secret refused", "error", err)
+	}
 }
 
 // start applies the first config.
@@ -228,6 +244,7 @@ func (r *reloader) reload() reloadResult {
 		return r.failed(cur, err)
 	}
 	f.commit(cfg)
+	r.setTickets(cfg)
 	r.reloads.WithLabelValues("success").Inc()
 	r.setWorkers(cfg)
 	r.succeeded(s.Version)

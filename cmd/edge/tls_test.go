@@ -368,3 +368,46 @@ listener "extra" {
 		t.Errorf("exit %d after SIGTERM\n%s", code, e.Log())
 	}
 }
+
+// Edges given the same tls_tickets secret resume each other's TLS sessions: a client
+// that got its ticket from one resumes on the other (behind an L4 balancer, say); an
+// edge with keys of its own does not take the ticket.
+func TestBinarySharedTicketSecret(t *testing.T) {
+	const shared = `
+tls_tickets {
+  secret = "a test secret, 32 bytes or longer, shared"
+}
+`
+	e1, e2, alone := startTLSEdge(t, shared), startTLSEdge(t, shared), startTLSEdge(t, "")
+	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		// resumes gets a ticket from the first edge, then reports whether the second
+		// resumes the session. Each edge has its own CA: only the session is checked.
+		resumes := func(from, to *tlsEdge) bool {
+			t.Helper()
+			cfg := &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, MinVersion: version, MaxVersion: version,
+				NextProtos: []string{"http/1.1"}, ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+			c, err := tls.Dial("tcp", from.addr(t, "https"), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h1(t, c, "/x") // reading the answer takes the TLS 1.3 ticket in
+			c.Close()
+			c, err = tls.Dial("tcp", to.addr(t, "https"), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if resp, body := h1(t, c, "/x"); resp.StatusCode != 200 || body != "proto=HTTP/1.1 xfp=https" {
+				t.Errorf("GET on the resumed connection = %d %q", resp.StatusCode, body)
+			}
+			return c.ConnectionState().DidResume
+		}
+		name := tls.VersionName(version)
+		if !resumes(e1, e2) || !resumes(e2, e1) {
+			t.Errorf("%s: edges sharing a ticket secret did not resume each other's sessions", name)
+		}
+		if resumes(e1, alone) || resumes(alone, e1) {
+			t.Errorf("%s: a session resumed between edges that share no secret", name)
+		}
+	}
+}

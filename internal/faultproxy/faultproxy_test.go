@@ -3,6 +3,7 @@ package faultproxy
 import (
 	"bytes"
 	"errors"
+	"github.com/edge-gw/edge/internal/tcptest"
 	"io"
 	"net"
 	"runtime"
@@ -14,38 +15,22 @@ import (
 // echo starts a TCP server that writes back what it reads; a line "big\n" is answered with
 // 64 KiB of 'x'.
 func echo(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return tcptest.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if string(buf[:n]) == "big\n" {
-						_, _ = c.Write(bytes.Repeat([]byte("x"), 64<<10))
-						continue
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
+			if string(buf[:n]) == "big\n" {
+				_, _ = c.Write(bytes.Repeat([]byte("x"), 64<<10))
+				continue
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func dial(t *testing.T, p *Proxy) net.Conn {

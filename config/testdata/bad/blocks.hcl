@@ -27,3 +27,6 @@ route "x" {
     scope = "redis"
   }
 }
+
+tls_tickets {
+}

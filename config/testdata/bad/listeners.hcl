@@ -93,3 +93,7 @@ listener "http3-without-h3" {
   }
   http3 {}
 }
+
+tls_tickets {
+  secret = "short"
+}

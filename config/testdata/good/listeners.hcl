@@ -74,3 +74,7 @@ listener "auto" {
     }
   }
 }
+
+tls_tickets {
+  secret = env("TEST_TLS_TICKET_SECRET", "a ticket secret of 32 bytes or more")
+}
