@@ -42,6 +42,12 @@ listener "https" {
 #   https_redirect = true
 # }
 
+# Several edges behind one L4 balancer: give them one session-ticket secret, so a
+# returning client resumes its TLS session on whichever edge it reaches (docs/tls.md).
+# tls_tickets {
+#   secret = env("EDGE_TLS_TICKET_SECRET")   # at least 32 bytes, the same on every edge
+# }
+
 access_log {
   path   = "stdout"
   format = "json"
