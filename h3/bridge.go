@@ -194,10 +194,6 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 		return
 	}
 	req := &ctx.Request
-	if !handshakeDone(c.qc) && !safeMethod(req.Header.Method()) && !s.holdEarly(c.qc, str, cfg.HandshakeTimeout) {
-		s.answer(str, x, statusTooEarly)
-		return
-	}
 	var body *reqBody
 	if x.streamed { // the body goes with its reader; the exchange keeps a new one
 		body = newReqBody(c, str, x.br, x.f.cl, x.idle, cfg.MaxHeaderBytes)
@@ -216,7 +212,8 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 // readRequest reads the request's frames into x.ctx.Request (RFC 9114 §4.1): HEADERS,
 // DATA up to cfg.MaxBodySize, perhaps trailing HEADERS (checked, dropped), unknown
 // frames skipped; or only the HEADERS of a request whose body is to be streamed
-// (x.streamed, reqbody.go). It returns the status of an answer edge gives itself (413, 431, 405),
+// (x.streamed, reqbody.go). An unsafe request received in 0-RTT is held after its
+// HEADERS until the handshake completes (425 if it never does). It returns the status of an answer edge gives itself (413, 431, 405),
 // or the error code to reset the stream with; both 0 for a request to run. A frame only
 // allowed on the control stream closes the connection.
 func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, code quic.StreamErrorCode) {
@@ -273,6 +270,11 @@ func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, cod
 			}
 			if status, code := x.f.finish(cfg); status != 0 || code != 0 {
 				return status, code
+			}
+			// Received in 0-RTT: an unsafe request waits for the handshake before anything
+			// more of it is read (RFC 8470 §3); a replayed one never gets further.
+			if !handshakeDone(c.qc) && !safeMethod(req.Header.Method()) && !s.holdEarly(c.qc, x.addr.str, cfg.HandshakeTimeout) {
+				return statusTooEarly, 0
 			}
 			if streamBody(cfg, &req.Header, x.f.cl) {
 				x.streamed = true
