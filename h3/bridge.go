@@ -210,26 +210,24 @@ func (s *Server) serve(c *conn, str *quic.Stream) {
 }
 
 // readRequest reads the request's frames into x.ctx.Request (RFC 9114 §4.1): HEADERS,
-// DATA up to cfg.MaxBodySize, perhaps trailing HEADERS (checked, dropped), unknown
-// frames skipped; or only the HEADERS of a request whose body is to be streamed
-// (x.streamed, reqbody.go). An unsafe request received in 0-RTT is held after its
-// HEADERS until the handshake completes (425 if it never does). It returns the status of an answer edge gives itself (413, 431, 405),
-// or the error code to reset the stream with; both 0 for a request to run. A frame only
-// allowed on the control stream closes the connection.
+// DATA up to cfg.MaxBodySize, perhaps trailing HEADERS (checked, dropped); or only the
+// HEADERS of a request whose body is to be streamed (x.streamed, reqbody.go). An unsafe
+// request received in 0-RTT is held after its HEADERS until the handshake completes. It
+// returns the status of an answer edge gives itself (405, 413, 425, 431), or the error
+// code to reset the stream with; both 0 for a request to run.
 func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, code quic.StreamErrorCode) {
 	req := &x.ctx.Request
 	headers, trailers := false, false
 	var body int64
 	for {
-		typ, err := readVarint(x.br)
+		typ, n, err := readRequestFrame(c, x.br)
 		if err == io.EOF {
 			break
 		}
-		var n uint64
-		if err == nil {
-			n, err = readVarint(x.br)
-		}
-		if err != nil {
+		switch {
+		case err == errControlFrame:
+			return 0, errFrameUnexpected
+		case err != nil:
 			return 0, errRequestIncomplete
 		}
 		switch typ {
@@ -296,13 +294,6 @@ func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, cod
 			if _, err := io.ReadFull(x.br, x.buf[start:]); err != nil {
 				return 0, errRequestIncomplete
 			}
-		case frameCancelPush, frameSettings, framePushPromise, frameGoAway, frameMaxPushID:
-			c.closeWith(errFrameUnexpected, "a control frame on a request stream")
-			return 0, errFrameUnexpected
-		default: // unknown and reserved types are ignored (RFC 9114 §9)
-			if _, err := x.br.Discard(int(min(n, 1<<31))); err != nil {
-				return 0, errRequestIncomplete
-			}
 		}
 	}
 	if !headers {
@@ -315,6 +306,36 @@ func (s *Server) readRequest(c *conn, x *exchange, cfg *Config) (status int, cod
 		req.SetBodyRaw(x.buf)
 	}
 	return 0, 0
+}
+
+// errControlFrame: a frame only the control stream may carry came on a request stream;
+// the connection is closed with H3_FRAME_UNEXPECTED.
+var errControlFrame = errors.New("h3: a control frame on a request stream")
+
+// readRequestFrame reads the header of the next DATA or HEADERS frame of a request
+// stream, skipping frames of unknown and reserved types (RFC 9114 §9); readRequest and a
+// streamed body's reader both go through it. It returns io.EOF at the stream's clean end,
+// io.ErrUnexpectedEOF inside a frame, and errControlFrame (having closed the connection)
+// for a frame only the control stream may carry.
+func readRequestFrame(c *conn, br *bufio.Reader) (typ, n uint64, err error) {
+	for {
+		if typ, err = readVarint(br); err != nil {
+			return 0, 0, err
+		}
+		if n, err = readVarint(br); err != nil {
+			return 0, 0, noEOF(err)
+		}
+		switch typ {
+		case frameData, frameHeaders:
+			return typ, n, nil
+		case frameCancelPush, frameSettings, framePushPromise, frameGoAway, frameMaxPushID:
+			c.closeWith(errFrameUnexpected, "a control frame on a request stream")
+			return 0, 0, errControlFrame
+		}
+		if _, err = br.Discard(int(min(n, 1<<31))); err != nil {
+			return 0, 0, noEOF(err)
+		}
+	}
 }
 
 // holdEarly waits, for a request received before its connection's handshake

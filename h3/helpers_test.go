@@ -112,7 +112,8 @@ func (ts *testServer) url(path string) string { return "https://" + ts.addr + pa
 
 // rawResponse is an answer read off a request stream.
 type rawResponse struct {
-	statuses []int // of every HEADERS frame: interim answers', then the final one
+	statuses []int               // of every HEADERS frame: interim answers', then the final one
+	heads    []map[string]string // the fields of every HEADERS frame
 	status   int
 	header   map[string]string
 	body     []byte

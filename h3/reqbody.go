@@ -20,7 +20,8 @@ import (
 // Errors a streamed body's Read returns besides io.EOF.
 var (
 	// ErrBodyLength: the DATA received was more or less than the request's
-	// Content-Length (the stream is reset with H3_MESSAGE_ERROR).
+	// Content-Length, or its trailers were over the header bound (the stream is reset
+	// with H3_MESSAGE_ERROR).
 	ErrBodyLength = errors.New("h3: request body length differs from its content-length")
 	// ErrBodyFrame: a frame not allowed in a request body (the connection is closed).
 	ErrBodyFrame = errors.New("h3: a frame not allowed in a request body")
@@ -71,15 +72,13 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	b.left -= uint64(n)
 	b.n += int64(n)
 	if b.cl >= 0 && b.n > b.cl {
-		b.fail(errMessage)
-		return n, b.err
+		return n, b.failLength()
 	}
 	switch {
 	case err == io.EOF && b.left == 0: // the stream ended with this frame
-		if b.cl >= 0 && b.n != b.cl {
-			return n, b.fail(errMessage)
+		if b.err = b.end(); b.err != io.EOF {
+			return n, b.err
 		}
-		b.err = io.EOF
 		return n, nil // the next Read says io.EOF
 	case err != nil:
 		b.err = b.readError(noEOF(err))
@@ -88,60 +87,52 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// nextFrame reads frame headers up to the next DATA frame with a payload; trailers are
-// checked for size and dropped, unknown frames skipped.
+// nextFrame reads frame headers up to the next DATA frame; trailers are checked for
+// size and dropped, and end the body.
 func (b *reqBody) nextFrame() error {
-	typ, err := readVarint(b.br)
-	if err == io.EOF {
-		if b.cl >= 0 && b.n != b.cl {
-			return b.fail(errMessage)
-		}
-		return io.EOF
-	}
-	var n uint64
-	if err == nil {
-		n, err = readVarint(b.br)
-	}
-	if err != nil {
-		return b.readError(noEOF(err))
-	}
-	switch typ {
-	case frameData:
+	typ, n, err := readRequestFrame(b.c, b.br)
+	switch {
+	case err == io.EOF:
+		return b.end()
+	case err == errControlFrame:
+		return ErrBodyFrame
+	case err != nil:
+		return b.readError(err)
+	case typ == frameData:
 		b.left = n
 		return nil
-	case frameHeaders: // trailers: the body ends with them
-		if n > uint64(b.maxTrail) {
-			return b.fail(errMessage)
-		}
-		if _, err := b.br.Discard(int(n)); err != nil {
-			return b.readError(noEOF(err))
-		}
-		if _, err := b.br.Peek(1); err != io.EOF {
-			if err == nil {
-				b.c.closeWith(errFrameUnexpected, "a frame after trailers")
-				return ErrBodyFrame
-			}
-			return b.readError(err)
-		}
-		if b.cl >= 0 && b.n != b.cl {
-			return b.fail(errMessage)
-		}
-		return io.EOF
-	case frameCancelPush, frameSettings, framePushPromise, frameGoAway, frameMaxPushID:
-		b.c.closeWith(errFrameUnexpected, "a control frame on a request stream")
-		return ErrBodyFrame
 	}
-	if _, err := b.br.Discard(int(min(n, 1<<31))); err != nil {
+	// Trailers: nothing may follow them.
+	if n > uint64(b.maxTrail) {
+		return b.failLength()
+	}
+	if _, err := b.br.Discard(int(n)); err != nil {
 		return b.readError(noEOF(err))
 	}
-	return nil
+	if _, err := b.br.Peek(1); err != io.EOF {
+		if err == nil {
+			b.c.closeWith(errFrameUnexpected, "a frame after trailers")
+			return ErrBodyFrame
+		}
+		return b.readError(err)
+	}
+	return b.end()
 }
 
-// fail resets the stream with code (the body's length belied its Content-Length) and
-// ends the body with ErrBodyLength.
-func (b *reqBody) fail(code quic.StreamErrorCode) error {
-	b.str.CancelRead(code)
-	b.str.CancelWrite(code)
+// end is the body's end of stream: io.EOF, or ErrBodyLength (the stream reset) when the
+// body was shorter than its Content-Length.
+func (b *reqBody) end() error {
+	if b.cl >= 0 && b.n != b.cl {
+		return b.failLength()
+	}
+	return io.EOF
+}
+
+// failLength resets the stream with H3_MESSAGE_ERROR (the body belied its
+// Content-Length, or its trailers were too large) and ends the body with ErrBodyLength.
+func (b *reqBody) failLength() error {
+	b.str.CancelRead(errMessage)
+	b.str.CancelWrite(errMessage)
 	b.err = ErrBodyLength
 	return b.err
 }
